@@ -1,0 +1,353 @@
+"""The model store: versioned models on a shared volume, published atomically.
+
+Layout (a valid TensorFlow Serving ``model_base_path`` per model)::
+
+    <root>/<model_name>/<version>/        saved_model.pb, variables/, model.tflite, metadata.json
+    <root>/<model_name>/.tmp-<tag>-<rand>/ a version being written (never read)
+    <root>/<model_name>/.last_version     high-water mark, so versions are never reused
+    <root>/jobs/                          the trainer's job records
+
+Readers never see a half-written version because a version only ever appears through a
+rename of a complete, fsynced folder. Files that do not match ``metadata.json`` make a
+version *broken*; readers skip it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import os
+import re
+import secrets
+import shutil
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+DEFAULT_MODEL_NAME = "square"
+METADATA_FILE = "metadata.json"
+TFLITE_FILE = "model.tflite"
+SAVED_MODEL_FILE = "saved_model.pb"
+TMP_PREFIX = ".tmp-"
+LAST_VERSION_FILE = ".last_version"
+JOBS_DIR = "jobs"
+METADATA_FORMAT = 1
+
+MODEL_NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+_VERSION_PATTERN = re.compile(r"^[1-9][0-9]{0,17}$")
+_PUBLISH_ATTEMPTS = 100
+_HASH_CHUNK = 1 << 20
+
+
+class StoreError(Exception):
+    """A model-store operation failed for a reason worth telling the user."""
+
+
+class BrokenVersion(StoreError):
+    """A numbered version whose files are missing, malformed or do not match its metadata."""
+
+    def __init__(self, model_name: str, version: int, reason: str) -> None:
+        super().__init__(f"{model_name} version {version} is broken: {reason}")
+        self.model_name = model_name
+        self.version = version
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """A verified version: where it lives and what its metadata says."""
+
+    model_name: str
+    version: int
+    path: Path
+    metadata: Mapping[str, Any]
+
+    @property
+    def domain(self) -> tuple[float, float]:
+        """The closed training interval [lo, hi]; x outside it is extrapolated."""
+        lo, hi = self.metadata["domain"]
+        return float(lo), float(hi)
+
+    @property
+    def tflite_path(self) -> Path:
+        """The LiteRT flatbuffer of this version."""
+        return self.path / TFLITE_FILE
+
+
+def validate_model_name(name: str) -> str:
+    """Return ``name`` if it is a safe folder name for a model, else raise ValueError."""
+    if not MODEL_NAME_PATTERN.fullmatch(name) or name == JOBS_DIR:
+        raise ValueError(f"invalid model name {name!r}: use [a-z0-9_-], at most 63 characters")
+    return name
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _files_under(folder: Path) -> Iterator[Path]:
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and not path.is_symlink():
+            yield path
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(folder: Path) -> None:
+    """Flush every file and folder below ``folder`` (folder itself included) to disk."""
+    for path in folder.rglob("*"):
+        if not path.is_symlink():
+            _fsync_path(path)
+    _fsync_path(folder)
+
+
+def write_json_atomic(path: Path, document: Mapping[str, Any] | list[Any]) -> None:
+    """Write JSON next to ``path``, fsync, then rename over it: readers see old or new, whole."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        with tmp.open("w", encoding="utf-8") as handle:
+            json.dump(document, handle, indent=2, sort_keys=True, allow_nan=False)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_path(path.parent)
+
+
+class ModelStore:
+    """One shared volume holding every model's versions and the trainer's job records."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+
+    # --- layout -----------------------------------------------------------------------
+
+    def model_dir(self, model_name: str = DEFAULT_MODEL_NAME) -> Path:
+        """The TensorFlow Serving ``model_base_path`` of a model."""
+        return self.root / validate_model_name(model_name)
+
+    def version_dir(self, model_name: str, version: int) -> Path:
+        """Where a version lives (whether or not it exists)."""
+        return self.model_dir(model_name) / str(version)
+
+    @property
+    def jobs_dir(self) -> Path:
+        """Where the trainer keeps job records."""
+        return self.root / JOBS_DIR
+
+    def model_names(self) -> list[str]:
+        """Every model that has a folder in the store, sorted."""
+        if not self.root.is_dir():
+            return []
+        return sorted(
+            entry.name
+            for entry in self.root.iterdir()
+            if entry.is_dir()
+            and entry.name != JOBS_DIR
+            and MODEL_NAME_PATTERN.fullmatch(entry.name)
+        )
+
+    def list_versions(self, model_name: str = DEFAULT_MODEL_NAME) -> list[int]:
+        """Numbered version folders of a model, ascending; not verified."""
+        folder = self.model_dir(model_name)
+        try:
+            entries = list(os.scandir(folder))
+        except FileNotFoundError:
+            return []
+        return sorted(
+            int(entry.name)
+            for entry in entries
+            if _VERSION_PATTERN.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False)
+        )
+
+    # --- reading ----------------------------------------------------------------------
+
+    def read_metadata(self, model_name: str, version: int) -> dict[str, Any]:
+        """A version's metadata.json, checked for shape but not against the files."""
+        path = self.version_dir(model_name, version) / METADATA_FILE
+        try:
+            document = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise BrokenVersion(model_name, version, f"{METADATA_FILE} is missing") from exc
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise BrokenVersion(
+                model_name, version, f"{METADATA_FILE} is unreadable: {exc}"
+            ) from exc
+        _check_metadata_shape(model_name, version, document)
+        return dict(document)
+
+    def verify_version(self, model_name: str, version: int) -> ModelVersion:
+        """Check every file against metadata.json's sha256; raise BrokenVersion on mismatch."""
+        metadata = self.read_metadata(model_name, version)
+        folder = self.version_dir(model_name, version)
+        for relative, expected in metadata["files"].items():
+            path = folder / relative
+            if not _is_inside(folder, path):
+                raise BrokenVersion(model_name, version, f"file {relative!r} escapes the version")
+            try:
+                actual = sha256_file(path)
+            except FileNotFoundError as exc:
+                raise BrokenVersion(model_name, version, f"{relative} is missing") from exc
+            except OSError as exc:
+                raise BrokenVersion(
+                    model_name, version, f"{relative} is unreadable: {exc}"
+                ) from exc
+            if actual != expected:
+                raise BrokenVersion(model_name, version, f"{relative} does not match its sha256")
+        return ModelVersion(model_name, version, folder, metadata)
+
+    def good_versions(
+        self, model_name: str = DEFAULT_MODEL_NAME, *, newest: int | None = None
+    ) -> tuple[list[ModelVersion], list[BrokenVersion]]:
+        """Verified versions, newest first (at most ``newest``), and the broken ones met on the way."""
+        good: list[ModelVersion] = []
+        broken: list[BrokenVersion] = []
+        for version in reversed(self.list_versions(model_name)):
+            if newest is not None and len(good) >= newest:
+                break
+            try:
+                good.append(self.verify_version(model_name, version))
+            except BrokenVersion as exc:
+                broken.append(exc)
+        return good, broken
+
+    def latest_version(self, model_name: str = DEFAULT_MODEL_NAME) -> ModelVersion | None:
+        """The newest version that verifies, or None when there is none."""
+        good, _ = self.good_versions(model_name, newest=1)
+        return good[0] if good else None
+
+    # --- writing ----------------------------------------------------------------------
+
+    def staging_dir(self, model_name: str = DEFAULT_MODEL_NAME, tag: str = "") -> Path:
+        """A new hidden folder on the same volume to write a version into before publishing."""
+        safe_tag = re.sub(r"[^A-Za-z0-9_-]", "", tag)[:64]
+        folder = self.model_dir(model_name) / f"{TMP_PREFIX}{safe_tag}-{secrets.token_hex(6)}"
+        folder.mkdir(parents=True)
+        return folder
+
+    def publish_version(
+        self, staging: Path, metadata: Mapping[str, Any], model_name: str = DEFAULT_MODEL_NAME
+    ) -> ModelVersion:
+        """Seal ``staging`` with metadata.json and rename it to the next free version number.
+
+        ``metadata`` gets ``format``, ``model_name``, ``version`` and ``files`` (sha256 of
+        every file) filled in here. On a collision with another publisher the number is
+        taken again, so concurrent publishers end with distinct versions and none is lost.
+        """
+        model_dir = self.model_dir(model_name)
+        if staging.parent.resolve() != model_dir.resolve():
+            raise StoreError(f"staging folder {staging} is not inside {model_dir}")
+        document = dict(metadata)
+        document.update(format=METADATA_FORMAT, model_name=model_name)
+        document["files"] = {
+            path.relative_to(staging).as_posix(): sha256_file(path)
+            for path in _files_under(staging)
+            if path.name != METADATA_FILE
+        }
+        for _ in range(_PUBLISH_ATTEMPTS):
+            version = self._next_version(model_name)
+            document["version"] = version
+            write_json_atomic(staging / METADATA_FILE, document)
+            fsync_tree(staging)
+            try:
+                os.rename(staging, model_dir / str(version))
+            except OSError as exc:
+                if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
+                    continue  # another publisher took this number first
+                raise
+            _fsync_path(model_dir)
+            self._raise_high_water_mark(model_name, version)
+            return ModelVersion(model_name, version, model_dir / str(version), document)
+        raise StoreError(f"could not find a free version number for {model_name}")
+
+    def discard_staging(
+        self,
+        model_name: str = DEFAULT_MODEL_NAME,
+        *,
+        tag: str | None = None,
+        older_than: float | None = None,
+    ) -> list[Path]:
+        """Remove temp folders (of one tag, or older than ``older_than`` seconds); return them."""
+        folder = self.model_dir(model_name)
+        if not folder.is_dir():
+            return []
+        prefix = TMP_PREFIX if tag is None else f"{TMP_PREFIX}{tag}-"
+        now = time.time()
+        removed = []
+        for entry in folder.iterdir():
+            if not entry.name.startswith(prefix) or not entry.is_dir():
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                if older_than is not None and now - entry.stat().st_mtime < older_than:
+                    continue
+                shutil.rmtree(entry, ignore_errors=True)
+                removed.append(entry)
+        return removed
+
+    def _next_version(self, model_name: str) -> int:
+        versions = self.list_versions(model_name)
+        return max([*versions, self._high_water_mark(model_name)]) + 1
+
+    def _high_water_mark(self, model_name: str) -> int:
+        try:
+            text = (self.model_dir(model_name) / LAST_VERSION_FILE).read_text(encoding="ascii")
+            return int(text.strip() or 0)
+        except (FileNotFoundError, ValueError, UnicodeDecodeError):
+            return 0
+
+    def _raise_high_water_mark(self, model_name: str, version: int) -> None:
+        if version <= self._high_water_mark(model_name):
+            return
+        path = self.model_dir(model_name) / LAST_VERSION_FILE
+        tmp = path.with_name(f"{LAST_VERSION_FILE}.{secrets.token_hex(4)}.tmp")
+        tmp.write_text(f"{version}\n", encoding="ascii")
+        tmp.replace(path)
+
+
+def _is_inside(folder: Path, path: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+    except ValueError:
+        return False
+    return True
+
+
+def _check_metadata_shape(model_name: str, version: int, document: Any) -> None:
+    def broken(reason: str) -> BrokenVersion:
+        return BrokenVersion(model_name, version, f"{METADATA_FILE}: {reason}")
+
+    if not isinstance(document, dict):
+        raise broken("not a JSON object")
+    if document.get("version") != version:
+        raise broken(f"says version {document.get('version')!r}, folder is {version}")
+    files = document.get("files")
+    if not isinstance(files, dict) or TFLITE_FILE not in files or SAVED_MODEL_FILE not in files:
+        raise broken(f"'files' must list {TFLITE_FILE} and {SAVED_MODEL_FILE} with their sha256")
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
+        raise broken("'files' must map paths to sha256 strings")
+    domain = document.get("domain")
+    if (
+        not isinstance(domain, list)
+        or len(domain) != 2
+        or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in domain)
+        or not domain[0] <= domain[1]
+    ):
+        raise broken("'domain' must be [lo, hi] with lo <= hi")

@@ -1,0 +1,134 @@
+"""Training hyperparameters: the article's names and defaults, with bounds a server can afford.
+
+The bounds keep one job from exhausting the machine: the largest data set is
+``MAX_N_SAMPLES`` float32 rows (a few MiB), the widest network ``MAX_NUM_NEURONS`` units.
+Every field is optional in a request; the effective values are recorded on the job.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from squarenet.store import DEFAULT_MODEL_NAME, MODEL_NAME_PATTERN
+
+MAX_N_SAMPLES = 1_000_000
+MAX_EPOCHS = 10_000
+MAX_NUM_NEURONS = 1_024
+MAX_MID_RANGE = 1e6
+
+InitScheme = Literal["spread", "glorot"]
+
+
+class TrainingParams(BaseModel):
+    """What a training job is asked to do (the body of ``POST /v1/jobs``)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
+
+    n_samples: int = Field(
+        100_000,
+        ge=10,
+        le=MAX_N_SAMPLES,
+        description="Rows drawn from U(-mid_range/2, mid_range/2).",
+    )
+    epochs: int = Field(400, ge=1, le=MAX_EPOCHS, description="Passes over the training rows.")
+    batch_size: int = Field(
+        1_000,
+        ge=1,
+        le=MAX_N_SAMPLES,
+        description="Rows per gradient step; at most the training rows.",
+    )
+    mid_range: float = Field(
+        10.0,
+        gt=0,
+        le=MAX_MID_RANGE,
+        description="Width of the training domain [-mid_range/2, +mid_range/2].",
+    )
+    num_neurons: int = Field(
+        10, ge=1, le=MAX_NUM_NEURONS, description="Units in the one hidden ReLU layer."
+    )
+    validation_split: float = Field(
+        0.2,
+        ge=0.0,
+        le=0.9,
+        description="Fraction of rows held out to report val_loss (0 disables it).",
+    )
+    learning_rate: float = Field(0.001, gt=0, le=1.0, description="Adam's step size.")
+    seed: int | None = Field(
+        None,
+        ge=0,
+        le=2**32 - 1,
+        description="Makes data, initialisation and training deterministic.",
+    )
+    init: InitScheme = Field(
+        "spread",
+        description=(
+            "'spread' places the ReLU kinks evenly over the domain (fast, accurate); "
+            "'glorot' is Keras' default initialisation, as in the article."
+        ),
+    )
+    early_stopping_patience: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_EPOCHS,
+        description="Stop after this many epochs without val_loss improving.",
+    )
+    model_name: str = Field(
+        DEFAULT_MODEL_NAME,
+        pattern=MODEL_NAME_PATTERN.pattern,
+        description="The model (store folder) the new version is published under.",
+    )
+
+    @property
+    def domain(self) -> tuple[float, float]:
+        """The closed training interval the samples are drawn from."""
+        return -self.mid_range / 2, self.mid_range / 2
+
+    @property
+    def n_validation(self) -> int:
+        """Rows held out for validation (Keras' rule: the last ``split`` fraction)."""
+        return math.floor(self.n_samples * self.validation_split)
+
+    @property
+    def n_train(self) -> int:
+        """Rows the network is fitted on."""
+        return self.n_samples - self.n_validation
+
+    @model_validator(mode="after")
+    def _rows_fit_the_split(self) -> Self:
+        """Cross-field rules, each reported against the field a user should change."""
+        if self.validation_split > 0 and self.n_validation < 1:
+            raise _field_error(
+                self, "n_samples", "n_samples is too small for validation_split: no validation row"
+            )
+        if self.batch_size > self.n_train:
+            raise _field_error(
+                self,
+                "batch_size",
+                f"batch_size must be at most the training rows ({self.n_train} = n_samples less "
+                "the validation split)",
+            )
+        if self.early_stopping_patience is not None and self.validation_split == 0:
+            raise _field_error(
+                self,
+                "early_stopping_patience",
+                "early_stopping_patience needs validation_split > 0",
+            )
+        return self
+
+
+def _field_error(params: TrainingParams, field: str, message: str) -> ValidationError:
+    """A ValidationError located at ``field`` (a plain ValueError would point at the body)."""
+    return ValidationError.from_exception_data(
+        type(params).__name__,
+        [
+            InitErrorDetails(
+                type=PydanticCustomError("value_error", message),
+                loc=(field,),
+                input=getattr(params, field),
+            )
+        ],
+    )
