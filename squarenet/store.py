@@ -80,7 +80,9 @@ class ModelVersion:
 
 def validate_model_name(name: str) -> str:
     """Return ``name`` if it is a safe folder name for a model, else raise ValueError."""
-    if not MODEL_NAME_PATTERN.fullmatch(name) or name == JOBS_DIR:
+    if name == JOBS_DIR:
+        raise ValueError(f"invalid model name {name!r}: the store keeps job records there")
+    if not MODEL_NAME_PATTERN.fullmatch(name):
         raise ValueError(f"invalid model name {name!r}: use [a-z0-9_-], at most 63 characters")
     return name
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 import math
 from typing import Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from squarenet.store import DEFAULT_MODEL_NAME, MODEL_NAME_PATTERN
+from squarenet.store import DEFAULT_MODEL_NAME, MODEL_NAME_PATTERN, validate_model_name
 
 MAX_N_SAMPLES = 1_000_000
 MAX_EPOCHS = 10_000
@@ -96,6 +96,12 @@ class TrainingParams(BaseModel):
     def n_train(self) -> int:
         """Rows the network is fitted on."""
         return self.n_samples - self.n_validation
+
+    @field_validator("model_name")
+    @classmethod
+    def _model_name_is_a_store_folder(cls, name: str) -> str:
+        """The pattern alone admits names the store reserves (the jobs folder)."""
+        return validate_model_name(name)
 
     @model_validator(mode="after")
     def _rows_fit_the_split(self) -> Self:

@@ -32,7 +32,9 @@ def test_generated_code_is_not_stale(tmp_path: Path) -> None:
         assert fresh == committed, f"squarenet/v1/{name} is stale: run `make proto`"
 
 
-@pytest.mark.parametrize("module", ["squarenet.v1.predictor_pb2", "squarenet.v1.predictor_pb2_grpc"])
+@pytest.mark.parametrize(
+    "module", ["squarenet.v1.predictor_pb2", "squarenet.v1.predictor_pb2_grpc"]
+)
 def test_generated_code_imports_by_package_path(module: str) -> None:
     """No sys.path tricks: the modules import as `squarenet.v1.*` from a plain interpreter."""
     subprocess.run([sys.executable, "-c", f"import {module}"], check=True, cwd=ROOT.parent)

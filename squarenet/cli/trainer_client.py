@@ -1,0 +1,204 @@
+"""A small typed client for the trainer's REST API (httpx), mapping failures to exit codes.
+
+Problem responses (RFC 9457) become one readable line: ``title: detail`` followed by the
+field errors, so ``squarenet train --epochs 0`` tells the user which flag to change.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from typing import Any, Final
+from urllib.parse import quote
+
+import httpx
+from httpx_sse import SSEError, connect_sse
+
+from squarenet.cli.errors import CliError, ExitCode
+
+JobDocument = dict[str, Any]
+
+TERMINAL_STATES: Final = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
+DEFAULT_TIMEOUT: Final = 10.0
+# An epoch of the article's configuration takes well under a second; a silent minute means
+# the stream is stuck, and the follower reconnects (or reads the job) instead of hanging.
+STREAM_READ_TIMEOUT: Final = 60.0
+
+
+def describe_problem(response: httpx.Response) -> str:
+    """One line from an HTTP error: the problem's title, detail and field errors when present."""
+    try:
+        problem = response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        problem = None
+    if not isinstance(problem, dict):
+        return f"HTTP {response.status_code} {response.reason_phrase}".strip()
+    title = str(problem.get("title") or response.reason_phrase or "error")
+    detail = problem.get("detail")
+    text = f"{title}: {detail}" if detail and detail != title else title
+    errors = problem.get("errors")
+    if isinstance(errors, list):
+        fields = [
+            f"{item.get('field', '?')}: {item.get('message', '')}"
+            if isinstance(item, dict)
+            else str(item)
+            for item in errors
+        ]
+        unsaid = [field for field in fields if field not in text]  # detail may list them already
+        if unsaid:
+            text = f"{text} ({'; '.join(unsaid)})"
+    return f"HTTP {response.status_code} {text}"
+
+
+class TrainerClient:
+    """Calls the trainer at ``base_url``; the token is sent as Bearer on mutating calls only."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        token: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._token = token or None
+        try:
+            self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport)
+            url = httpx.URL(self.base_url)
+        except (httpx.InvalidURL, TypeError, ValueError) as exc:
+            raise CliError(f"invalid trainer URL {base_url!r}: {exc}", ExitCode.USAGE) from exc
+        if url.scheme not in ("http", "https") or not url.host:
+            raise CliError(
+                f"invalid trainer URL {base_url!r}: expected http://HOST:PORT", ExitCode.USAGE
+            )
+
+    def close(self) -> None:
+        """Release the connection pool."""
+        self._http.close()
+
+    def __enter__(self) -> TrainerClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    # --- the API ------------------------------------------------------------------------
+
+    def submit_job(self, params: Mapping[str, Any]) -> JobDocument:
+        """POST /v1/jobs: queue a training job with only the given hyperparameters."""
+        return self._json_object(self._request("POST", "/v1/jobs", json=dict(params)))
+
+    def list_jobs(self) -> list[JobDocument]:
+        """GET /v1/jobs: every job, newest first."""
+        return self._list(self._request("GET", "/v1/jobs"), "jobs")
+
+    def get_job(self, job_id: str) -> JobDocument:
+        """GET /v1/jobs/{id}."""
+        return self._json_object(self._request("GET", f"/v1/jobs/{_segment(job_id)}"))
+
+    def cancel_job(self, job_id: str) -> JobDocument:
+        """POST /v1/jobs/{id}/cancel."""
+        return self._json_object(self._request("POST", f"/v1/jobs/{_segment(job_id)}/cancel"))
+
+    def list_models(self) -> list[JobDocument]:
+        """GET /v1/models: every published version with its metadata."""
+        return self._list(self._request("GET", "/v1/models"), "models")
+
+    def get_plot(self, job_id: str, name: str) -> bytes:
+        """GET /v1/jobs/{id}/plots/{name}: a PNG the trainer drew for the job."""
+        response = self._request("GET", f"/v1/jobs/{_segment(job_id)}/plots/{_segment(name)}")
+        return response.content
+
+    def job_events(
+        self, job_id: str, *, after_epoch: int = 0
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Follow GET /v1/jobs/{id}/events; yield (event name, JSON data) until the stream ends.
+
+        ``after_epoch`` is sent as ``Last-Event-ID`` so a reconnect resumes where it left off.
+        """
+        path = f"/v1/jobs/{_segment(job_id)}/events"
+        timeout = httpx.Timeout(self._http.timeout.connect, read=STREAM_READ_TIMEOUT)
+        headers = {"Last-Event-ID": str(after_epoch)} if after_epoch else {}
+        try:
+            with connect_sse(self._http, "GET", path, timeout=timeout, headers=headers) as source:
+                if source.response.is_error:
+                    source.response.read()
+                    raise self._http_error(source.response)
+                for event in source.iter_sse():
+                    if not event.data:
+                        continue  # keep-alive
+                    try:
+                        data = json.loads(event.data)
+                    except json.JSONDecodeError as exc:
+                        raise CliError(
+                            f"trainer at {self.base_url} sent a malformed {event.event!r} event",
+                            ExitCode.SERVICE_ERROR,
+                        ) from exc
+                    if isinstance(data, dict):
+                        yield event.event, data
+        except SSEError as exc:
+            raise CliError(
+                f"trainer at {self.base_url} did not answer with an event stream: {exc}",
+                ExitCode.SERVICE_ERROR,
+            ) from exc
+        except httpx.TransportError as exc:
+            raise self._unreachable(exc) from exc
+
+    # --- plumbing -----------------------------------------------------------------------
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        headers = {"Accept": "application/json"}
+        if method != "GET" and self._token:
+            headers["Authorization"] = f"Bearer {self._token}"
+        try:
+            response = self._http.request(method, path, headers=headers, **kwargs)
+        except httpx.TransportError as exc:
+            raise self._unreachable(exc) from exc
+        if response.is_error:
+            raise self._http_error(response)
+        return response
+
+    def _unreachable(self, exc: httpx.TransportError) -> CliError:
+        reason = str(exc) or type(exc).__name__
+        if isinstance(exc, httpx.TimeoutException):
+            reason = f"no answer in time ({type(exc).__name__})"
+        return CliError(
+            f"cannot reach the trainer at {self.base_url}: {reason}", ExitCode.UNREACHABLE
+        )
+
+    def _http_error(self, response: httpx.Response) -> CliError:
+        code = ExitCode.REJECTED if response.is_client_error else ExitCode.SERVICE_ERROR
+        return CliError(f"trainer refused: {describe_problem(response)}", code)
+
+    def _json_object(self, response: httpx.Response) -> JobDocument:
+        try:
+            document = response.json()
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise CliError(
+                f"trainer at {self.base_url} answered {response.request.url.path} with non-JSON",
+                ExitCode.SERVICE_ERROR,
+            ) from exc
+        if not isinstance(document, dict):
+            raise CliError(
+                f"trainer at {self.base_url} answered {response.request.url.path} with "
+                f"{type(document).__name__}, expected an object",
+                ExitCode.SERVICE_ERROR,
+            )
+        return document
+
+    def _list(self, response: httpx.Response, key: str) -> list[JobDocument]:
+        items = self._json_object(response).get(key)
+        if not isinstance(items, list):
+            raise CliError(
+                f"trainer at {self.base_url} answered without a {key!r} list",
+                ExitCode.SERVICE_ERROR,
+            )
+        return [item for item in items if isinstance(item, dict)]
+
+
+def _segment(value: str) -> str:
+    """A path segment with anything that could change the path (/, ?, #) escaped."""
+    if value.strip(".") == "":
+        raise CliError(f"invalid identifier {value!r}", ExitCode.USAGE)
+    return quote(value, safe="")

@@ -1,0 +1,238 @@
+"""The CLI against the real trainer and predictor processes: output and exit codes."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from e2e.live_services import LiveServices, predictor_on, trainer_on
+from support import wait_for
+
+pytestmark = pytest.mark.slow
+
+SQUARENET = str(Path(sys.executable).parent / "squarenet")
+TINY = ["--n-samples", "200", "--epochs", "5", "--batch-size", "32", "--seed", "3"]
+# long enough to be caught RUNNING: 1.6 million one-row steps (minutes); every test cancels it
+LONG = ["--n-samples", "200", "--epochs", "10000", "--batch-size", "1", "--seed", "3"]
+
+
+def squarenet(
+    services: LiveServices, *argv: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [SQUARENET, *argv], check=False, capture_output=True, text=True, timeout=180,
+        env=env or services.cli_env(),
+    )  # fmt: skip
+
+
+def one_error_line(done: subprocess.CompletedProcess[str]) -> str:
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    return done.stderr
+
+
+@pytest.fixture(scope="module")
+def trained(services: LiveServices) -> dict[str, Any]:
+    """One tiny job trained through ``squarenet --json train --wait``."""
+    done = squarenet(services, "--json", "train", "--wait", *TINY)
+    assert done.returncode == 0, done.stderr
+    job: dict[str, Any] = json.loads(done.stdout)
+    return job
+
+
+def test_train_wait_shows_progress_metrics_and_version(services: LiveServices) -> None:
+    done = squarenet(services, "train", "--wait", *TINY)
+    assert done.returncode == 0, done.stderr
+    assert "5/5" in done.stdout and "SUCCEEDED" in done.stdout
+    assert "mse_in_domain" in done.stdout and "mse_out_of_domain" in done.stdout
+    assert "published model version" in done.stdout
+
+
+def test_json_train_wait_returns_the_finished_job(trained: dict[str, Any]) -> None:
+    assert trained["state"] == "SUCCEEDED"
+    assert trained["params"]["epochs"] == 5 and trained["params"]["n_samples"] == 200
+    assert trained["model_version"] >= 1
+
+
+def test_jobs_job_and_models_list_what_was_trained(
+    services: LiveServices, trained: dict[str, Any]
+) -> None:
+    jobs = squarenet(services, "jobs")
+    assert jobs.returncode == 0 and trained["id"] in jobs.stdout
+    job = squarenet(services, "job", trained["id"])
+    assert job.returncode == 0
+    assert "SUCCEEDED" in job.stdout and "metrics.mse_in_domain" in job.stdout
+    models = json.loads(squarenet(services, "--json", "models").stdout)["models"]
+    versions = {entry["version"] for entry in models}
+    assert trained["model_version"] in versions
+    table = squarenet(services, "models")
+    assert table.returncode == 0 and trained["id"] in table.stdout
+
+
+def test_predict_marks_values_outside_the_training_domain(
+    services: LiveServices, trained: dict[str, Any]
+) -> None:
+    version = str(trained["model_version"])
+    wait_for(
+        lambda: squarenet(services, "predict", "--version", version, "0").returncode == 0,
+        30, f"the predictor to load version {version}",
+    )  # fmt: skip
+    done = squarenet(services, "--json", "predict", "--version", version, "-7", "-5", "0", "5", "7")
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    assert answer["version"] == trained["model_version"]
+    assert [row["extrapolated"] for row in answer["predictions"]] == [
+        True,
+        False,
+        False,
+        False,
+        True,
+    ]
+    for row in answer["predictions"]:
+        assert row["x_squared"] == row["x"] ** 2
+        assert row["error"] == pytest.approx(row["y"] - row["x_squared"])
+    table = squarenet(services, "predict", "--version", version, "-7", "1")
+    rows = [line for line in table.stdout.splitlines() if line.startswith("│")]
+    assert "outside training domain" in rows[0] and "outside training domain" not in rows[1]
+    assert f"answered by model version {version}" in table.stdout
+
+
+def test_watch_prints_the_served_model(services: LiveServices, trained: dict[str, Any]) -> None:
+    done = squarenet(services, "--json", "watch", "--count", "1")
+    assert done.returncode == 0, done.stderr
+    model = json.loads(done.stdout)
+    assert model["version"] >= trained["model_version"]
+    assert model["domain"] == [-5.0, 5.0]
+    line = squarenet(services, "watch", "--count", "1").stdout
+    assert line.startswith("serving version") and line.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["predict", "nan"], "INVALID_ARGUMENT"),
+        (["predict", "1", "inf"], "INVALID_ARGUMENT"),
+        (["predict", "--version", "999", "1"], "NOT_FOUND"),
+        (["train", "--epochs", "0"], "epochs"),
+        (["train", "--n-samples", "100", "--batch-size", "5000"], "batch_size"),
+        (["train", "--init", "zeros"], "init"),
+        (["job", "no-such-job"], "HTTP 404"),
+        (["cancel", "no-such-job"], "HTTP 404"),
+    ],
+)
+def test_rejected_requests_exit_4_with_the_reason(
+    services: LiveServices, trained: dict[str, Any], argv: list[str], says: str
+) -> None:
+    done = squarenet(services, *argv)
+    assert done.returncode == 4
+    assert says in one_error_line(done)
+
+
+def test_cancelling_a_finished_job_is_a_conflict(
+    services: LiveServices, trained: dict[str, Any]
+) -> None:
+    done = squarenet(services, "cancel", trained["id"])
+    assert done.returncode == 4
+    assert "HTTP 409" in one_error_line(done)
+
+
+def test_a_cancelled_job_ends_train_wait_with_exit_1(services: LiveServices) -> None:
+    waiting = subprocess.Popen(
+        [SQUARENET, "train", "--wait", *LONG], env=services.cli_env(),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        job = wait_for(lambda: running_job(services), 60, "the job to run")
+        cancel = squarenet(services, "cancel", job["id"])
+        assert cancel.returncode == 0 and "CANCELLED" in cancel.stdout
+        _, err = waiting.communicate(timeout=60)
+    finally:
+        waiting.kill()
+    assert waiting.returncode == 1
+    assert err == f"squarenet: job {job['id']} ended CANCELLED\n"
+
+
+def test_ctrl_c_with_cancel_on_interrupt_cancels_the_job(services: LiveServices) -> None:
+    waiting = subprocess.Popen(
+        [SQUARENET, "train", "--wait", "--cancel-on-interrupt", *LONG], env=services.cli_env(),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        job = wait_for(lambda: running_job(services), 60, "the job to run")
+        time.sleep(0.5)  # let the follower be inside the event stream
+        waiting.send_signal(signal.SIGINT)
+        _, err = waiting.communicate(timeout=60)
+    finally:
+        waiting.kill()
+    assert waiting.returncode == 130
+    assert f"job {job['id']} is CANCELLED" in one_error_line(
+        subprocess.CompletedProcess([], 130, "", err)
+    )
+    state = httpx.get(f"{services.trainer_url}/v1/jobs/{job['id']}", timeout=5).json()["state"]
+    assert state == "CANCELLED"
+
+
+def test_ctrl_c_leaves_the_job_running_and_says_how_to_cancel(services: LiveServices) -> None:
+    waiting = subprocess.Popen(
+        [SQUARENET, "train", "--wait", *LONG], env=services.cli_env(),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        job = wait_for(lambda: running_job(services), 60, "the job to run")
+        time.sleep(0.5)
+        waiting.send_signal(signal.SIGINT)
+        _, err = waiting.communicate(timeout=60)
+        state = httpx.get(f"{services.trainer_url}/v1/jobs/{job['id']}", timeout=5).json()["state"]
+        assert state == "RUNNING"
+        assert squarenet(services, "cancel", job["id"]).returncode == 0
+    finally:
+        waiting.kill()
+    assert waiting.returncode == 130
+    assert err == (
+        f"squarenet: interrupted: job {job['id']} keeps running; "
+        f"stop it with `squarenet cancel {job['id']}`\n"
+    )
+
+
+def running_job(services: LiveServices) -> dict[str, Any] | None:
+    jobs = httpx.get(f"{services.trainer_url}/v1/jobs", timeout=5).json()["jobs"]
+    return next((job for job in jobs if job["state"] == "RUNNING"), None)
+
+
+def test_predictor_without_a_model_exits_5(tmp_path: Path, services: LiveServices) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with predictor_on(empty, tmp_path) as target:
+        env = {**services.cli_env(), "SQUARENET_PREDICTOR": target}
+        done = squarenet(services, "predict", "1", env=env)
+    assert done.returncode == 5
+    assert "UNAVAILABLE" in one_error_line(done)
+
+
+def test_the_token_is_sent_as_bearer_on_mutating_calls(
+    tmp_path: Path, services: LiveServices
+) -> None:
+    store = tmp_path / "store"
+    store.mkdir()
+    with trainer_on(store, tmp_path, env={"SQUARENET_API_TOKEN": "s3cret-token"}) as url:
+        env = {**services.cli_env(), "SQUARENET_TRAINER_URL": url}
+        refused = squarenet(services, "train", *TINY, env=env)
+        assert refused.returncode == 4
+        assert "HTTP 401" in one_error_line(refused) and "s3cret" not in refused.stderr
+        listed = squarenet(services, "jobs", env=env)  # reading needs no token
+        assert listed.returncode == 0
+        accepted = squarenet(services, "--token", "s3cret-token", "--json", "train", *TINY, env=env)
+        assert accepted.returncode == 0, accepted.stderr
+        job_id = json.loads(accepted.stdout)["id"]
+        cancelled = squarenet(
+            services, "cancel", job_id, env={**env, "SQUARENET_API_TOKEN": "s3cret-token"}
+        )
+        assert cancelled.returncode in (0, 4)  # 4 when the tiny job already finished (409)
+        assert "401" not in cancelled.stderr

@@ -1,0 +1,168 @@
+"""Helpers for the predictor tests: real predictor processes, copies of trained versions."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
+from support import free_port, wait_for
+
+from squarenet.store import METADATA_FILE, ModelStore
+from squarenet.v1 import predictor_pb2_grpc
+
+SERVICE = "squarenet.v1.Predictor"
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+#: Polling fast keeps the tests short; the default is 0.5 s.
+POLL_INTERVAL = "0.1"
+
+
+def add_version(store: ModelStore, source: Path) -> int:
+    """Publish a copy of a trained version folder into ``store``; return its new number."""
+    metadata = json.loads((source / METADATA_FILE).read_text(encoding="utf-8"))
+    staging = store.staging_dir(tag="test")
+    shutil.copytree(
+        source, staging, dirs_exist_ok=True, ignore=shutil.ignore_patterns(METADATA_FILE)
+    )
+    for key in ("files", "version", "format", "model_name"):
+        metadata.pop(key, None)
+    return store.publish_version(staging, metadata).version
+
+
+@dataclass
+class Predictor:
+    """A running ``squarenet-predictor`` process and a channel to it."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    metrics_port: int
+    log_path: Path
+    channel: grpc.Channel = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.port}")
+        self.stub = predictor_pb2_grpc.PredictorStub(self.channel)  # type: ignore[no-untyped-call]
+        self.health = health_pb2_grpc.HealthStub(self.channel)
+
+    def health_status(self, service: str = "") -> int | None:
+        """The health status of ``service``, or None when the server does not answer."""
+        try:
+            response = self.health.Check(health_pb2.HealthCheckRequest(service=service), timeout=1)
+        except grpc.RpcError:
+            return None
+        return int(response.status)
+
+    def wait_serving(self, timeout: float = 20) -> None:
+        """Until health says SERVING for both the server and the service."""
+        wait_for(
+            lambda: self.health_status("") == SERVING and self.health_status(SERVICE) == SERVING,
+            timeout,
+            "health SERVING",
+        )
+
+    def log(self) -> str:
+        """Everything the process wrote so far."""
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def metric(self, name: str, **labels: str) -> float:
+        """One sample from /metrics (0 when absent)."""
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            text = response.read().decode()
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and all(
+                    sample.labels.get(k) == v for k, v in labels.items()
+                ):
+                    return float(sample.value)
+        return 0.0
+
+    def terminate(self, timeout: float = 30) -> int:
+        """SIGTERM, then the exit code."""
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout)
+
+    def close(self) -> None:
+        """Close the channel and make sure the process is gone."""
+        self.channel.close()
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)  # lets --workers stop its children
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+
+
+def predictor_command(*args: str) -> list[str]:
+    """The console script's command line, run with the test's interpreter."""
+    return [sys.executable, "-m", "predictor_service.cli", *args]
+
+
+class Launcher:
+    """Starts real predictor processes on free ports, logging into ``log_dir``."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.started: list[Predictor] = []
+
+    def start(
+        self,
+        store: ModelStore,
+        *args: str,
+        env: dict[str, str] | None = None,
+        wait_listening: bool = True,
+        command: list[str] | None = None,
+    ) -> Predictor:
+        """Start one; by default wait until it answers health checks."""
+        port, metrics_port = free_port(), free_port()
+        log_path = self.log_dir / f"predictor-{len(self.started)}.log"
+        full_args = (
+            "--model-store", str(store.root),
+            "--host", "127.0.0.1",
+            "--port", str(port),
+            "--metrics-port", str(metrics_port),
+            "--poll-interval", POLL_INTERVAL,
+            *args,
+        )  # fmt: skip
+        with log_path.open("wb") as log_file:
+            process = subprocess.Popen(
+                [*(command or predictor_command()), *full_args],
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **(env or {})},
+            )
+        predictor = Predictor(process, port, metrics_port, log_path)
+        self.started.append(predictor)
+        if wait_listening:
+            wait_for(
+                lambda: predictor.health_status() is not None or process.poll() is not None,
+                20,
+                "the predictor to listen",
+            )
+            assert process.poll() is None, predictor.log()
+        return predictor
+
+    def close_all(self) -> None:
+        """Kill whatever is still running."""
+        for predictor in self.started:
+            predictor.close()
+
+
+def store_state(root: Path) -> dict[str, Any]:
+    """Every path below ``root`` with its size and mtime: equal before and after = untouched."""
+    return {
+        str(path.relative_to(root)): (path.stat().st_size, path.stat().st_mtime_ns)
+        for path in sorted(root.rglob("*"))
+    }

@@ -1,0 +1,67 @@
+"""``squarenet-trainer`` refuses bad configuration before starting anything (exit 2)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from rest.rest_helpers import trainer_command
+from trainer_service.cli import FLAGS, parse_args
+from trainer_service.settings import Settings
+
+
+def test_every_flag_is_a_setting_and_so_an_environment_variable() -> None:
+    for field, *_ in FLAGS.values():
+        assert field in Settings.model_fields
+
+
+def test_flags_given_override_only_what_they_name() -> None:
+    given, level = parse_args(["--model-store", "/srv/store", "--workers", "3"])
+    assert given == {"model_store": "/srv/store", "workers": 3}
+    assert level == "INFO"
+
+
+def test_environment_fills_what_flags_leave_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SQUARENET_MAX_CONCURRENT_JOBS", "2")
+    monkeypatch.setenv("SQUARENET_PORT", "9000")
+    settings = Settings.model_validate({"model_store": Path("store"), "port": 9100})
+    assert settings.max_concurrent_jobs == 2
+    assert settings.port == 9100
+    assert settings.model_store.is_absolute()
+
+
+def test_bad_configuration_exits_2_naming_the_setting(tmp_path: Path) -> None:
+    bad_port = subprocess.run(
+        [*trainer_command(), "--model-store", str(tmp_path / "s"), "--port", "70000"],
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=60,
+    )
+    assert bad_port.returncode == 2
+    assert "port" in bad_port.stderr and "SQUARENET_PORT" in bad_port.stderr
+
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("x")
+    bad_store = subprocess.run(
+        [*trainer_command(), "--model-store", str(not_a_folder)],
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=60,
+    )
+    assert bad_store.returncode == 2
+    assert "model store" in bad_store.stderr
+
+    missing = subprocess.run(
+        trainer_command(),
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin"},
+    )
+    assert missing.returncode == 2
+    assert "model_store" in missing.stderr

@@ -1,0 +1,126 @@
+"""GET /v1/jobs/{id}/events: epochs, then the final state; replay, resume and keep-alive."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import jsonschema  # type: ignore[import-untyped]  # a schemathesis dependency, no stubs
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from rest.rest_helpers import TINY, MakeApp, parse_sse
+from trainer_service.api import services
+from trainer_service.jobs import JobBook
+
+
+def book_of(app: Flask) -> JobBook:
+    with app.app_context():
+        return services().book
+
+
+def epochs(*numbers: int) -> list[dict[str, object]]:
+    return [{"epoch": n, "loss": 10.0 / n, "val_loss": 11.0 / n} for n in numbers]
+
+
+def queued_job(client: FlaskClient) -> str:
+    response = client.post("/v1/jobs", json=TINY)
+    assert response.status_code == 202
+    return str(response.get_json()["id"])
+
+
+def test_finished_job_replays_its_history_then_the_final_state(
+    app: Flask, client: FlaskClient
+) -> None:
+    job_id = queued_job(client)
+    book = book_of(app)
+    book.files.append_epochs(job_id, epochs(1, 2, 3))
+    book.cancel(job_id)
+    response = client.get(f"/v1/jobs/{job_id}/events")
+    assert response.status_code == 200
+    assert response.mimetype == "text/event-stream"
+    assert response.headers["Cache-Control"] == "no-cache"
+    events = parse_sse(response.get_data(as_text=True))
+    assert [e["event"] for e in events] == ["epoch", "epoch", "epoch", "state"]
+    first = json.loads(events[0]["data"])
+    assert first == {"epoch": 1, "epochs": 5, "loss": 10.0, "val_loss": 11.0}
+    assert [e.get("id") for e in events[:3]] == ["1", "2", "3"]
+    final = json.loads(events[-1]["data"])
+    assert final["id"] == job_id and final["state"] == "CANCELLED"
+
+
+def test_last_event_id_resumes_after_that_epoch(app: Flask, client: FlaskClient) -> None:
+    job_id = queued_job(client)
+    book = book_of(app)
+    book.files.append_epochs(job_id, epochs(1, 2, 3))
+    book.cancel(job_id)
+    response = client.get(f"/v1/jobs/{job_id}/events", headers={"Last-Event-ID": "2"})
+    events = parse_sse(response.get_data(as_text=True))
+    assert [(e["event"], e.get("id")) for e in events] == [("epoch", "3"), ("state", None)]
+
+
+def test_live_stream_follows_epochs_as_they_are_recorded(make_app: MakeApp) -> None:
+    app = make_app(sse_poll_interval=0.01)
+    client = app.test_client()
+    job_id = queued_job(client)
+    book = book_of(app)
+
+    def runner() -> None:
+        for n in (1, 2, 3, 4, 5):
+            time.sleep(0.02)
+            book.files.append_epochs(job_id, epochs(n))
+        book.cancel(job_id)
+
+    thread = threading.Thread(target=runner)
+    thread.start()
+    response = client.get(f"/v1/jobs/{job_id}/events", buffered=False)
+    text = b"".join(response.iter_encoded()).decode()
+    thread.join()
+    events = parse_sse(text)
+    assert [e.get("id") for e in events if e["event"] == "epoch"] == ["1", "2", "3", "4", "5"]
+    assert events[-1]["event"] == "state"
+
+
+def test_idle_stream_sends_keep_alive_comments(make_app: MakeApp) -> None:
+    app = make_app(sse_poll_interval=0.01, sse_keepalive=0.05)
+    client = app.test_client()
+    job_id = queued_job(client)
+    response = client.get(f"/v1/jobs/{job_id}/events", buffered=False)
+    chunks = response.iter_encoded()
+    seen = [next(chunks).decode() for _ in range(3)]
+    response.close()
+    assert seen[0].startswith("retry:")
+    assert ": keep-alive\n\n" in seen[1:]
+
+
+def test_events_match_the_openapi_document(app: Flask, client: FlaskClient) -> None:
+    document = client.get("/openapi.json").get_json()
+    operation = document["paths"]["/v1/jobs/{job_id}/events"]["get"]
+    event_schema = operation["responses"]["200"]["content"]["text/event-stream"]["schema"]
+    job_schema = {"$ref": "#/components/schemas/Job", "components": document["components"]}
+    job_id = queued_job(client)
+    book = book_of(app)
+    book.files.append_epochs(job_id, epochs(1, 2))
+    book.cancel(job_id)
+    events = parse_sse(client.get(f"/v1/jobs/{job_id}/events").get_data(as_text=True))
+    for event in events:
+        jsonschema.validate(event, event_schema)
+    for event in events[:-1]:
+        assert set(json.loads(event["data"])) == {"epoch", "epochs", "loss", "val_loss"}
+    jsonschema.Draft202012Validator(job_schema).validate(json.loads(events[-1]["data"]))
+
+
+@pytest.mark.parametrize("header", ["", "abc", "-1", "²", "9" * 5000, "1.5", " 2x"])
+def test_last_event_id_that_is_not_ours_replays_from_the_start(
+    app: Flask, client: FlaskClient, header: str
+) -> None:
+    job_id = queued_job(client)
+    book = book_of(app)
+    book.files.append_epochs(job_id, epochs(1, 2))
+    book.cancel(job_id)
+    response = client.get(f"/v1/jobs/{job_id}/events", headers={"Last-Event-ID": header})
+    assert response.status_code == 200
+    events = parse_sse(response.get_data(as_text=True))
+    assert [e.get("id") for e in events] == ["1", "2", None]

@@ -1,0 +1,236 @@
+"""The job book as the REST layer uses it: records on a real temp store, real processes."""
+
+from __future__ import annotations
+
+import multiprocessing
+from pathlib import Path
+
+import pytest
+
+from squarenet.store import ModelStore
+from trainer_service.errors import JobAlreadyFinished, JobNotFound, PlotNotFound, QueueFull
+from trainer_service.job_records import JobFiles, is_job_id
+from trainer_service.jobs import JobBook, JobState
+from trainer_service.params import TrainingParams
+
+TINY = TrainingParams.model_validate({"n_samples": 200, "epochs": 3, "batch_size": 20, "seed": 1})
+
+
+def test_submit_records_a_queued_job_with_every_effective_parameter(store: ModelStore) -> None:
+    book = JobBook(store)
+    job = book.submit(TINY)
+    assert is_job_id(job.id)
+    assert job.state is JobState.QUEUED
+    assert job.progress.epoch == 0
+    assert job.progress.epochs == 3
+    shown = job.model_dump(mode="json")
+    assert set(shown) == {
+        "id",
+        "state",
+        "params",
+        "progress",
+        "metrics",
+        "model_version",
+        "error",
+        "created_at",
+        "started_at",
+        "finished_at",
+    }
+    assert shown["params"]["num_neurons"] == 10  # defaults filled in
+    assert shown["created_at"].endswith("Z")
+    assert book.get(job.id) == job
+    assert (store.jobs_dir / "queue" / job.id).exists()
+
+
+def test_another_book_on_the_same_store_sees_the_same_jobs(store: ModelStore) -> None:
+    job = JobBook(store).submit(TINY)
+    assert JobBook(ModelStore(store.root)).get(job.id) == job
+
+
+def test_list_is_newest_first(store: ModelStore) -> None:
+    book = JobBook(store)
+    ids = [book.submit(TINY).id for _ in range(4)]
+    assert [job.id for job in book.list()] == list(reversed(ids))
+
+
+def test_queue_bound_raises_queue_full_with_the_limit(store: ModelStore) -> None:
+    book = JobBook(store, max_queued=2)
+    book.submit(TINY)
+    book.submit(TINY)
+    with pytest.raises(QueueFull) as refused:
+        book.submit(TINY)
+    assert refused.value.limit == 2
+    assert len(book.list()) == 2
+
+
+def test_a_cancelled_queued_job_frees_its_queue_place(store: ModelStore) -> None:
+    book = JobBook(store, max_queued=1)
+    first = book.submit(TINY)
+    book.cancel(first.id)
+    assert book.submit(TINY).state is JobState.QUEUED
+
+
+def _submit_many(root: str, count: int, results: multiprocessing.Queue[int]) -> None:
+    book = JobBook(ModelStore(root), max_queued=10)
+    accepted = 0
+    for _ in range(count):
+        try:
+            book.submit(TINY)
+            accepted += 1
+        except QueueFull:
+            pass
+    results.put(accepted)
+
+
+def test_queue_bound_holds_across_processes_submitting_at_once(store: ModelStore) -> None:
+    context = multiprocessing.get_context("spawn")
+    results: multiprocessing.Queue[int] = context.Queue()
+    workers = [
+        context.Process(target=_submit_many, args=(str(store.root), 8, results)) for _ in range(3)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=60)
+        assert worker.exitcode == 0
+    assert sum(results.get(timeout=5) for _ in workers) == 10
+    assert len(JobBook(store).list()) == 10
+
+
+@pytest.mark.parametrize(
+    "job_id",
+    [
+        "20261129T051500Z-3f9a1c2b",  # well formed, never submitted
+        "../../etc/passwd",
+        "queue",
+        ".lock",
+        "",
+        "20261129T051500Z-3f9a1c2b.json",
+        "20261129T051500Z-3F9A1C2B",
+        "x" * 5000,
+        "20261129T051500Z-3f9a1c2b\n",
+    ],
+)
+def test_unknown_or_malformed_ids_are_job_not_found(store: ModelStore, job_id: str) -> None:
+    book = JobBook(store)
+    book.submit(TINY)
+    with pytest.raises(JobNotFound):
+        book.get(job_id)
+    with pytest.raises(JobNotFound):
+        book.cancel(job_id)
+    with pytest.raises(JobNotFound):
+        book.epochs_since(job_id, 0)
+    with pytest.raises(JobNotFound):
+        book.artifact_path(job_id, "loss.png")
+
+
+def test_cancel_of_a_queued_job_cancels_it_at_once(store: ModelStore) -> None:
+    book = JobBook(store)
+    job = book.submit(TINY)
+    cancelled = book.cancel(job.id, timeout=0)
+    assert cancelled.state is JobState.CANCELLED
+    assert cancelled.finished_at is not None
+    assert book.get(job.id) == cancelled
+    assert not (store.jobs_dir / "queue" / job.id).exists()
+
+
+def test_cancel_of_a_finished_job_raises_already_finished_with_the_job(
+    store: ModelStore,
+) -> None:
+    book = JobBook(store)
+    job = book.cancel(book.submit(TINY).id)
+    with pytest.raises(JobAlreadyFinished) as refused:
+        book.cancel(job.id)
+    assert refused.value.job == job
+
+
+def test_cancel_of_a_claimed_job_leaves_a_request_and_returns_it_when_nobody_answers(
+    store: ModelStore,
+) -> None:
+    book = JobBook(store)
+    job = book.submit(TINY)
+    files = JobFiles(store)
+    (files.queue_dir / job.id).rename(files.running_dir / job.id)  # as a runner's claim does
+    answer = book.cancel(job.id, timeout=0.1)
+    assert answer.state is JobState.QUEUED
+    assert files.cancel_path(job.id).exists()
+
+
+def test_epochs_since_returns_later_epochs_and_skips_a_line_being_written(
+    store: ModelStore,
+) -> None:
+    book = JobBook(store)
+    job = book.submit(TINY)
+    files = JobFiles(store)
+    files.append_epochs(
+        job.id,
+        [
+            {"epoch": 1, "loss": 3.0, "val_loss": 2.5},
+            {"epoch": 2, "loss": 1.0, "val_loss": None},
+        ],
+    )
+    with files.epochs_path(job.id).open("a") as handle:
+        handle.write('{"epoch": 3, "lo')
+    assert book.epochs_since(job.id, 0) == [
+        {"epoch": 1, "loss": 3.0, "val_loss": 2.5},
+        {"epoch": 2, "loss": 1.0, "val_loss": None},
+    ]
+    assert book.epochs_since(job.id, 1) == [{"epoch": 2, "loss": 1.0, "val_loss": None}]
+    assert book.epochs_since(job.id, 2) == []
+
+
+def test_epochs_since_is_empty_before_the_first_epoch(store: ModelStore) -> None:
+    book = JobBook(store)
+    assert book.epochs_since(book.submit(TINY).id, 0) == []
+
+
+@pytest.mark.parametrize("name", ["loss.png", "fit.png"])
+def test_artifact_path_finds_a_drawn_plot(store: ModelStore, name: str) -> None:
+    book = JobBook(store)
+    job = book.submit(TINY)
+    with pytest.raises(PlotNotFound):
+        book.artifact_path(job.id, name)
+    folder = JobFiles(store).artifacts_dir(job.id)
+    folder.mkdir(parents=True)
+    (folder / name).write_bytes(b"\x89PNG")
+    assert book.artifact_path(job.id, name) == folder / name
+
+
+@pytest.mark.parametrize("name", ["epochs.jsonl", "../x.json", "loss.svg", "", "fit.png/"])
+def test_artifact_path_refuses_anything_but_the_plots(store: ModelStore, name: str) -> None:
+    book = JobBook(store)
+    job = book.submit(TINY)
+    folder = JobFiles(store).artifacts_dir(job.id)
+    folder.mkdir(parents=True)
+    (folder / "epochs.jsonl").write_text("")
+    with pytest.raises(PlotNotFound):
+        book.artifact_path(job.id, name)
+
+
+def test_counts_has_every_state(store: ModelStore) -> None:
+    book = JobBook(store)
+    book.submit(TINY)
+    book.cancel(book.submit(TINY).id)
+    assert book.counts() == {
+        JobState.QUEUED: 1,
+        JobState.RUNNING: 0,
+        JobState.SUCCEEDED: 0,
+        JobState.FAILED: 0,
+        JobState.CANCELLED: 1,
+    }
+
+
+def test_a_damaged_record_is_left_out_not_an_error(store: ModelStore) -> None:
+    book = JobBook(store)
+    job = book.submit(TINY)
+    damaged = book.submit(TINY)
+    Path(store.jobs_dir / f"{damaged.id}.json").write_text("{not json")
+    assert [j.id for j in book.list()] == [job.id]
+    with pytest.raises(JobNotFound):
+        book.get(damaged.id)
+
+
+def test_an_empty_store_has_no_jobs(tmp_path: Path) -> None:
+    book = JobBook(ModelStore(tmp_path / "missing"))
+    assert book.list() == []
+    assert sum(book.counts().values()) == 0

@@ -1,0 +1,157 @@
+"""``squarenet-trainer``: the REST API under gunicorn plus this replica's job runner.
+
+Every flag has an environment variable (``--max-concurrent-jobs`` /
+``SQUARENET_MAX_CONCURRENT_JOBS``); a flag wins. The bearer token is read only from
+``SQUARENET_API_TOKEN`` so it never shows in a process listing. The configuration is
+validated before anything starts: a bad value exits 2 with the setting named.
+SIGTERM stops the workers (requests in flight get ``--graceful-timeout``), then the job
+runner, and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+from pydantic import ValidationError
+
+from trainer_service.gunicorn_conf import SHM, gunicorn_options
+from trainer_service.settings import Settings, prepare_store
+
+EXIT_BAD_CONFIG = 2
+
+# flag -> (settings field, type, metavar, help); each is also SQUARENET_<FIELD>
+FLAGS: dict[str, tuple[str, type, str, str]] = {
+    "--model-store": ("model_store", str, "DIR", "folder of the shared model store (required)"),
+    "--host": ("host", str, "HOST", "address to bind (default 0.0.0.0)"),
+    "--port": ("port", int, "PORT", "TCP port (default 8080)"),
+    "--workers": ("workers", int, "N", "gunicorn worker processes (default 2)"),
+    "--threads": (
+        "threads",
+        int,
+        "N",
+        "threads per worker, one per open event stream (default 32)",
+    ),
+    "--max-concurrent-jobs": ("max_concurrent_jobs", int, "N", "jobs training at once (default 1)"),
+    "--max-queued-jobs": (
+        "max_queued_jobs",
+        int,
+        "N",
+        "jobs waiting before POST is 429 (default 16)",
+    ),
+    "--graceful-timeout": (
+        "graceful_timeout",
+        int,
+        "SECONDS",
+        "time requests in flight get on SIGTERM (default 10)",
+    ),
+}
+
+
+class TrainerApplication(BaseApplication):  # type: ignore[misc]  # gunicorn is untyped
+    """gunicorn run programmatically: options from Settings, app from ``create_app``."""
+
+    def __init__(self, settings: Settings, options: dict[str, Any], metrics_dir: Path) -> None:
+        self.settings = settings
+        self.options = options
+        self.metrics_dir = metrics_dir
+        self.dispatcher: subprocess.Popen[bytes] | None = None
+        self.stopping = False
+        self.runner_failed = False
+        super().__init__()
+
+    def load_config(self) -> None:
+        """Copy our options into gunicorn's config."""
+        for key, value in self.options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        """Build the Flask app in the worker (after fork, with the runner's pid known)."""
+        from trainer_service.app import create_app  # noqa: PLC0415 - after PROMETHEUS_MULTIPROC_DIR is set
+
+        return create_app(self.settings)
+
+
+def parse_args(argv: Sequence[str] | None) -> tuple[dict[str, Any], str]:
+    """The flags given on the command line (not their defaults) and the log level."""
+    parser = argparse.ArgumentParser(
+        prog="squarenet-trainer",
+        description="Serve the squarenet trainer REST API (gunicorn) and run its training jobs.",
+        epilog="Every flag is also an environment variable: SQUARENET_<FLAG_IN_CAPITALS>, "
+        "e.g. SQUARENET_MODEL_STORE. SQUARENET_API_TOKEN (environment only) makes every "
+        "POST require 'Authorization: Bearer <token>'.",
+    )
+    for flag, (field, kind, metavar, text) in FLAGS.items():
+        parser.add_argument(flag, dest=field, type=kind, default=None, metavar=metavar, help=text)
+    parser.add_argument(
+        "--log-level",
+        default=os.environ.get("SQUARENET_LOG_LEVEL", "INFO"),
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        type=str.upper,
+        help="log level (default INFO; env SQUARENET_LOG_LEVEL)",
+    )
+    namespace = parser.parse_args(argv)
+    given = {
+        field: getattr(namespace, field)
+        for field, _, _, _ in FLAGS.values()
+        if getattr(namespace, field) is not None
+    }
+    return given, str(namespace.log_level)
+
+
+def load_settings(given: dict[str, Any]) -> Settings:
+    """Settings from flags over environment, or exit 2 naming what is wrong."""
+    try:
+        settings = Settings(**given)
+    except ValidationError as exc:
+        for error in exc.errors(include_url=False):
+            name = ".".join(str(part) for part in error["loc"]) or "settings"
+            print(
+                f"squarenet-trainer: {name} (--{name.replace('_', '-')} / "
+                f"SQUARENET_{name.upper()}): {error['msg']}",
+                file=sys.stderr,
+            )
+        raise SystemExit(EXIT_BAD_CONFIG) from None
+    try:
+        prepare_store(settings)
+    except OSError as exc:
+        print(
+            f"squarenet-trainer: model store {settings.model_store} is not writable: {exc}",
+            file=sys.stderr,
+        )
+        raise SystemExit(EXIT_BAD_CONFIG) from None
+    return settings
+
+
+def fresh_metrics_dir() -> Path:
+    """An empty folder for prometheus-client's multiprocess files (in memory when possible)."""
+    parent = str(SHM) if SHM.is_dir() and os.access(SHM, os.W_OK) else None
+    return Path(tempfile.mkdtemp(prefix="squarenet-trainer-metrics-", dir=parent))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run until SIGTERM / SIGINT; 0 on a clean stop, 1 if the job runner died, 2 on bad config."""
+    given, log_level = parse_args(argv)
+    settings = load_settings(given)
+    metrics_dir = fresh_metrics_dir()
+    # before anything imports prometheus_client: it picks its storage at import time
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    application = TrainerApplication(settings, gunicorn_options(settings, log_level), metrics_dir)
+    try:
+        application.run()
+    except SystemExit as stopped:  # gunicorn's master ends with sys.exit
+        code = stopped.code if isinstance(stopped.code, int) else 1
+    else:
+        code = 0
+    return 1 if application.runner_failed else code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""The trainer's configuration: one typed object read from ``SQUARENET_*`` variables.
+
+Every ``squarenet-trainer`` flag has an environment variable of the same name
+(``--max-concurrent-jobs`` is ``SQUARENET_MAX_CONCURRENT_JOBS``); a flag wins over the
+variable. Bad values fail at start-up with a message naming the setting, not on the
+first request.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_PORT = 8080
+MAX_BODY_BYTES = 64 * 1024
+
+
+class Settings(BaseSettings):
+    """What one trainer replica needs to know to serve the REST API and run jobs."""
+
+    model_config = SettingsConfigDict(env_prefix="SQUARENET_", extra="ignore", frozen=True)
+
+    model_store: Path = Field(description="Folder of the shared model store.")
+    host: str = Field("0.0.0.0", min_length=1, description="Address gunicorn binds to.")  # noqa: S104 - a service listens on every interface
+    port: int = Field(DEFAULT_PORT, ge=1, le=65_535, description="TCP port of the REST API.")
+    workers: int = Field(2, ge=1, le=64, description="gunicorn worker processes.")
+    threads: int = Field(
+        32, ge=2, le=256, description="Threads per worker: each open event stream holds one."
+    )
+    max_concurrent_jobs: int = Field(
+        1, ge=1, le=64, description="Jobs training at once, each in its own process."
+    )
+    max_queued_jobs: int = Field(
+        16, ge=1, le=10_000, description="Jobs waiting to run; beyond that POST /v1/jobs is 429."
+    )
+    api_token: SecretStr | None = Field(
+        None, description="When set, every POST needs `Authorization: Bearer <token>`."
+    )
+    graceful_timeout: int = Field(
+        10, ge=1, le=600, description="Seconds requests in flight get to finish on SIGTERM."
+    )
+    cancel_wait: float = Field(
+        10.0,
+        ge=0,
+        le=120,
+        description="Seconds a cancel waits for the runner to stop a RUNNING job (then 202).",
+    )
+    sse_keepalive: float = Field(
+        15.0, gt=0, le=300, description="Seconds between keep-alive comments on event streams."
+    )
+    sse_poll_interval: float = Field(
+        0.25, gt=0, le=10, description="Seconds between looks at a job's record while streaming."
+    )
+    dispatcher_pid: int | None = Field(
+        None,
+        ge=1,
+        description="Set by squarenet-trainer: the job runner /readyz checks (None: not checked).",
+    )
+    max_body_bytes: int = Field(MAX_BODY_BYTES, ge=1024, le=16 * 1024 * 1024)
+
+    @field_validator("model_store")
+    @classmethod
+    def _absolute_store(cls, value: Path) -> Path:
+        """Workers and the job runner must agree on the folder whatever their cwd."""
+        return value.expanduser().resolve()
+
+    @field_validator("api_token")
+    @classmethod
+    def _no_blank_token(cls, value: SecretStr | None) -> SecretStr | None:
+        """An empty variable means "no token", never "the empty token opens everything"."""
+        if value is None or not value.get_secret_value().strip():
+            return None
+        return value
+
+
+def prepare_store(settings: Settings) -> None:
+    """Create the store folder if needed and prove it is writable, or raise ``OSError``."""
+    root = settings.model_store
+    root.mkdir(parents=True, exist_ok=True)
+    probe = root / f".write-probe-{os.getpid()}"
+    probe.write_bytes(b"")
+    probe.unlink()
