@@ -237,9 +237,10 @@ def throughput(pool: Any, port: int, concurrency: int, seconds: float, values: i
 def interleaved(rounds: int, runs: dict[str, Callable[[], Any]]) -> dict[str, list[Any]]:
     """Run each measurement once per round, alternating, so machine noise hits all alike."""
     results: dict[str, list[Any]] = {name: [] for name in runs}
-    for _ in range(rounds):
-        for name, run in runs.items():
-            results[name].append(run())
+    names = list(runs)
+    for round_ in range(rounds):
+        for name in names if round_ % 2 == 0 else reversed(names):  # no server always first
+            results[name].append(runs[name]())
     return results
 
 
@@ -278,7 +279,7 @@ def trained_store(root: Path) -> Path:
 
 def measure(quick: bool, console: Console) -> list[Figure]:
     """Every figure of the table, in one run, the servers side by side."""
-    rounds = 2 if quick else 5
+    rounds = 2 if quick else 6
     seconds = 0.75 if quick else 1.5
     calls = 250 if quick else 500
     median = statistics.median

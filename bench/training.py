@@ -1,18 +1,21 @@
 """Training speed and quality: squarenet against plain Keras ``fit``, measured in one run.
 
-The baseline is the article's code path: ``Sequential`` + ``compile(Adam(learning_rate), "mse")`` +
-``fit(epochs, batch_size, validation_split)``, Keras' default initialisation. squarenet runs
-``train_and_publish`` with the same hyperparameters on the same rows (same seed), the same
-epochs and batch size (every batch one gradient step, counted), no early stopping, and its
-exported model is the one measured; a third row runs squarenet's loop with Keras' default
-initialisation (``init=glorot``), separating what the loop buys (speed) from what the
-initialisation buys (accuracy). ``--seeds N`` adds the default settings' quality over N
-seeds. Figures are ratios within this run; nothing here fails on a wall-clock number.
+The baseline is the article's code path: ``Sequential`` + ``compile(Adam(learning_rate),
+"mse")`` + ``fit(epochs, batch_size, validation_split)``, Keras' default initialisation,
+run in a fresh Python process as the article's script would be. squarenet runs
+``train_and_publish`` as a job does, with the same hyperparameters on the same rows (same
+seed), the same epochs and batch size (every batch one gradient step, counted), no early
+stopping; its exported model is the one measured, and its time is the median of
+``--repeats`` runs (same seed, same model) because the machine is shared. A third row runs
+squarenet's loop with Keras' default initialisation (``init=glorot``), separating what the
+loop buys (speed) from what the initialisation buys (accuracy). ``--seeds N`` adds the
+default settings' quality over N seeds. Figures are ratios within this run; nothing here
+fails on a wall-clock number.
 
     python bench/training.py                # article configuration, baseline vs squarenet
     python bench/training.py --seeds 10     # ... plus the 10-seed quality distribution
     python bench/training.py --quick        # 40 epochs instead of 400, for a smoke run
-    python bench/training.py --json         # also one JSON line per figure
+    python bench/training.py --json         # also one JSON line per figure (tables on stderr)
 """
 
 from __future__ import annotations
@@ -21,10 +24,11 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -309,6 +313,20 @@ def _describe(params: TrainingParams) -> str:
     )
 
 
+def run_baseline_process(args: argparse.Namespace) -> Measured:
+    """Plain fit in a fresh Python process, as the article's script runs.
+
+    Each side gets the process it has in real life: squarenet a job's process (which keeps
+    TensorFlow's kernels on one thread), plain Keras its defaults. Same seed, same rows.
+    """
+    command = [sys.executable, str(Path(__file__).resolve()), "--baseline-only"]
+    command += ["--seed", str(args.seed), *(["--quick"] if args.quick else [])]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise SystemExit(f"the baseline failed:\n{result.stderr[-2000:]}")
+    return Measured(**json.loads(result.stdout.strip().splitlines()[-1]))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse flags, run the measurements, print the tables."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
@@ -320,20 +338,25 @@ def main(argv: list[str] | None = None) -> int:
         "--repeats", type=int, default=3, help="squarenet runs whose median time is compared"
     )
     parser.add_argument("--json", action="store_true", help="also print JSON lines")
+    parser.add_argument(
+        "--baseline-only", action="store_true", help="run plain fit only, print it as JSON"
+    )
     args = parser.parse_args(argv)
+    if args.baseline_only:
+        params = article_params(args)
+        rows = make_data(params, RandomStreams.from_seed(args.seed).data)
+        print(json.dumps(asdict(run_baseline(params, rows))))
+        return 0
     console = Console(stderr=args.json, width=110)
     console.print(f"load average before: {_load()}")
     with tempfile.TemporaryDirectory(prefix="squarenet-bench-") as folder:
         root = Path(folder)
-        # Every squarenet run first, in the state a job's fresh process has; plain fit last
-        # (a TensorFlow already warmed up, if anything, favours the baseline).
         speed = None if args.no_speed else measure_speed(args, root)
         quality = measure_quality(args, root)
         if speed is not None:
-            params = article_params(args)
-            rows = make_data(params, RandomStreams.from_seed(args.seed).data)
+            repeats, walls, glorot = speed
             comparison = Comparison(
-                params, speed[0], speed[1], speed[2], run_baseline(params, rows)
+                article_params(args), repeats, walls, glorot, run_baseline_process(args)
             )
             report_speed(args, console, comparison)
         if quality:

@@ -1,13 +1,13 @@
 """Runtimes that turn x into y: LiteRT on model.tflite (default) or TensorFlow on the SavedModel.
 
 Both sit behind :class:`Runtime` so the rest of the predictor never knows which one runs.
-TensorFlow is imported only inside :func:`load_tensorflow`: a LiteRT predictor never pays
+TensorFlow is imported only inside :class:`TensorFlowRuntime`: a LiteRT predictor never pays
 its import time or memory.
 """
 
 from __future__ import annotations
 
-import queue
+from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -39,7 +39,8 @@ class LiteRTRuntime:
 
     Interpreters are not thread-safe, but cheap (about 60 µs to build): calls borrow one
     from a lock-free pool and give it back, so the pool grows to the peak concurrency and
-    no call waits for another. The input tensor is resized when a call's batch size differs
+    no call waits for another. The pool is a stack (``deque.pop``/``append`` are atomic):
+    the interpreter used last, whose memory is still in cache, is the one lent next. The input tensor is resized when a call's batch size differs
     from the interpreter's last one (a few µs), so every batch is one ``invoke``.
     """
 
@@ -50,9 +51,8 @@ class LiteRTRuntime:
 
         self._interpreter_class = Interpreter
         self._model_content = model_content
-        self._idle: queue.SimpleQueue[_Slot] = queue.SimpleQueue()
-        first = self._new_slot()  # fails here, at load time, if the model is unusable
-        self._idle.put(first)
+        self._idle: deque[_Slot] = deque()
+        self._idle.append(self._new_slot())  # fails here, at load time, if unusable
 
     def _new_slot(self) -> _Slot:
         try:
@@ -71,25 +71,26 @@ class LiteRTRuntime:
     def predict(self, x: Values) -> Vector:
         """One ``invoke`` for the whole batch on a borrowed interpreter."""
         try:
-            slot = self._idle.get_nowait()
-        except queue.Empty:
+            slot = self._idle.pop()
+        except IndexError:
             slot = self._new_slot()
         try:
             return slot.run(x)
         finally:
-            self._idle.put(slot)
+            self._idle.append(slot)
 
 
 class _Slot:
     """One interpreter and the batch size its input tensor currently has."""
 
-    __slots__ = ("input_index", "interpreter", "output_index", "rows")
+    __slots__ = ("input_index", "interpreter", "output_index", "rows", "single")
 
     def __init__(self, interpreter: Any, input_index: int, output_index: int) -> None:
         self.interpreter = interpreter
         self.input_index = input_index
         self.output_index = output_index
         self.rows = 1
+        self.single = np.zeros((1, 1), dtype=np.float32)  # reused: one-value calls are common
 
     def run(self, x: Values) -> Vector:
         interpreter = self.interpreter
@@ -98,7 +99,11 @@ class _Slot:
             interpreter.resize_tensor_input(self.input_index, [rows, 1])
             interpreter.allocate_tensors()
             self.rows = rows
-        interpreter.set_tensor(self.input_index, np.array(x, dtype=np.float32).reshape(rows, 1))
+        if rows == 1:
+            self.single[0, 0] = x[0]
+            interpreter.set_tensor(self.input_index, self.single)
+        else:
+            interpreter.set_tensor(self.input_index, np.array(x, dtype=np.float32).reshape(rows, 1))
         interpreter.invoke()
         result: Vector = interpreter.get_tensor(self.output_index).ravel()
         return result

@@ -18,7 +18,7 @@ from trainer_service.settings import Settings, prepare_store
 def create_app(settings: Settings | None = None) -> Flask:
     """A trainer app serving the store of ``settings`` (read from the environment if None)."""
     if settings is None:
-        settings = Settings()  # type: ignore[call-arg]  # model_store comes from the environment
+        settings = Settings()  # model_store comes from the environment
     prepare_store(settings)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes

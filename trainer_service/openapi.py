@@ -97,7 +97,8 @@ def _problems(*statuses: int) -> dict[str, Any]:
         413: f"Body larger than {MAX_BODY_BYTES} bytes.",
         415: "Body is not application/json.",
         422: "A field is unknown, of the wrong type or out of range, or breaks a rule that "
-        "joins fields (batch_size at most the training rows; n_samples leaving at least one "
+        "joins fields (batch_size at most the training rows; batch_size × num_neurons at most "
+        "2^24; n_samples leaving at least one "
         "validation row; early_stopping_patience needs validation_split > 0); each rejected "
         "field is named in `errors`.",
         429: "The job queue is full; retry after `Retry-After` seconds.",

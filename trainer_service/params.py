@@ -19,6 +19,8 @@ MAX_N_SAMPLES = 1_000_000
 MAX_EPOCHS = 10_000
 MAX_NUM_NEURONS = 1_024
 MAX_MID_RANGE = 1e6
+# batch_size × num_neurons float32 activations (and as many gradients) per step: 64 MiB at most
+MAX_BATCH_UNITS = 2**24
 
 InitScheme = Literal["spread", "glorot"]
 
@@ -116,6 +118,13 @@ class TrainingParams(BaseModel):
                 "batch_size",
                 f"batch_size must be at most the training rows ({self.n_train} = n_samples less "
                 "the validation split)",
+            )
+        if self.batch_size * self.num_neurons > MAX_BATCH_UNITS:
+            raise _field_error(
+                self,
+                "batch_size",
+                f"batch_size × num_neurons must be at most {MAX_BATCH_UNITS} "
+                "(the hidden layer's activations per step)",
             )
         if self.early_stopping_patience is not None and self.validation_split == 0:
             raise _field_error(
