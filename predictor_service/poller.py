@@ -78,6 +78,8 @@ class Poller:
             self._listing_failed = True
             return
         self._listing_failed = False
+        for gone in self._broken.keys() - set(on_disk):
+            del self._broken[gone]  # forget folders that were removed
         current = {model.version: model for model in self._registry.snapshot.models}
         chosen: list[ServedModel] = []
         for version in on_disk:

@@ -83,6 +83,17 @@ class PredictorServicer(predictor_pb2_grpc.PredictorServicer):
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"x has {count} values; at most {self._max_batch} per call",
             )
+        if count == 1:
+            # The commonest call, kept to the fewest Python-level steps.
+            value = request.x[0]
+            if not -_FLOAT32_MAX <= value <= _FLOAT32_MAX:
+                raise _bad_value(value, 0)
+            model = self._pick(self._registry.snapshot, request.version)
+            return predictor_pb2.PredictResponse(
+                y=model.runtime.predict((value,)).tolist(),
+                version=model.version,
+                extrapolated=(value < model.domain_min or value > model.domain_max,),
+            )
         if count <= _SMALL_BATCH:
             # Plain Python beats NumPy's per-call overhead for a few values.
             values = list(request.x)

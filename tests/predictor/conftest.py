@@ -1,6 +1,6 @@
 """Fixtures for the predictor: real trained versions and real ``squarenet-predictor`` processes.
 
-Two versions are trained once per session by the real trainer; each test copies the ones
+Two versions are trained once per test run by the real trainer; each test copies the ones
 it needs into its own temp store, publishing them like the trainer does.
 """
 

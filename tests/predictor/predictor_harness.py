@@ -1,4 +1,4 @@
-"""Helpers for the predictor tests: real predictor processes, copies of trained versions."""
+"""Test support for the predictor: real predictor processes, copies of trained versions."""
 
 from __future__ import annotations
 

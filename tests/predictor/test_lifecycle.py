@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import signal
 import threading
 import time
@@ -206,3 +207,24 @@ def test_watch_streams_are_bounded_so_predict_always_has_threads(
     assert "2 WatchModel streams are open already" in raised.value.details()
     answer = predictor.stub.Predict(predictor_pb2.PredictRequest(x=[1.0]), timeout=5)
     assert answer.version == 1
+
+
+def test_removing_the_newest_version_rolls_back_and_removing_all_keeps_serving(
+    launcher: Launcher, store: ModelStore, trained_versions: list[Path]
+) -> None:
+    add_version(store, trained_versions[0])
+    add_version(store, trained_versions[1])
+    predictor = launcher.start(store)
+    predictor.wait_serving()
+    assert predictor.stub.GetModel(predictor_pb2.GetModelRequest()).version == 2
+    shutil.rmtree(store.version_dir("square", 2))
+    wait_for(
+        lambda: predictor.stub.GetModel(predictor_pb2.GetModelRequest()).version == 1,
+        10,
+        "the rollback to version 1",
+    )
+    shutil.rmtree(store.version_dir("square", 1))
+    time.sleep(0.5)  # several polls over an empty store
+    answer = predictor.stub.Predict(predictor_pb2.PredictRequest(x=[1.0]), timeout=5)
+    assert answer.version == 1  # the model in memory keeps serving
+    assert predictor.health_status(SERVICE) == SERVING

@@ -125,6 +125,7 @@ def test_settings_come_from_the_environment_too(
     assert "at most 3 per call" in raised.value.details()
 
 
+@pytest.mark.slow
 def test_a_busy_port_is_an_error_not_a_silent_second_listener(
     launcher: Launcher, one_version: ModelStore
 ) -> None:

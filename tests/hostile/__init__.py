@@ -1,0 +1,1 @@
+"""Hostile input, abuse and security checks against the real services."""
