@@ -18,14 +18,16 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from predictor_service.draining_health import DrainingHealthServicer
 from predictor_service.metrics import serve_metrics
 from predictor_service.poller import Poller
 from predictor_service.registry import Registry, Snapshot
 from predictor_service.servicer import PredictorServicer
 from predictor_service.settings import PredictorSettings
 from predictor_service.supervisor import follow_supervisor
+from predictor_service.wire import add_predictor_to_server
 from squarenet.store import ModelStore
-from squarenet.v1 import predictor_pb2, predictor_pb2_grpc
+from squarenet.v1 import predictor_pb2
 
 log = logging.getLogger("predictor_service")
 
@@ -53,7 +55,7 @@ def server_options(settings: PredictorSettings) -> list[tuple[str, int]]:
 def serve(settings: PredictorSettings) -> int:
     """Run one predictor process until SIGTERM or SIGINT; return its exit code."""
     registry = Registry()
-    health_servicer = health.HealthServicer(experimental_non_blocking=True)
+    health_servicer = DrainingHealthServicer(experimental_non_blocking=True)
     for service in _HEALTH_SERVICES:
         health_servicer.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
 
@@ -61,7 +63,7 @@ def serve(settings: PredictorSettings) -> int:
         ThreadPoolExecutor(max_workers=settings.threads, thread_name_prefix="grpc"),
         options=server_options(settings),
     )
-    predictor_pb2_grpc.add_PredictorServicer_to_server(  # type: ignore[no-untyped-call]
+    add_predictor_to_server(
         PredictorServicer(
             registry, max_batch=settings.max_batch, max_watchers=settings.max_watchers
         ),
@@ -125,6 +127,7 @@ def serve(settings: PredictorSettings) -> int:
 
     log.info("stopping: NOT_SERVING, %.1f s for calls in flight", settings.grace_period)
     health_servicer.enter_graceful_shutdown()
+    health_servicer.end_watches()
     registry.close()
     server.stop(settings.grace_period).wait()
     poller.stop()

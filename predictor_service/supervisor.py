@@ -78,6 +78,7 @@ def run_workers(settings: PredictorSettings) -> int:
     signal.signal(signal.SIGINT, on_signal)
 
     def start() -> tuple[subprocess.Popen[bytes], float]:
+        # our own interpreter running our own module, argv built from validated settings
         return subprocess.Popen(command, env=env), time.monotonic()  # noqa: S603
 
     workers = [start() for _ in range(settings.workers)]

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request, send_file, url_for
+from gunicorn.http.errors import ParseException
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from squarenet.store import BrokenVersion, ModelStore
@@ -69,7 +70,12 @@ def _more_body() -> bool:
 
 def read_training_params() -> TrainingParams:
     """The request body as TrainingParams: an empty body means every default."""
-    raw = request.get_data(cache=False)  # 413 past MAX_CONTENT_LENGTH (when announced)
+    try:
+        raw = request.get_data(cache=False)  # 413 past MAX_CONTENT_LENGTH (when announced)
+    except ParseException as exc:  # gunicorn met broken chunked framing while reading
+        raise Problem(
+            400, f"the body's chunked framing is broken: {exc}", kind="malformed-json"
+        ) from exc
     limit = current_app.config["MAX_CONTENT_LENGTH"]
     if request.content_length is None and len(raw) >= limit and _more_body():
         raise RequestEntityTooLarge()  # chunked: werkzeug stops at the limit without saying so

@@ -52,9 +52,11 @@ def bandit_findings() -> list[dict[str, object]]:
 def justified_inline(finding: dict[str, object]) -> bool:
     """True when the flagged line carries ``noqa: S<nnn>`` for the same check and a reason."""
     rule = "S" + str(finding["test_id"])[1:]
-    line = (PROJECT / str(finding["filename"])).read_text(encoding="utf-8").splitlines()[
-        int(str(finding["line_number"])) - 1
-    ]
+    line = (
+        (PROJECT / str(finding["filename"]))
+        .read_text(encoding="utf-8")
+        .splitlines()[int(str(finding["line_number"])) - 1]
+    )
     _, marker, rest = line.partition("# noqa:")
     return bool(marker) and rule in rest.replace(",", " ").split()
 
@@ -76,9 +78,7 @@ def test_bandit_reports_no_high_severity_finding_at_all() -> None:
 def test_the_token_is_compared_in_constant_time() -> None:
     """The bearer check calls hmac.compare_digest and never compares the token with ==."""
     tree = ast.parse(Path(trainer_service.auth.__file__).read_text(encoding="utf-8"))
-    calls = {
-        ast.unparse(node.func) for node in ast.walk(tree) if isinstance(node, ast.Call)
-    }
+    calls = {ast.unparse(node.func) for node in ast.walk(tree) if isinstance(node, ast.Call)}
     assert "hmac.compare_digest" in calls
     for node in ast.walk(tree):
         if isinstance(node, ast.Compare) and any(

@@ -1,0 +1,75 @@
+"""Registers the Predictor service with request decoding that cannot fail into INTERNAL.
+
+grpcio decodes a request before any servicer code runs; bytes that are not a valid message
+make it answer INTERNAL ("Exception deserializing request!") and log a traceback per call,
+which a client could use to flood the log. Here decoding returns a ``MalformedRequest``
+marker instead, and the method answers INVALID_ARGUMENT for it.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
+
+from squarenet.v1 import predictor_pb2
+
+SERVICE_NAME = "squarenet.v1.Predictor"
+
+
+@dataclass(frozen=True)
+class MalformedRequest:
+    """What a request decoded to when its bytes were not a valid message."""
+
+    reason: str
+
+
+def tolerant_decoder(message_type: Any) -> Callable[[bytes], Any]:
+    """``message_type.FromString`` that returns a MalformedRequest instead of raising."""
+
+    def decode(data: bytes) -> Any:
+        try:
+            return message_type.FromString(data)
+        except (DecodeError, ValueError, RuntimeError) as exc:
+            return MalformedRequest(f"the request is not a valid {message_type.__name__}: {exc}")
+
+    return decode
+
+
+def rejecting_malformed(method: Callable[[Any, grpc.ServicerContext], Any]) -> Callable[..., Any]:
+    """Answer INVALID_ARGUMENT for a MalformedRequest; call the method for anything else."""
+
+    @functools.wraps(method)
+    def handle(request: Any, context: grpc.ServicerContext) -> Any:
+        if isinstance(request, MalformedRequest):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.reason)
+        return method(request, context)
+
+    return handle
+
+
+def add_predictor_to_server(servicer: Any, server: grpc.Server) -> None:
+    """Register ``servicer``'s Predict, GetModel and WatchModel with tolerant decoding."""
+    handlers = {
+        "Predict": grpc.unary_unary_rpc_method_handler(
+            rejecting_malformed(servicer.Predict),
+            request_deserializer=tolerant_decoder(predictor_pb2.PredictRequest),
+            response_serializer=predictor_pb2.PredictResponse.SerializeToString,
+        ),
+        "GetModel": grpc.unary_unary_rpc_method_handler(
+            rejecting_malformed(servicer.GetModel),
+            request_deserializer=tolerant_decoder(predictor_pb2.GetModelRequest),
+            response_serializer=predictor_pb2.Model.SerializeToString,
+        ),
+        "WatchModel": grpc.unary_stream_rpc_method_handler(
+            rejecting_malformed(servicer.WatchModel),
+            request_deserializer=tolerant_decoder(predictor_pb2.WatchModelRequest),
+            response_serializer=predictor_pb2.Model.SerializeToString,
+        ),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    server.add_registered_method_handlers(SERVICE_NAME, handlers)

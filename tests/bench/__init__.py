@@ -1,0 +1,1 @@
+"""Smoke tests of the benchmark scripts (quick modes; they never judge wall-clock figures)."""

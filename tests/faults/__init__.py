@@ -1,0 +1,1 @@
+"""Fault tests: kills, swaps, shutdowns, full disks and restarts against the real services."""

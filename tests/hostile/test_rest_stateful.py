@@ -1,0 +1,96 @@
+"""Stateful schemathesis run against the real trainer, with the token, following links.
+
+The served document declares no OpenAPI links, but schemathesis infers them from the
+schemas (``Job.id`` feeds ``{job_id}``) and from the ``Location`` header of
+``POST /v1/jobs``: its examples phase creates jobs, then its stateful phase chains
+submit -> read -> cancel -> read on the ids the service really returned. The job runner is
+paused (SIGSTOP) for the run so generated jobs stay QUEUED instead of training for minutes;
+``tests/rest/test_schemathesis.py`` covers the stateless phases.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from rest.rest_helpers import running_trainer
+
+from hostile.hostile_support import API_TOKEN, children
+
+pytestmark = pytest.mark.slow
+
+CONFIG = """
+[checks.positive_data_acceptance]
+expected-statuses = ["2xx", "401", "404", "409", "422", "429"]
+"""
+
+
+@contextlib.contextmanager
+def paused(pids: list[int]) -> Iterator[None]:
+    """SIGSTOP ``pids`` for the block, SIGCONT afterwards (so SIGTERM can stop them)."""
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+
+
+def job_runner_of(master: int) -> list[int]:
+    """The job runner among the gunicorn master's children."""
+    return [
+        pid
+        for pid in children(master)
+        if b"trainer_service.dispatcher" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    ]
+
+
+def schemathesis_command(config: Path, base_url: str) -> list[str]:
+    """examples (creates jobs) then stateful (follows the inferred links), with the token."""
+    return [
+        str(Path(sys.executable).with_name("schemathesis")),
+        *("--config-file", str(config), "run", f"{base_url}/openapi.json"),
+        *("--phases", "examples,stateful", "--checks", "all"),
+        *("--header", f"Authorization: Bearer {API_TOKEN}"),
+        *("--max-examples", "30", "--seed", "1", "--request-timeout", "30"),
+        *("--exclude-operation-id", "streamJobEvents"),
+        *("--generation-database", "none", "--no-color"),
+    ]
+
+
+def test_stateful_run_follows_links_with_no_failure(tmp_path: Path) -> None:
+    config = tmp_path / "schemathesis.toml"
+    config.write_text(CONFIG)
+    with running_trainer(
+        tmp_path / "store",
+        tmp_path / "trainer.log",
+        "--max-queued-jobs",
+        "10000",
+        env={"SQUARENET_API_TOKEN": API_TOKEN, "SQUARENET_CANCEL_WAIT": "1"},
+    ) as trainer:
+        runner = job_runner_of(trainer.process.pid)
+        assert len(runner) == 1
+        with paused(runner):
+            run = subprocess.run(
+                schemathesis_command(config, trainer.base_url),
+                cwd=tmp_path,
+                capture_output=True,
+                text=True,
+                timeout=300,
+                check=False,
+            )
+        log = trainer.log()
+    report = run.stdout + run.stderr
+    assert run.returncode == 0, report[-8000:]
+    covered = re.search(r"API Links:\s+(\d+) covered", report)
+    assert covered is not None, report[-4000:]
+    assert int(covered.group(1)) >= 3, report[-4000:]  # submit feeds read, cancel, plots
+    assert "Traceback" not in log
