@@ -328,7 +328,12 @@ def rows_of(outcome: Outcome) -> list[Row]:
 
 def markdown(rows: list[Row], header: list[str]) -> str:
     """The table as GitHub markdown, under a few lines saying how it was measured."""
-    lines = [*header, "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines = [
+        "\n\n".join(header),
+        "",
+        "| " + " | ".join(COLUMNS) + " |",
+        "|" + "---|" * len(COLUMNS),
+    ]
     for row in rows:
         cells = (getattr(row, column).replace("|", "\\|") for column in COLUMNS)
         lines.append("| " + " | ".join(cells) + " |")
