@@ -1,6 +1,6 @@
 """The squarenet.v1.Predictor service: thin gRPC transport over the registry.
 
-Every failure leaves through one place, :meth:`PredictorServicer._fail`, as a
+Every failure leaves through one place, :func:`abort_call`, as a
 ``context.abort`` with a status code and a message written for the client; an exception
 escaping a handler would reach the client as UNKNOWN with its text, which is a bug.
 """
@@ -42,6 +42,15 @@ class CallError(Exception):
         self.message = message
 
 
+def abort_call(
+    context: grpc.ServicerContext, method: str, started: float, error: CallError
+) -> NoReturn:
+    """The one place errors leave: count the call by its code, then end it with the status."""
+    metrics.recorder(method, error.code)(time.perf_counter() - started)
+    context.abort(error.code, error.message)
+    raise AssertionError("context.abort returned")  # pragma: no cover
+
+
 class PredictorServicer(predictor_pb2_grpc.PredictorServicer):
     """Predict, GetModel and WatchModel, answered from the registry's current snapshot."""
 
@@ -62,10 +71,10 @@ class PredictorServicer(predictor_pb2_grpc.PredictorServicer):
         try:
             response = self._predict(request)
         except CallError as exc:
-            self._fail(context, "Predict", started, exc)
+            abort_call(context, "Predict", started, exc)
         except Exception:
             log.exception("Predict failed unexpectedly")
-            self._fail(
+            abort_call(
                 context,
                 "Predict",
                 started,
@@ -148,7 +157,7 @@ class PredictorServicer(predictor_pb2_grpc.PredictorServicer):
         started = time.perf_counter()
         snapshot = self._registry.snapshot
         if snapshot.newest is None:
-            self._fail(
+            abort_call(
                 context,
                 "GetModel",
                 started,
@@ -166,7 +175,7 @@ class PredictorServicer(predictor_pb2_grpc.PredictorServicer):
         """
         started = time.perf_counter()
         if not self._watch_slots.acquire(blocking=False):
-            self._fail(
+            abort_call(
                 context,
                 "WatchModel",
                 started,
@@ -188,16 +197,6 @@ class PredictorServicer(predictor_pb2_grpc.PredictorServicer):
             self._watch_slots.release()
         code = _OK if registry.closed else grpc.StatusCode.CANCELLED
         metrics.recorder("WatchModel", code)(time.perf_counter() - started)
-
-    # --- the one place errors leave ----------------------------------------------------
-
-    @staticmethod
-    def _fail(
-        context: grpc.ServicerContext, method: str, started: float, error: CallError
-    ) -> NoReturn:
-        metrics.recorder(method, error.code)(time.perf_counter() - started)
-        context.abort(error.code, error.message)
-        raise AssertionError("context.abort returned")  # pragma: no cover
 
 
 def _bad_value(value: float, index: int) -> CallError:

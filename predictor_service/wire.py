@@ -9,6 +9,7 @@ marker instead, and the method answers INVALID_ARGUMENT for it.
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 import grpc
 from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
 
+from predictor_service.servicer import CallError, abort_call
 from squarenet.v1 import predictor_pb2
 
 SERVICE_NAME = "squarenet.v1.Predictor"
@@ -46,7 +48,8 @@ def rejecting_malformed(method: Callable[[Any, grpc.ServicerContext], Any]) -> C
     @functools.wraps(method)
     def handle(request: Any, context: grpc.ServicerContext) -> Any:
         if isinstance(request, MalformedRequest):
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.reason)
+            error = CallError(grpc.StatusCode.INVALID_ARGUMENT, request.reason)
+            abort_call(context, method.__name__, time.perf_counter(), error)
         return method(request, context)
 
     return handle
