@@ -4,6 +4,7 @@
 #   scripts/docker-engine.sh start [DIR]   start dockerd (idempotent), print its DOCKER_HOST
 #   scripts/docker-engine.sh stop [DIR]    stop it by its PID and undo its mounts
 #   scripts/docker-engine.sh host [DIR]    print the DOCKER_HOST of the engine in DIR
+#   scripts/docker-engine.sh exec-root [DIR]  print the engine's exec root (under /run)
 #
 # DIR (default: var/docker in the repository) holds the engine's data root (images and build
 # cache, kept between runs so rebuilds are warm), its exec root, pidfile, socket and log.
@@ -28,6 +29,17 @@ running() {
     [[ -f "$pidfile" ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null
 }
 
+# dockerd leaves its network namespace mounted in the exec root, and a run that was killed
+# before `stop` leaves the data root's bind mount too: undo both, innermost first.
+undo_mounts() {
+    local mnt
+    { grep -o -e " $exec_root/[^ ]*" -e " $exec_root " -e " $dir/[^ ]*" /proc/self/mounts || true; } |
+        sort -r | while read -r mnt; do
+            umount "$mnt" 2>/dev/null || umount -l "$mnt" || true
+        done
+    rm -rf "$exec_root"
+}
+
 case "$action" in
 start)
     if running && "$docker_cli" -H "$host" info >/dev/null 2>&1; then
@@ -35,6 +47,9 @@ start)
         exit 0
     fi
     command -v dockerd >/dev/null || { echo "docker-engine: dockerd is not installed" >&2; exit 2; }
+    # Not running: whatever a killed earlier run left mounted goes first.
+    undo_mounts
+    rm -f "$pidfile"
     mkdir -p "$dir/data" "$exec_root"
     dockerd --iptables=false --ip6tables=false --bridge=none \
         --data-root "$dir/data" --exec-root "$exec_root" --pidfile "$pidfile" \
@@ -66,17 +81,14 @@ stop)
         fi
         echo "docker-engine: dockerd $pid stopped" >&2
     fi
-    # dockerd leaves its network namespace mounted in the exec root.
-    if [[ -d "$exec_root" ]]; then
-        grep -o " $exec_root/[^ ]*" /proc/self/mounts | sort -r | while read -r mnt; do
-            umount "$mnt" 2>/dev/null || umount -l "$mnt" || true
-        done
-        rm -rf "$exec_root"
-    fi
+    undo_mounts
     rm -f "$pidfile"
     ;;
 host)
     echo "$host"
+    ;;
+exec-root)
+    echo "$exec_root"
     ;;
 *)
     sed -n '2,10p' "$0" >&2

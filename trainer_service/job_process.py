@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import errno
 import json
 import logging
 import os
@@ -73,6 +74,23 @@ class Reporter:
         )
 
 
+def public_error(exc: BaseException, store_root: Path) -> str:
+    """The job's error as clients read it: the cause, without the server's file layout.
+
+    The log keeps the full message. A job record is served to anyone who can read the API,
+    so an OS error is told by its cause (``No space left on device (ENOSPC)``) and a path
+    inside the store by its place in the store, never by the volume's mount point.
+    """
+    if isinstance(exc, OSError) and exc.strerror:
+        code = errno.errorcode.get(exc.errno or 0)
+        cause = f"{exc.strerror} ({code})" if code else exc.strerror
+        return f"{cause} while training or publishing the model"
+    message = str(exc) or type(exc).__name__
+    for root in {str(store_root), str(store_root.resolve())}:
+        message = message.replace(root + os.sep, "").replace(root, "<model store>")
+    return message
+
+
 def run(store: ModelStore, job_id: str, reporter: Reporter, parent_pid: int) -> int:
     """Train the job and report how it ended; the exit status is 0 unless it failed."""
     files = JobFiles(store)
@@ -100,7 +118,7 @@ def run(store: ModelStore, job_id: str, reporter: Reporter, parent_pid: int) -> 
     except Exception as exc:  # every failure becomes the job's error, not a crash
         _log.error("job %s: training failed: %s: %s", job_id, type(exc).__name__, exc)
         _log.debug("job %s: traceback", job_id, exc_info=True)
-        reporter.send("failed", error=str(exc) or type(exc).__name__)
+        reporter.send("failed", error=public_error(exc, store.root))
         return 1
     metrics = {
         name: value for name, value in outcome.metrics.items() if finite_or_none(value) is not None

@@ -43,13 +43,15 @@ def engine() -> Iterator[Engine]:
             ".ci/run installs it"
         )
     directory = Path(os.environ.get("SQUARENET_DOCKER_DIR", REPO / "var/docker")).resolve()
+    exec_root = engine_script("exec-root", directory)
     host = engine_script("start", directory)
     try:
         yield Engine(host)
     finally:
         engine_script("stop", directory)
+        # Only this engine's mounts: another checkout's engine may be running on the machine.
         mounts = Path("/proc/mounts").read_text(encoding="utf-8").splitlines()
-        left = [m for m in mounts if str(directory) in m or "/squarenet-docker-" in m]
+        left = [m for m in mounts if f" {directory}/" in m or f" {exec_root}/" in m]
         assert left == [], f"the engine left mounts behind: {left}"
 
 

@@ -96,6 +96,7 @@ def test_a_full_disk_fails_the_job_cleanly_and_the_service_keeps_answering(
     assert failed["state"] == "FAILED"
     assert "No space left on device" in failed["error"]
     assert "Traceback" not in failed["error"]
+    assert str(small_volume) not in failed["error"], "the job's error shows the server's paths"
     assert failed["model_version"] is None
     assert not [name for name in debris if name.startswith(TMP_PREFIX) or name.isdigit()]
     assert after >= before - RESERVE // 2  # the half-written export was given back

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+from trainer_service.job_process import public_error
 from trainer_service.job_records import JobRecord, JobState, Progress, utc_now
 from trainer_service.params import TrainingParams
 from trainer_service.training_child import SHUTDOWN_ERROR, TrainingChild, describe_exit
@@ -103,3 +106,16 @@ def test_a_half_written_last_line_is_not_taken_for_a_result() -> None:
 )
 def test_describe_exit_names_the_cause(returncode: int, reason: str) -> None:
     assert describe_exit(returncode) == reason
+
+
+def test_a_failed_jobs_error_tells_the_cause_without_server_paths(tmp_path: Path) -> None:
+    store = tmp_path / "models"
+    full = OSError(errno.ENOSPC, "No space left on device", str(store / ".tmp-7/model.tflite"))
+    assert public_error(full, store) == (
+        "No space left on device (ENOSPC) while training or publishing the model"
+    )
+    other = ValueError(f"cannot read {store}/jobs/x/params.json; store {store} is odd")
+    assert (
+        public_error(other, store) == "cannot read jobs/x/params.json; store <model store> is odd"
+    )
+    assert public_error(RuntimeError(), store) == "RuntimeError"
