@@ -24,7 +24,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
     store = ModelStore(settings.model_store)
-    book = JobBook(store, max_queued=settings.max_queued_jobs)
+    book = JobBook(
+        store, max_queued=settings.max_queued_jobs, keep_finished=settings.keep_finished_jobs
+    )
     app.extensions["squarenet"] = api.Services(settings=settings, store=store, book=book)
     metrics.init_app(app)  # first: even refused requests are counted and timed
     token = settings.api_token.get_secret_value() if settings.api_token else None

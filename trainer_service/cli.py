@@ -46,6 +46,12 @@ FLAGS: dict[str, tuple[str, type, str, str]] = {
         "N",
         "jobs waiting before POST is 429 (default 16)",
     ),
+    "--keep-finished-jobs": (
+        "keep_finished_jobs",
+        int,
+        "N",
+        "finished jobs kept; older ones are forgotten (default 1000)",
+    ),
     "--graceful-timeout": (
         "graceful_timeout",
         int,

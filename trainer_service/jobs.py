@@ -15,12 +15,18 @@ state. Layout under ``<store>/jobs/``::
 Job ids look like ``20261129T051500Z-3f9a1c2b``: URL-safe, sorted by creation time; a string
 of any other shape is an unknown job, so no request ever builds a path from client text.
 A RUNNING job's record carries a lease (host, pid, runner id, heartbeat); see ``leases``.
+
+Finished jobs are history: the book keeps the newest ``keep_finished`` of them and forgets
+older ones (record, epochs and figures) when a job is submitted, so the folder, every
+listing and every metrics scrape stay bounded however long the service runs. The models
+those jobs published stay: versions are the store's, not the job book's.
 """
 
 from __future__ import annotations
 
 import builtins
 import logging
+import shutil
 import time
 from pathlib import Path
 
@@ -42,6 +48,7 @@ from trainer_service.params import TrainingParams
 __all__ = ["Job", "JobBook", "JobState", "Progress"]
 
 DEFAULT_MAX_QUEUED = 16
+DEFAULT_KEEP_FINISHED = 1000
 _log = logging.getLogger(__name__)
 _CANCEL_POLL_SECONDS = 0.05
 
@@ -49,11 +56,20 @@ _CANCEL_POLL_SECONDS = 0.05
 class JobBook:
     """What the REST layer asks about jobs; the dispatcher does the running."""
 
-    def __init__(self, store: ModelStore, *, max_queued: int = DEFAULT_MAX_QUEUED) -> None:
+    def __init__(
+        self,
+        store: ModelStore,
+        *,
+        max_queued: int = DEFAULT_MAX_QUEUED,
+        keep_finished: int = DEFAULT_KEEP_FINISHED,
+    ) -> None:
         if max_queued < 1:
             raise ValueError("max_queued must be at least 1")
+        if keep_finished < 1:
+            raise ValueError("keep_finished must be at least 1")
         self.store = store
         self.max_queued = max_queued
+        self.keep_finished = keep_finished
         self.files = JobFiles(store)
 
     def submit(self, params: TrainingParams) -> Job:
@@ -70,8 +86,30 @@ class JobBook:
             )
             self.files.write(record)
             (self.files.queue_dir / record.id).touch()
+            self._forget_oldest_finished()
         _log.info("job %s queued: %s", record.id, params.model_dump_json())
         return record.job
+
+    def _forget_oldest_finished(self) -> None:
+        """Delete the oldest finished jobs beyond ``keep_finished`` (call with the lock held).
+
+        Ids sort by creation time, so the oldest come first; the count of jobs not finished
+        comes from the queue and running markers, so a submit usually reads one record.
+        """
+        ids = self.files.record_ids()
+        unfinished = len(self.files.queued_ids()) + len(self.files.running_ids())
+        excess = len(ids) - unfinished - self.keep_finished
+        for job_id in ids:
+            if excess <= 0:
+                return
+            record = self.files.read(job_id)
+            if record is not None and not record.state.finished:
+                continue
+            self.files.record_path(job_id).unlink(missing_ok=True)  # gone for readers first
+            self.files.cancel_path(job_id).unlink(missing_ok=True)
+            shutil.rmtree(self.files.artifacts_dir(job_id), ignore_errors=True)
+            _log.info("job %s forgotten: more than %d finished jobs", job_id, self.keep_finished)
+            excess -= 1
 
     def get(self, job_id: str) -> Job:
         """The job as it is now; raise JobNotFound for unknown or malformed ids."""

@@ -36,6 +36,12 @@ class Settings(BaseSettings):
     max_queued_jobs: int = Field(
         16, ge=1, le=10_000, description="Jobs waiting to run; beyond that POST /v1/jobs is 429."
     )
+    keep_finished_jobs: int = Field(
+        1000,
+        ge=1,
+        le=1_000_000,
+        description="Finished jobs kept; older ones are forgotten when a job is submitted.",
+    )
     api_token: SecretStr | None = Field(
         None, description="When set, every POST needs `Authorization: Bearer <token>`."
     )

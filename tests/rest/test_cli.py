@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from rest.rest_helpers import trainer_command
+from trainer_service.app import create_app
 from trainer_service.cli import FLAGS, parse_args
 from trainer_service.settings import Settings
 
@@ -65,3 +66,11 @@ def test_bad_configuration_exits_2_naming_the_setting(tmp_path: Path) -> None:
     )
     assert missing.returncode == 2
     assert "model_store" in missing.stderr
+
+
+def test_keep_finished_jobs_reaches_the_job_book(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SQUARENET_KEEP_FINISHED_JOBS", "7")
+    app = create_app(Settings.model_validate({"model_store": tmp_path / "store"}))
+    assert app.extensions["squarenet"].book.keep_finished == 7

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import multiprocessing
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from squarenet.store import ModelStore
 from trainer_service.errors import JobAlreadyFinished, JobNotFound, PlotNotFound, QueueFull
-from trainer_service.job_records import JobFiles, is_job_id
+from trainer_service.job_records import (
+    JobFiles,
+    JobRecord,
+    Progress,
+    format_time,
+    is_job_id,
+    new_job_id,
+)
 from trainer_service.jobs import JobBook, JobState
 from trainer_service.params import TrainingParams
 
@@ -234,3 +242,41 @@ def test_an_empty_store_has_no_jobs(tmp_path: Path) -> None:
     book = JobBook(ModelStore(tmp_path / "missing"))
     assert book.list() == []
     assert sum(book.counts().values()) == 0
+
+
+def finished_record(files: JobFiles, created: datetime, state: JobState) -> str:
+    """A finished job's record and history as the runner leaves them, created at ``created``."""
+    job_id = new_job_id(created)
+    files.ensure_layout()
+    files.write(
+        JobRecord(
+            id=job_id,
+            state=state,
+            params=TINY,
+            progress=Progress(epoch=1, epochs=3),
+            created_at=format_time(created),
+            finished_at=format_time(created + timedelta(seconds=5)),
+        )
+    )
+    files.append_epochs(job_id, [{"epoch": 1, "loss": 1.0, "val_loss": 1.0}])
+    return job_id
+
+
+def test_the_oldest_finished_jobs_are_forgotten_beyond_keep_finished(store: ModelStore) -> None:
+    book = JobBook(store, keep_finished=2, max_queued=10)
+    files = JobFiles(store)
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    old = [
+        finished_record(files, start + timedelta(minutes=n), state)
+        for n, state in enumerate([JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED])
+    ]
+    waiting = book.submit(TINY)  # 3 finished > 2 kept: the oldest goes
+    assert [job.id for job in book.list()] == [waiting.id, old[2], old[1]]
+    with pytest.raises(JobNotFound):
+        book.get(old[0])
+    assert not files.artifacts_dir(old[0]).exists()
+    assert files.artifacts_dir(old[1]).exists()
+
+    later = book.submit(TINY)  # jobs not finished never count against the kept ones
+    assert [job.id for job in book.list()] == [later.id, waiting.id, old[2], old[1]]
+    assert book.counts()[JobState.QUEUED] == 2
