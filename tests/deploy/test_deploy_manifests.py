@@ -72,7 +72,7 @@ def test_every_target_renders_the_whole_application(target: str) -> None:
         "squarenet-predictor",
         "squarenet-predictor-headless",
     }
-    namespaced = [doc for doc in docs if doc["kind"] != "Namespace"]
+    namespaced = [doc for doc in docs if doc["kind"] not in ("Namespace", "StorageClass")]
     assert {doc["metadata"]["namespace"] for doc in namespaced} == {"squarenet"}
 
 
@@ -392,8 +392,10 @@ def test_kind_overlay_keeps_everything_on_the_one_node() -> None:
 def test_gke_overlay_shares_the_store_across_nodes_and_has_a_way_in() -> None:
     docs = render("gke")
     claim = find(docs, "PersistentVolumeClaim", "squarenet-models")["spec"]
-    assert claim["storageClassName"] == "standard-rwx"
     assert claim["accessModes"] == ["ReadWriteMany"]
+    storage = find(docs, "StorageClass", claim["storageClassName"])
+    assert storage["provisioner"] == "filestore.csi.storage.gke.io"
+    assert storage["reclaimPolicy"] == "Retain"  # deleting the claim keeps the models
     for component in COMPONENTS:
         assert main_container(docs, component)["image"].startswith(
             f"{GKE_REGISTRY}/squarenet-{component}:"
@@ -401,6 +403,20 @@ def test_gke_overlay_shares_the_store_across_nodes_and_has_a_way_in() -> None:
     balancer = find(docs, "Service", "squarenet-predictor-lb")
     assert balancer["spec"]["type"] == "LoadBalancer"
     assert balancer["spec"]["selector"]["app.kubernetes.io/component"] == "predictor"
+
+
+def test_gke_store_shows_other_nodes_changes_within_a_second() -> None:
+    """NFS caches directory attributes 30-60 s by default: a new version, a queued job or a
+    cancel on another node would wait that long. The class caps them at one second."""
+    docs = render("gke")
+    claim = find(docs, "PersistentVolumeClaim", "squarenet-models")["spec"]
+    options = dict(
+        option.partition("=")[::2]
+        for option in find(docs, "StorageClass", claim["storageClassName"])["mountOptions"]
+    )
+    poll_interval = float(container_env(docs, "predictor")["SQUARENET_POLL_INTERVAL"] or "nan")
+    assert int(options["actimeo"]) <= 1 and poll_interval <= 1
+    assert options["lookupcache"] == "positive"  # "no such file" is never cached
 
 
 @pytest.mark.parametrize("component", COMPONENTS)
