@@ -1,4 +1,5 @@
-"""Helpers the tests share: free ports, waiting for a condition (import as ``support``)."""
+"""Helpers the tests share: free ports, waiting for a condition, whether a service is up
+(import as ``support``)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+import grpc
+import httpx
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 T = TypeVar("T")
 
@@ -31,3 +35,21 @@ def wait_for(
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout}s waiting for {what}")
         time.sleep(every)
+
+
+def trainer_ready(base_url: str) -> bool:
+    """``GET /readyz`` answers 200: workers up, store writable, job runner alive."""
+    try:
+        return httpx.get(f"{base_url}/readyz", timeout=2.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def predictor_answers(target: str) -> bool:
+    """The predictor's health service answers at HOST:PORT, SERVING or not."""
+    with grpc.insecure_channel(target) as channel:
+        try:
+            health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2.0)
+        except grpc.RpcError:
+            return False
+    return True

@@ -16,9 +16,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 import pytest
-from support import free_port, wait_for
+from support import free_port, trainer_ready, wait_for
 
 from deploy.deploy_containers import (
     BASE_IMAGE,
@@ -139,11 +138,7 @@ def trainer(engine: Engine, images: dict[str, str], store_volume: str) -> Iterat
 
         def ready() -> bool:
             assert engine.running(service.name), f"{service.name} exited"
-            try:
-                url = f"http://127.0.0.1:{service.port}/readyz"
-                return httpx.get(url, timeout=2).status_code == 200
-            except httpx.TransportError:
-                return False
+            return trainer_ready(f"http://127.0.0.1:{service.port}")
 
         wait_for(ready, timeout=180, what="the trainer container to be ready", every=0.5)
         yield service

@@ -11,10 +11,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
-import httpx
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from support import free_port, wait_for
+from support import free_port, predictor_answers, trainer_ready, wait_for
 
 BIN = Path(sys.executable).parent
 START_TIMEOUT = 120.0
@@ -71,24 +68,6 @@ def stop(process: subprocess.Popen[bytes], timeout: float = 20.0) -> int:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
     return code
-
-
-def trainer_ready(url: str) -> bool:
-    """GET /readyz answers 200."""
-    try:
-        return httpx.get(f"{url}/readyz", timeout=2.0).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
-def predictor_answers(target: str) -> bool:
-    """The health service answers, SERVING or not."""
-    with grpc.insecure_channel(target) as channel:
-        try:
-            health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2.0)
-        except grpc.RpcError:
-            return False
-    return True
 
 
 def _up(process: subprocess.Popen[bytes], log: Path, answers: Callable[[], bool]) -> bool:

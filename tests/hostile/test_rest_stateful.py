@@ -14,22 +14,15 @@ import contextlib
 import os
 import re
 import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from rest.rest_helpers import running_trainer
+from rest.rest_helpers import run_schemathesis, running_trainer
 
 from hostile.hostile_support import API_TOKEN, children
 
 pytestmark = pytest.mark.slow
-
-CONFIG = """
-[checks.positive_data_acceptance]
-expected-statuses = ["2xx", "401", "404", "409", "422", "429"]
-"""
 
 
 @contextlib.contextmanager
@@ -53,22 +46,7 @@ def job_runner_of(master: int) -> list[int]:
     ]
 
 
-def schemathesis_command(config: Path, base_url: str) -> list[str]:
-    """examples (creates jobs) then stateful (follows the inferred links), with the token."""
-    return [
-        str(Path(sys.executable).with_name("schemathesis")),
-        *("--config-file", str(config), "run", f"{base_url}/openapi.json"),
-        *("--phases", "examples,stateful", "--checks", "all"),
-        *("--header", f"Authorization: Bearer {API_TOKEN}"),
-        *("--max-examples", "30", "--seed", "1", "--request-timeout", "30"),
-        *("--exclude-operation-id", "streamJobEvents"),
-        *("--generation-database", "none", "--no-color"),
-    ]
-
-
 def test_stateful_run_follows_links_with_no_failure(tmp_path: Path) -> None:
-    config = tmp_path / "schemathesis.toml"
-    config.write_text(CONFIG)
     with running_trainer(
         tmp_path / "store",
         tmp_path / "trainer.log",
@@ -79,13 +57,12 @@ def test_stateful_run_follows_links_with_no_failure(tmp_path: Path) -> None:
         runner = job_runner_of(trainer.process.pid)
         assert len(runner) == 1
         with paused(runner):
-            run = subprocess.run(
-                schemathesis_command(config, trainer.base_url),
-                cwd=tmp_path,
-                capture_output=True,
-                text=True,
+            run = run_schemathesis(
+                trainer.base_url,
+                tmp_path,
+                *("--phases", "examples,stateful", "--max-examples", "30"),
+                *("--header", f"Authorization: Bearer {API_TOKEN}"),
                 timeout=300,
-                check=False,
             )
         log = trainer.log()
     report = run.stdout + run.stderr

@@ -12,9 +12,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 from flask import Flask
-from support import free_port, wait_for
+from support import free_port, trainer_ready, wait_for
 
 from squarenet.store import METADATA_FILE, SAVED_MODEL_FILE, TFLITE_FILE, ModelStore
 
@@ -124,10 +123,7 @@ def running_trainer(
     def ready() -> bool:
         if process.poll() is not None:
             raise AssertionError(f"squarenet-trainer exited early:\n{trainer.log()}")
-        try:
-            return httpx.get(f"{trainer.base_url}/readyz", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
+        return trainer_ready(trainer.base_url)
 
     try:
         wait_for(ready, 60, "squarenet-trainer to be ready")
@@ -154,3 +150,34 @@ def metric_value(text: str, name: str, **labels: str) -> float:
         if sample == name and found == wanted:
             return float(value)
     return 0.0
+
+
+#: Answers schemathesis may take as "accepted" for schema-valid data: the cross-field rules
+#: (422), the token (401), the queue bound (429) and jobs that ended meanwhile (404, 409).
+SCHEMATHESIS_CONFIG = """
+[checks.positive_data_acceptance]
+expected-statuses = ["2xx", "401", "404", "409", "422", "429"]
+"""
+
+
+def run_schemathesis(
+    base_url: str, workdir: Path, *options: str, timeout: float = 400
+) -> subprocess.CompletedProcess[str]:
+    """The real schemathesis CLI against the served /openapi.json, every check, seeded.
+
+    The event stream is left out (a live job's stream lasts as long as the job); ``options``
+    add the phases, example counts and headers of the caller's run.
+    """
+    config = workdir / "schemathesis.toml"
+    config.write_text(SCHEMATHESIS_CONFIG)
+    command = [
+        str(Path(sys.executable).with_name("schemathesis")),
+        *("--config-file", str(config), "run", f"{base_url}/openapi.json"),
+        *("--checks", "all", "--seed", "1", "--request-timeout", "30"),
+        *("--exclude-operation-id", "streamJobEvents"),
+        *("--generation-database", "none", "--no-color"),
+        *options,
+    ]
+    return subprocess.run(
+        command, cwd=workdir, capture_output=True, text=True, timeout=timeout, check=False
+    )

@@ -9,59 +9,20 @@ stream of a live job lasts as long as the job; test_events checks its events.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from rest.rest_helpers import running_trainer
+from rest.rest_helpers import run_schemathesis, running_trainer
 
 pytestmark = pytest.mark.slow
 
-CONFIG = """
-[checks.positive_data_acceptance]
-expected-statuses = ["2xx", "401", "404", "409", "422", "429"]
-"""
-
-
-def schemathesis_command() -> list[str]:
-    return [str(Path(sys.executable).with_name("schemathesis"))]
-
 
 def test_the_running_service_conforms_to_its_openapi_document(tmp_path: Path) -> None:
-    config = tmp_path / "schemathesis.toml"
-    config.write_text(CONFIG)
     with running_trainer(
         tmp_path / "store", tmp_path / "trainer.log", "--max-queued-jobs", "3"
     ) as trainer:
-        run = subprocess.run(
-            [
-                *schemathesis_command(),
-                "--config-file",
-                str(config),
-                "run",
-                f"{trainer.base_url}/openapi.json",
-                "--checks",
-                "all",
-                "--max-examples",
-                "15",
-                "--seed",
-                "1",
-                "--request-timeout",
-                "30",
-                "--exclude-operation-id",
-                "streamJobEvents",
-                "--generation-database",
-                "none",
-                "--no-color",
-            ],
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=400,
-            check=False,
-        )
+        run = run_schemathesis(trainer.base_url, tmp_path, "--max-examples", "15")
         server_log = trainer.log()
     assert run.returncode == 0, run.stdout[-8000:] + run.stderr[-2000:]
     assert "passed" in run.stdout
