@@ -90,7 +90,6 @@ def test_a_tiny_job_end_to_end_then_sigterm_exits_0(trainer: RunningTrainer) -> 
         text = httpx.get(f"{base}/metrics", timeout=10).text
         assert metric_value(text, "squarenet_jobs_submitted_total") == 1
         assert metric_value(text, "squarenet_jobs", state="SUCCEEDED") == 1
-        assert metric_value(text, "squarenet_jobs_finished_total", state="SUCCEEDED") == 1
         assert (
             metric_value(
                 text, "squarenet_http_requests_total", route="/healthz", method="GET", status="200"
