@@ -14,6 +14,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from squarenet.tokens import clean_token
+
 DEFAULT_PORT = 8080
 MAX_BODY_BYTES = 64 * 1024
 
@@ -75,11 +77,10 @@ class Settings(BaseSettings):
 
     @field_validator("api_token")
     @classmethod
-    def _no_blank_token(cls, value: SecretStr | None) -> SecretStr | None:
-        """An empty variable means "no token", never "the empty token opens everything"."""
-        if value is None or not value.get_secret_value().strip():
-            return None
-        return value
+    def _clean_token(cls, value: SecretStr | None) -> SecretStr | None:
+        """Stripped as the client strips it; empty means "no token", never "the empty token"."""
+        token = clean_token(value.get_secret_value() if value is not None else None)
+        return SecretStr(token) if token is not None else None
 
 
 def prepare_store(settings: Settings) -> None:

@@ -15,6 +15,7 @@ import httpx
 from httpx_sse import SSEError, connect_sse
 
 from squarenet.cli.errors import CliError, ExitCode
+from squarenet.tokens import InvalidToken, clean_token
 
 JobDocument = dict[str, Any]
 
@@ -62,7 +63,10 @@ class TrainerClient:
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
-        self._token = token or None
+        try:
+            self._token = clean_token(token)  # the trainer reads its token by the same rule
+        except InvalidToken as exc:
+            raise CliError(f"SQUARENET_API_TOKEN / --token: {exc}", ExitCode.USAGE) from exc
         try:
             self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport)
             url = httpx.URL(self.base_url)
