@@ -26,6 +26,22 @@ DEFAULT_TIMEOUT: Final = 10.0
 STREAM_READ_TIMEOUT: Final = 60.0
 
 
+class StreamBusy(CliError):
+    """The trainer holds as many event streams as it can (503): try again after a pause."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message, ExitCode.SERVICE_ERROR)
+        self.retry_after = retry_after
+
+
+def retry_after_seconds(response: httpx.Response, default: float = 1.0) -> float:
+    """The ``Retry-After`` pause in seconds (delay form), at most a minute."""
+    try:
+        return min(max(float(response.headers.get("Retry-After", default)), 0.0), 60.0)
+    except ValueError:
+        return default
+
+
 def describe_problem(response: httpx.Response) -> str:
     """One line from an HTTP error: the problem's title, detail and field errors when present."""
     try:
@@ -128,6 +144,11 @@ class TrainerClient:
             with connect_sse(self._http, "GET", path, timeout=timeout, headers=headers) as source:
                 if source.response.is_error:
                     source.response.read()
+                    if source.response.status_code == 503:
+                        raise StreamBusy(
+                            str(self._http_error(source.response).message),
+                            retry_after_seconds(source.response),
+                        )
                     raise self._http_error(source.response)
                 for event in source.iter_sse():
                     if not event.data:
