@@ -39,6 +39,12 @@ FLAGS: dict[str, tuple[str, type, str, str]] = {
         "N",
         "threads per worker, one per open event stream (default 32)",
     ),
+    "--max-event-streams": (
+        "max_event_streams",
+        int,
+        "N",
+        "event streams one worker holds; more are 503 (default 3/4 of --threads)",
+    ),
     "--max-concurrent-jobs": ("max_concurrent_jobs", int, "N", "jobs training at once (default 1)"),
     "--max-queued-jobs": (
         "max_queued_jobs",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from squarenet.tokens import clean_token
@@ -62,12 +62,35 @@ class Settings(BaseSettings):
     sse_poll_interval: float = Field(
         0.25, gt=0, le=10, description="Seconds between looks at a job's record while streaming."
     )
+    max_event_streams: int | None = Field(
+        None,
+        ge=1,
+        le=255,
+        description="Event streams one worker holds at once (default: three quarters of "
+        "--threads); past that a stream is answered 503 at once. Below --threads, so probes "
+        "and API calls always find a free thread.",
+    )
     dispatcher_pid: int | None = Field(
         None,
         ge=1,
         description="Set by squarenet-trainer: the job runner /readyz checks (None: not checked).",
     )
     max_body_bytes: int = Field(MAX_BODY_BYTES, ge=1024, le=16 * 1024 * 1024)
+
+    @model_validator(mode="after")
+    def _streams_leave_threads_free(self) -> Settings:
+        """A worker whose every thread holds a stream answers nothing else, probes included."""
+        if self.max_event_streams is not None and self.max_event_streams >= self.threads:
+            raise ValueError(
+                f"max_event_streams ({self.max_event_streams}) must be below threads "
+                f"({self.threads}): the rest answer probes and API calls"
+            )
+        return self
+
+    @property
+    def event_streams_per_worker(self) -> int:
+        """How many event streams one worker holds at once."""
+        return self.max_event_streams or max(1, self.threads * 3 // 4)
 
     @field_validator("model_store")
     @classmethod
