@@ -71,6 +71,12 @@ class Poller:
     def poll_once(self) -> None:
         """One look at the store; publish a new snapshot if what should be served changed."""
         try:
+            self._look()
+        finally:
+            metrics.STORE_POLLS.inc()
+
+    def _look(self) -> None:
+        try:
             on_disk = sorted(self._store.list_versions(self._model_name), reverse=True)
         except OSError as exc:
             if not self._listing_failed:

@@ -24,6 +24,8 @@ from squarenet.v1 import predictor_pb2_grpc
 SERVICE = "squarenet.v1.Predictor"
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+#: Finished looks at the store: waiting for it to rise proves the poller ran meanwhile.
+POLLS = "squarenet_predictor_store_polls_total"
 #: Polling fast keeps the tests short; the default is 0.5 s.
 POLL_INTERVAL = "0.1"
 
