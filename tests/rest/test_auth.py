@@ -10,9 +10,10 @@ import httpx
 import pytest
 from flask.testing import FlaskClient
 
-from rest.rest_helpers import TINY, MakeApp, trainer_command
+from rest.rest_helpers import TINY, MakeApp
 from squarenet.cli.errors import CliError, ExitCode
 from squarenet.cli.trainer_client import TrainerClient
+from squarenet.stack import command_of
 
 TOKEN = "s3cret-token"  # noqa: S105 - a test token
 
@@ -86,7 +87,7 @@ def test_the_client_sends_a_token_with_a_trailing_newline_as_the_token(make_app:
 def test_a_token_with_whitespace_inside_is_refused_at_start_on_both_sides(tmp_path: Path) -> None:
     bad = "two words"
     trainer = subprocess.run(
-        [*trainer_command(), "--model-store", str(tmp_path / "store")],
+        [*command_of("squarenet-trainer"), "--model-store", str(tmp_path / "store")],
         env={**os.environ, "SQUARENET_API_TOKEN": bad},
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from support import wait_for
 
-from rest.rest_helpers import RunningTrainer, running_trainer
+from squarenet.stack import Trainer, running_trainer
 
 pytestmark = pytest.mark.slow
 
@@ -27,7 +27,7 @@ LONG_JOB = {"n_samples": 200, "epochs": 5000, "batch_size": 32, "seed": 2}
 
 
 @pytest.fixture
-def trainer(tmp_path: Path) -> Iterator[RunningTrainer]:
+def trainer(tmp_path: Path) -> Iterator[Trainer]:
     # set through the environment, as a Deployment would
     env = {
         "SQUARENET_MAX_EVENT_STREAMS": str(STREAMS_PER_WORKER),
@@ -69,7 +69,7 @@ def stream_accepted(base_url: str, path: str) -> bool:
 
 
 def test_streams_past_the_bound_are_503_at_once_and_the_api_keeps_answering(
-    trainer: RunningTrainer,
+    trainer: Trainer,
 ) -> None:
     base = trainer.base_url
     job_id = httpx.post(f"{base}/v1/jobs", json=LONG_JOB, timeout=10).json()["id"]
