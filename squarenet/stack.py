@@ -127,9 +127,14 @@ class Service:
             )
 
     def wait_until(
-        self, check: Callable[[], T | None], what: str, timeout: float = START_TIMEOUT
+        self,
+        check: Callable[[], T | None],
+        what: str,
+        timeout: float = START_TIMEOUT,
+        every: float = 0.1,
     ) -> T:
-        """Poll ``check`` until it gives something truthy; fail fast if the service exits."""
+        """Poll ``check`` every ``every`` s until it gives something truthy; fail fast if the
+        service exits."""
         deadline = time.monotonic() + timeout
         while True:
             self.check_alive()
@@ -138,7 +143,7 @@ class Service:
                 return result
             if time.monotonic() > deadline:
                 raise StackError(f"timed out after {timeout:g}s waiting for {what}")
-            time.sleep(0.1)
+            time.sleep(every)
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> int:
         """SIGTERM the process group, SIGKILL it after ``timeout``; return the exit code."""
