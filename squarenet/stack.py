@@ -180,9 +180,9 @@ class Predictor(Service):
     metrics_port: int
 
 
-def processes_marked(marker: str) -> list[int]:
-    """PIDs of processes whose environment carries ``RUN_MARKER=marker`` (Linux /proc)."""
-    needle = f"{RUN_MARKER}={marker}".encode()
+def processes_marked(marker: str, variable: str = RUN_MARKER) -> list[int]:
+    """PIDs of processes whose environment carries ``variable=marker`` (Linux /proc)."""
+    needle = f"{variable}={marker}".encode()
     found = []
     for entry in Path("/proc").glob("[0-9]*"):
         with contextlib.suppress(OSError):
@@ -263,7 +263,9 @@ def running_trainer(
     """A trainer that is ready (``/readyz`` 200) inside the block and stopped after it."""
     trainer = start_trainer(store, log_path, *args, port=port, env=env)
     try:
-        trainer.wait_until(lambda: trainer_ready(trainer.base_url), "the trainer to be ready", timeout)
+        trainer.wait_until(
+            lambda: trainer_ready(trainer.base_url), "the trainer to be ready", timeout
+        )
         yield trainer
     finally:
         trainer.stop()
@@ -351,7 +353,9 @@ def local_stack(
         )  # fmt: skip
         started = predictor
         started.check_alive()
-        trainer.wait_until(lambda: trainer_ready(trainer.base_url), "the trainer to be ready", timeout)
+        trainer.wait_until(
+            lambda: trainer_ready(trainer.base_url), "the trainer to be ready", timeout
+        )
         started.wait_until(
             lambda: predictor_answers(started.target), "the predictor to answer", timeout
         )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from squarenet.tokens import clean_token
@@ -77,15 +77,17 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(MAX_BODY_BYTES, ge=1024, le=16 * 1024 * 1024)
 
-    @model_validator(mode="after")
-    def _streams_leave_threads_free(self) -> Settings:
+    @field_validator("max_event_streams")
+    @classmethod
+    def _streams_leave_threads_free(cls, value: int | None, info: ValidationInfo) -> int | None:
         """A worker whose every thread holds a stream answers nothing else, probes included."""
-        if self.max_event_streams is not None and self.max_event_streams >= self.threads:
+        threads = info.data.get("threads")
+        if value is not None and threads is not None and value >= threads:
             raise ValueError(
-                f"max_event_streams ({self.max_event_streams}) must be below threads "
-                f"({self.threads}): the rest answer probes and API calls"
+                f"must be below threads ({threads}): the threads left over answer probes "
+                "and API calls"
             )
-        return self
+        return value
 
     @property
     def event_streams_per_worker(self) -> int:
