@@ -22,7 +22,7 @@ from typing import Any
 from gunicorn.app.base import BaseApplication
 from pydantic import ValidationError
 
-from trainer_service.gunicorn_conf import SHM, gunicorn_options
+from trainer_service.api.gunicorn_conf import SHM, gunicorn_options
 from trainer_service.settings import Settings, prepare_store
 
 EXIT_BAD_CONFIG = 2
@@ -80,7 +80,7 @@ class TrainerApplication(BaseApplication):  # type: ignore[misc]  # gunicorn is 
 
     def load(self) -> Any:
         """Build the Flask app in the worker (after fork, with the runner's pid known)."""
-        from trainer_service.app import create_app  # noqa: PLC0415 - after PROMETHEUS_MULTIPROC_DIR is set
+        from trainer_service.api.app import create_app  # noqa: PLC0415 - after PROMETHEUS_MULTIPROC_DIR is set
 
         return create_app(self.settings)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from trainer_service.jobs import Job
+    from trainer_service.runner.book import Job
 
 
 class TrainerError(Exception):

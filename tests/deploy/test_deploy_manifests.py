@@ -31,7 +31,7 @@ from deploy.deploy_manifests import (
     rendered_text,
 )
 from predictor_service.settings import PredictorSettings
-from trainer_service.gunicorn_conf import SHM
+from trainer_service.api.gunicorn_conf import SHM
 from trainer_service.settings import Settings
 
 # The oldest Kubernetes release the manifests support (native sleep pre-stop hooks are on by
@@ -224,7 +224,7 @@ def test_ports_agree_across_settings_containers_services_and_images(overlay: str
 
 def test_probe_paths_are_routes_of_the_trainer(tmp_path: Path) -> None:
     """/healthz and /readyz as probed are served by the trainer app itself."""
-    from trainer_service.app import create_app
+    from trainer_service.api.app import create_app
 
     app = create_app(Settings.model_validate({"model_store": tmp_path}))
     routes = {rule.rule for rule in app.url_map.iter_rules()}

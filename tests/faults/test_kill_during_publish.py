@@ -25,9 +25,9 @@ from support import wait_for
 
 from faults.load import PredictLoad, summary
 from squarenet.store import TMP_PREFIX, ModelStore
-from trainer_service.job_records import JobState
-from trainer_service.jobs import JobBook
 from trainer_service.params import TrainingParams
+from trainer_service.runner.book import JobBook
+from trainer_service.runner.records import JobState
 
 PUBLISH_LOOP = Path(__file__).with_name("publish_loop.py")
 KILLS = 24

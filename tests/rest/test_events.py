@@ -12,8 +12,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from rest.rest_helpers import TINY, MakeApp, parse_sse
-from trainer_service.api import services
-from trainer_service.jobs import JobBook
+from trainer_service.api.views import services
+from trainer_service.runner.book import JobBook
 
 
 def book_of(app: Flask) -> JobBook:

@@ -8,9 +8,9 @@ from flask.testing import FlaskClient
 
 from rest.rest_helpers import TINY, MakeApp, break_version, publish_fake_version
 from squarenet.store import ModelStore
-from trainer_service.api import services
-from trainer_service.jobs import JobState
+from trainer_service.api.views import services
 from trainer_service.params import TrainingParams
+from trainer_service.runner.book import JobState
 
 
 def submit(client: FlaskClient, body: dict[str, object] | None = None) -> dict[str, object]:

@@ -14,7 +14,7 @@ from flask.testing import FlaskClient
 
 from rest.rest_helpers import TINY, MakeApp, metric_value, publish_fake_version
 from squarenet.store import ModelStore
-from trainer_service import problems
+from trainer_service.api import problems
 from trainer_service.params import TrainingParams
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 from support import wait_for
 
 from squarenet.store import ModelStore
-from trainer_service.jobs import Job, JobBook
 from trainer_service.params import TrainingParams
+from trainer_service.runner.book import Job, JobBook
 
 # Finishes in a second or two once TensorFlow is imported.
 QUICK = TrainingParams.model_validate({"n_samples": 200, "epochs": 3, "batch_size": 20, "seed": 1})
@@ -52,14 +52,14 @@ def children_of(parent: int) -> list[int]:
 
 
 class DispatcherProcess:
-    """``python -m trainer_service.dispatcher`` on the test's store, its log in a file."""
+    """``python -m trainer_service.runner.local`` on the test's store, its log in a file."""
 
     def __init__(self, store: ModelStore, log_path: Path, *flags: str) -> None:
         self.log_path = log_path
         command = [
             sys.executable,
             "-m",
-            "trainer_service.dispatcher",
+            "trainer_service.runner.local",
             "--model-store",
             str(store.root),
             "--poll-interval",

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from trainer_service.job_process import public_error
-from trainer_service.job_records import JobRecord, JobState, Progress, utc_now
 from trainer_service.params import TrainingParams
-from trainer_service.training_child import SHUTDOWN_ERROR, TrainingChild, describe_exit
+from trainer_service.runner.job_process import public_error
+from trainer_service.runner.records import JobRecord, JobState, Progress, utc_now
+from trainer_service.runner.warm import SHUTDOWN_ERROR, TrainingChild, describe_exit
 
 RECORD = JobRecord(
     id="20261129T051500Z-3f9a1c2b",

@@ -24,11 +24,11 @@ from runner.runner_harness import (
     wait_until_training,
 )
 from squarenet.store import ModelStore
-from trainer_service.dispatcher import SHUTDOWN_ERROR
 from trainer_service.errors import JobAlreadyFinished
-from trainer_service.job_records import JobFiles, JobRecord, JobState, Lease, format_time
-from trainer_service.jobs import JobBook
 from trainer_service.params import TrainingParams
+from trainer_service.runner.book import JobBook
+from trainer_service.runner.local import SHUTDOWN_ERROR
+from trainer_service.runner.records import JobFiles, JobRecord, JobState, Lease, format_time
 
 StartDispatcher = Callable[..., DispatcherProcess]
 
@@ -261,7 +261,7 @@ def test_a_dispatcher_started_to_exit_with_its_parent_stops_when_the_parent_is_k
 ) -> None:
     launcher_code = (
         "import subprocess, sys\n"
-        "dispatcher = subprocess.Popen([sys.executable, '-m', 'trainer_service.dispatcher',"
+        "dispatcher = subprocess.Popen([sys.executable, '-m', 'trainer_service.runner.local',"
         " '--model-store', sys.argv[1], '--poll-interval', '0.1', '--heartbeat-interval', '0.2',"
         " '--exit-with-parent'], stdout=open(sys.argv[2], 'ab'), stderr=subprocess.STDOUT)\n"
         "print(dispatcher.pid, flush=True)\n"
@@ -300,7 +300,7 @@ def test_a_store_it_cannot_write_to_stops_it_with_status_1(tmp_path: Path) -> No
     log_path = tmp_path / "refused.log"
     with log_path.open("wb") as log:
         status = subprocess.run(
-            [sys.executable, "-m", "trainer_service.dispatcher", "--model-store", str(blocked)],
+            [sys.executable, "-m", "trainer_service.runner.local", "--model-store", str(blocked)],
             stdout=log,
             stderr=subprocess.STDOUT,
             timeout=60,

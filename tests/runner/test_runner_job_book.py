@@ -10,7 +10,9 @@ import pytest
 
 from squarenet.store import ModelStore
 from trainer_service.errors import JobAlreadyFinished, JobNotFound, PlotNotFound, QueueFull
-from trainer_service.job_records import (
+from trainer_service.params import TrainingParams
+from trainer_service.runner.book import JobBook, JobState
+from trainer_service.runner.records import (
     JobFiles,
     JobRecord,
     Progress,
@@ -18,8 +20,6 @@ from trainer_service.job_records import (
     is_job_id,
     new_job_id,
 )
-from trainer_service.jobs import JobBook, JobState
-from trainer_service.params import TrainingParams
 
 TINY = TrainingParams.model_validate({"n_samples": 200, "epochs": 3, "batch_size": 20, "seed": 1})
 

@@ -10,10 +10,17 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from squarenet.store import ModelStore
-from trainer_service.job_records import JobFiles, JobRecord, JobState, Lease, Progress, format_time
-from trainer_service.jobs import JobBook
-from trainer_service.leases import Runner, RunnerBook
 from trainer_service.params import TrainingParams
+from trainer_service.runner.book import JobBook
+from trainer_service.runner.leases import Runner, RunnerBook
+from trainer_service.runner.records import (
+    JobFiles,
+    JobRecord,
+    JobState,
+    Lease,
+    Progress,
+    format_time,
+)
 
 TINY = TrainingParams.model_validate({"n_samples": 200, "epochs": 3, "batch_size": 20, "seed": 1})
 

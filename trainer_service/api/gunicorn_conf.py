@@ -1,6 +1,6 @@
 """gunicorn configuration of ``squarenet-trainer``: options and the master's hooks.
 
-The master starts the job runner (``python -m trainer_service.dispatcher``) before it forks
+The master starts the job runner (``python -m trainer_service.runner.local``) before it forks
 any worker, so every worker's settings carry the runner's pid for ``/readyz``; on exit it
 stops the runner and waits for it. Workers are threaded (``gthread``): their heartbeat comes
 from the worker's main loop, not from requests, so a long event stream or a slow client
@@ -22,7 +22,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Protocol
 
-from trainer_service.events import STREAMS_CLOSING
+from trainer_service.api.events import STREAMS_CLOSING
 from trainer_service.settings import Settings
 
 DISPATCHER_STOP_SECONDS = 20.0
@@ -82,7 +82,7 @@ def dispatcher_command(settings: Settings) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "trainer_service.dispatcher",
+        "trainer_service.runner.local",
         "--model-store",
         str(settings.model_store),
         "--max-concurrent-jobs",

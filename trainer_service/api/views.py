@@ -19,13 +19,13 @@ from gunicorn.http.errors import ParseException
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from squarenet.store import BrokenVersion, ModelStore
-from trainer_service import metrics
+from trainer_service.api import metrics
+from trainer_service.api.events import job_events, last_event_id
+from trainer_service.api.openapi import JobList, JobQuery, openapi_document
+from trainer_service.api.problems import Problem
 from trainer_service.errors import PlotNotFound, QueueFull
-from trainer_service.events import job_events, last_event_id
-from trainer_service.jobs import JobBook, JobState
-from trainer_service.openapi import JobList, JobQuery, openapi_document
 from trainer_service.params import TrainingParams
-from trainer_service.problems import Problem
+from trainer_service.runner.book import JobBook, JobState
 from trainer_service.settings import Settings
 
 PLOT_NAMES = ("loss", "fit")

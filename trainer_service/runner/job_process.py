@@ -1,6 +1,6 @@
 """The training process of one job, started by the dispatcher; never run by hand.
 
-``python -m trainer_service.job_process --model-store DIR --job-id ID --report-fd N
+``python -m trainer_service.runner.job_process --model-store DIR --job-id ID --report-fd N
 --parent-pid P`` reads the job's parameters from its record, trains and publishes, and
 reports to the dispatcher as JSON lines on file descriptor N::
 
@@ -28,14 +28,14 @@ from pathlib import Path
 from typing import IO, Any
 
 from squarenet.store import ModelStore
-from trainer_service.job_records import JobFiles, JobState, finite_or_none
+from trainer_service.runner.records import JobFiles, JobState, finite_or_none
 from trainer_service.training import (
     EpochReport,
     TrainingCancelled,
     train_and_publish,
 )
 
-_log = logging.getLogger("trainer_service.job_process")
+_log = logging.getLogger("trainer_service.runner.job_process")
 _PR_SET_PDEATHSIG = 1
 
 
@@ -129,7 +129,7 @@ def run(store: ModelStore, job_id: str, reporter: Reporter, parent_pid: int) -> 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the child process."""
-    parser = argparse.ArgumentParser(prog="python -m trainer_service.job_process")
+    parser = argparse.ArgumentParser(prog="python -m trainer_service.runner.job_process")
     parser.add_argument("--model-store", type=Path, required=True)
     parser.add_argument("--job-id", required=True)
     parser.add_argument("--report-fd", type=int, required=True)

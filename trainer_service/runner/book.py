@@ -32,7 +32,8 @@ from pathlib import Path
 
 from squarenet.store import ModelStore
 from trainer_service.errors import JobAlreadyFinished, JobNotFound, PlotNotFound, QueueFull
-from trainer_service.job_records import (
+from trainer_service.params import TrainingParams
+from trainer_service.runner.records import (
     ARTIFACT_NAMES,
     Job,
     JobFiles,
@@ -43,7 +44,6 @@ from trainer_service.job_records import (
     new_job_id,
     utc_now,
 )
-from trainer_service.params import TrainingParams
 
 __all__ = ["Job", "JobBook", "JobState", "Progress"]
 

@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from squarenet.store import TMP_PREFIX, BrokenVersion, ModelStore
-from trainer_service.job_records import (
+from trainer_service.runner.records import (
     JobFiles,
     JobRecord,
     JobState,

@@ -10,8 +10,8 @@ from __future__ import annotations
 from flask import Flask
 
 from squarenet.store import ModelStore
-from trainer_service import api, auth, metrics, problems
-from trainer_service.jobs import JobBook
+from trainer_service.api import auth, metrics, problems, views
+from trainer_service.runner.book import JobBook
 from trainer_service.settings import Settings, prepare_store
 
 
@@ -27,10 +27,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     book = JobBook(
         store, max_queued=settings.max_queued_jobs, keep_finished=settings.keep_finished_jobs
     )
-    app.extensions["squarenet"] = api.Services(settings=settings, store=store, book=book)
+    app.extensions["squarenet"] = views.Services(settings=settings, store=store, book=book)
     metrics.init_app(app)  # first: even refused requests are counted and timed
     token = settings.api_token.get_secret_value() if settings.api_token else None
     auth.init_app(app, token)
     problems.init_app(app)
-    app.register_blueprint(api.bp)
+    app.register_blueprint(views.bp)
     return app

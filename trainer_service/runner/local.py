@@ -1,11 +1,11 @@
 """The job runner of one trainer replica: claims QUEUED jobs and runs each in a child process.
 
-``python -m trainer_service.dispatcher --model-store DIR --max-concurrent-jobs N`` runs next
+``python -m trainer_service.runner.local --model-store DIR --max-concurrent-jobs N`` runs next
 to gunicorn (the web workers never train). One single-threaded loop waits on the children's
 report pipes and a signal pipe, so it reacts at once to epochs, exits, cancels and SIGTERM:
 
 - claims the oldest QUEUED job while fewer than N of its own run (``RunnerBook.claim_next``);
-- starts ``python -m trainer_service.job_process`` for it, appends each reported epoch to
+- starts ``python -m trainer_service.runner.job_process`` for it, appends each reported epoch to
   ``epochs.jsonl`` and renews the job's lease and progress every ``--heartbeat-interval``;
 - kills the child when the job's cancel request appears, then records CANCELLED;
 - records SUCCEEDED, or FAILED with the reason (the exception's message, or the signal that
@@ -29,11 +29,11 @@ from pathlib import Path
 from types import FrameType
 
 from squarenet.store import ModelStore
-from trainer_service.job_records import JobFiles, JobRecord, JobState
-from trainer_service.leases import Runner, RunnerBook
-from trainer_service.training_child import SHUTDOWN_ERROR, TrainingChild
+from trainer_service.runner.leases import Runner, RunnerBook
+from trainer_service.runner.records import JobFiles, JobRecord, JobState
+from trainer_service.runner.warm import SHUTDOWN_ERROR, TrainingChild
 
-_log = logging.getLogger("trainer_service.dispatcher")
+_log = logging.getLogger("trainer_service.runner.local")
 _WAKE_READ_CHUNK = 512
 _EXIT_POLL_SECONDS = 0.05
 _SWEEP_EVERY_SECONDS = 60.0
@@ -226,7 +226,7 @@ def parse_args(argv: list[str] | None) -> tuple[ModelStore, DispatcherSettings]:
     """Command-line flags, each with a SQUARENET_* environment default."""
     env = os.environ.get
     parser = argparse.ArgumentParser(
-        prog="python -m trainer_service.dispatcher",
+        prog="python -m trainer_service.runner.local",
         description="Run the trainer's queued jobs, each in its own process.",
     )
     parser.add_argument(
@@ -278,7 +278,7 @@ def parse_args(argv: list[str] | None) -> tuple[ModelStore, DispatcherSettings]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: ``python -m trainer_service.dispatcher``."""
+    """Entry point: ``python -m trainer_service.runner.local``."""
     store, settings = parse_args(argv)
     logging.basicConfig(
         stream=sys.stdout,

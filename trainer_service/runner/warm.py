@@ -1,6 +1,6 @@
 """The dispatcher's handle on one job's training process, and what that process reported.
 
-The child (``trainer_service.job_process``) writes JSON lines to a pipe; this side reads
+The child (``trainer_service.runner.job_process``) writes JSON lines to a pipe; this side reads
 them without blocking, keeps the epochs not yet written to the store, and turns the child's
 last words (or its exit status) into the job's final state.
 """
@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from squarenet.store import ModelStore
-from trainer_service.job_records import JobRecord, JobState, Progress, finite_or_none
+from trainer_service.runner.records import JobRecord, JobState, Progress, finite_or_none
 
-_log = logging.getLogger("trainer_service.dispatcher")
+_log = logging.getLogger("trainer_service.runner.local")
 _READ_CHUNK = 1 << 16
 SHUTDOWN_ERROR = "interrupted: trainer shutting down"
 
@@ -42,13 +42,13 @@ class TrainingChild:
 
     @classmethod
     def start(cls, store: ModelStore, record: JobRecord) -> TrainingChild:
-        """Start ``python -m trainer_service.job_process`` for a claimed job (OSError if not)."""
+        """Start ``python -m trainer_service.runner.job_process`` for a claimed job (OSError if not)."""
         read_end, write_end = os.pipe()
         os.set_blocking(read_end, False)
         command = [
             sys.executable,
             "-m",
-            "trainer_service.job_process",
+            "trainer_service.runner.job_process",
             "--model-store",
             str(store.root.resolve()),
             "--job-id",
