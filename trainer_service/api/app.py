@@ -11,7 +11,7 @@ from flask import Flask
 
 from squarenet.store import ModelStore
 from trainer_service.api import auth, metrics, problems, views
-from trainer_service.runner.book import JobBook
+from trainer_service.runner.executor import make_executor
 from trainer_service.settings import Settings, prepare_store
 
 
@@ -24,10 +24,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
     store = ModelStore(settings.model_store)
-    book = JobBook(
-        store, max_queued=settings.max_queued_jobs, keep_finished=settings.keep_finished_jobs
-    )
-    app.extensions["squarenet"] = views.Services(settings=settings, store=store, book=book)
+    executor = make_executor(settings, store)
+    app.extensions["squarenet"] = views.Services(settings=settings, store=store, executor=executor)
     metrics.init_app(app)  # first: even refused requests are counted and timed
     token = settings.api_token.get_secret_value() if settings.api_token else None
     auth.init_app(app, token)

@@ -1,43 +1,40 @@
-"""The job book: submit, look up, list and cancel training jobs kept on the shared store.
+"""The job book: every job's record on the store, and the one place its state changes.
 
-Any gunicorn worker of any trainer replica answers the same because the store is the only
-state. Layout under ``<store>/jobs/``::
-
-    <id>.json            the record (``JobRecord``), replaced atomically on every change
-    <id>/epochs.jsonl    per-epoch history {"epoch", "loss", "val_loss"}, appended by the runner
-    <id>/loss.png        the figures, drawn by the training code into ``<id>/``
-    <id>/fit.png
-    queue/<id>           empty marker of a QUEUED job; the queue bound counts these
-    running/<id>         the same marker once a dispatcher claimed the job (a rename: one wins)
-    <id>.cancel          a cancel request for a RUNNING job, honoured by the runner that owns it
-    .lock                the lock every change of state is made under
-
-Job ids look like ``20261129T051500Z-3f9a1c2b``: URL-safe, sorted by creation time; a string
-of any other shape is an unknown job, so no request ever builds a path from client text.
-A RUNNING job's record carries a lease (host, pid, runner id, heartbeat); see ``leases``.
+Readers (the REST API, any worker of any replica) read records and the progress files the
+jobs' processes write. A record is written at submit (QUEUED) and then only by ``start`` and
+``finish``, which the executor's runner calls: the local runner process, or the one trainer
+replica elected to finalize Kubernetes Jobs. ``finish`` is where a job's end is decided and
+observed: it fences the job's publishing (``fence``), settles its final state, and tells
+the ``on_finished`` listeners (a sweep controller, for one).
 
 Finished jobs are history: the book keeps the newest ``keep_finished`` of them and forgets
-older ones (record, epochs and figures) when a job is submitted, so the folder, every
-listing and every metrics scrape stay bounded however long the service runs. The models
-those jobs published stay: versions are the store's, not the job book's.
+older ones (record, progress, figures) when a job is submitted. The models those jobs
+published stay: versions are the store's, not the job book's.
 """
 
 from __future__ import annotations
 
 import builtins
+import contextlib
+import fcntl
 import logging
+import os
 import shutil
+import threading
 import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from squarenet.store import ModelStore
 from trainer_service.errors import JobAlreadyFinished, JobNotFound, PlotNotFound, QueueFull
 from trainer_service.params import TrainingParams
+from trainer_service.runner import fence
 from trainer_service.runner.records import (
     ARTIFACT_NAMES,
     Job,
     JobFiles,
-    JobRecord,
     JobState,
     Progress,
     finite_or_none,
@@ -45,16 +42,35 @@ from trainer_service.runner.records import (
     utc_now,
 )
 
-__all__ = ["Job", "JobBook", "JobState", "Progress"]
+__all__ = ["Ending", "Job", "JobBook", "JobState", "Progress"]
 
 DEFAULT_MAX_QUEUED = 16
 DEFAULT_KEEP_FINISHED = 1000
-_log = logging.getLogger(__name__)
-_CANCEL_POLL_SECONDS = 0.05
+SHUTDOWN_ERROR = "interrupted: trainer shutting down"
+_WAIT_POLL_SECONDS = 0.05
+_log = logging.getLogger("trainer_service.runner")
+_THREAD_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Ending:
+    """Why the runner ends a job; ``finish`` turns it into the final state.
+
+    ``kind`` is ``exited`` (the process ended by itself: its report decides), ``cancelled``,
+    ``time_limit`` or ``failed`` (lost, killed, interrupted: ``reason`` says how).
+    """
+
+    kind: str
+    reason: str = ""
+
+
+EXITED = Ending("exited")
+CANCELLED = Ending("cancelled")
+TIME_LIMIT = Ending("time_limit")
 
 
 class JobBook:
-    """What the REST layer asks about jobs; the dispatcher does the running."""
+    """Submit, read and settle jobs kept on the store."""
 
     def __init__(
         self,
@@ -62,129 +78,102 @@ class JobBook:
         *,
         max_queued: int = DEFAULT_MAX_QUEUED,
         keep_finished: int = DEFAULT_KEEP_FINISHED,
+        local_lock: bool = True,
     ) -> None:
-        if max_queued < 1:
-            raise ValueError("max_queued must be at least 1")
-        if keep_finished < 1:
-            raise ValueError("keep_finished must be at least 1")
+        if max_queued < 1 or keep_finished < 1:
+            raise ValueError("max_queued and keep_finished must be at least 1")
         self.store = store
         self.max_queued = max_queued
         self.keep_finished = keep_finished
+        self.local_lock = local_lock
         self.files = JobFiles(store)
+        self.on_finished: list[Callable[[Job], None]] = []
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Serialise state changes between the processes of one machine (``local``).
+
+        The ``kubernetes`` executor has a single writer of states (the elected finalizer)
+        and takes no lock on a shared volume.
+        """
+        if not self.local_lock:
+            yield
+            return
+        self.files.root.mkdir(parents=True, exist_ok=True)
+        with _THREAD_LOCK:
+            fd = os.open(self.files.root / ".lock", os.O_RDWR | os.O_CREAT, 0o660)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                yield
+            finally:
+                os.close(fd)
+
+    # --- submit --------------------------------------------------------------------------
+
+    def new_job(self, params: TrainingParams) -> Job:
+        """A QUEUED job not yet recorded; raise QueueFull when ``max_queued`` jobs wait."""
+        if self.count(JobState.QUEUED) >= self.max_queued:
+            raise QueueFull(self.max_queued)
+        return Job(
+            id=new_job_id(),
+            state=JobState.QUEUED,
+            params=params,
+            progress=Progress(epoch=0, epochs=params.epochs),
+            created_at=utc_now(),
+        )
+
+    def record(self, job: Job) -> None:
+        """Write a new job's record, then forget the oldest finished jobs beyond the bound."""
+        self.files.write(job)
+        self._forget_oldest_finished()
+        _log.info("job %s queued: %s", job.id, job.params.model_dump_json())
 
     def submit(self, params: TrainingParams) -> Job:
-        """Record a new QUEUED job; raise QueueFull when ``max_queued`` jobs wait already."""
-        with self.files.lock():
-            if len(self.files.queued_ids()) >= self.max_queued:
-                raise QueueFull(self.max_queued)
-            record = JobRecord(
-                id=new_job_id(),
-                state=JobState.QUEUED,
-                params=params,
-                progress=Progress(epoch=0, epochs=params.epochs),
-                created_at=utc_now(),
-            )
-            self.files.write(record)
-            (self.files.queue_dir / record.id).touch()
-            self._forget_oldest_finished()
-        _log.info("job %s queued: %s", record.id, params.model_dump_json())
-        return record.job
+        """Record a new QUEUED job (bound checked under the local lock)."""
+        with self.lock():
+            job = self.new_job(params)
+            self.record(job)
+        return job
 
     def _forget_oldest_finished(self) -> None:
-        """Delete the oldest finished jobs beyond ``keep_finished`` (call with the lock held).
+        records = [job for job_id in self.files.record_ids() if (job := self.files.read(job_id))]
+        finished = [job for job in records if job.state.finished]  # oldest first
+        for job in finished[: max(0, len(finished) - self.keep_finished)]:
+            self.files.record_path(job.id).unlink(missing_ok=True)  # gone for readers first
+            shutil.rmtree(self.files.job_dir(job.id), ignore_errors=True)
+            fence.forget(self.store, job.params.model_name, job.id)
+            _log.info("job %s forgotten: more than %d finished jobs", job.id, self.keep_finished)
 
-        Ids sort by creation time, so the oldest come first; the count of jobs not finished
-        comes from the queue and running markers, so a submit usually reads one record.
-        """
-        ids = self.files.record_ids()
-        unfinished = len(self.files.queued_ids()) + len(self.files.running_ids())
-        excess = len(ids) - unfinished - self.keep_finished
-        for job_id in ids:
-            if excess <= 0:
-                return
-            record = self.files.read(job_id)
-            if record is not None and not record.state.finished:
-                continue
-            self.files.record_path(job_id).unlink(missing_ok=True)  # gone for readers first
-            self.files.cancel_path(job_id).unlink(missing_ok=True)
-            shutil.rmtree(self.files.artifacts_dir(job_id), ignore_errors=True)
-            _log.info("job %s forgotten: more than %d finished jobs", job_id, self.keep_finished)
-            excess -= 1
+    # --- read ----------------------------------------------------------------------------
 
     def get(self, job_id: str) -> Job:
-        """The job as it is now; raise JobNotFound for unknown or malformed ids."""
-        return self._record(job_id).job
+        """The job as it is now (a RUNNING job's progress from its process's report)."""
+        record = self._record(job_id)
+        if record.state is JobState.RUNNING:
+            epoch = self.files.read_report(job_id).last_epoch
+            if epoch > record.progress.epoch:
+                progress = Progress(epoch=epoch, epochs=record.progress.epochs)
+                return record.model_copy(update={"progress": progress})
+        return record
 
-    def list(self) -> list[Job]:
+    def list(self) -> builtins.list[Job]:
         """Every job, newest first."""
-        records = [self.files.read(job_id) for job_id in self.files.record_ids()]
-        jobs = [record.job for record in records if record is not None]
+        jobs = [job for job_id in self.files.record_ids() if (job := self.files.read(job_id))]
+        jobs = [self.get(job.id) if job.state is JobState.RUNNING else job for job in jobs]
         jobs.sort(key=lambda job: (job.created_at, job.id), reverse=True)
         return jobs
 
-    def cancel(self, job_id: str, *, timeout: float = 10.0) -> Job:
-        """Cancel a job and return it CANCELLED.
+    def unfinished(self) -> builtins.list[Job]:
+        """QUEUED and RUNNING jobs, oldest first."""
+        jobs = [job for job_id in self.files.record_ids() if (job := self.files.read(job_id))]
+        return sorted(
+            (job for job in jobs if not job.state.finished),
+            key=lambda job: (job.created_at, job.id),
+        )
 
-        A QUEUED job is cancelled at once. For a RUNNING job a request is left on the store
-        and this waits until the runner that owns it has killed the training process and
-        recorded CANCELLED. Raise JobAlreadyFinished when the job ended otherwise first.
-        If the runner does not answer within ``timeout`` the request stays in place (the
-        runner honours it later) and the job is returned as it is.
-        """
-        with self.files.lock():
-            record = self._record(job_id)
-            if record.state.finished:
-                raise JobAlreadyFinished(record.job)
-            marker = self.files.queue_dir / job_id
-            try:
-                marker.unlink()
-            except FileNotFoundError:
-                self.files.cancel_path(job_id).touch()  # claimed: its runner must stop it
-            else:
-                record = record.model_copy(
-                    update={"state": JobState.CANCELLED, "finished_at": utc_now()}
-                )
-                self.files.write(record)
-                _log.info("job %s cancelled while queued", job_id)
-                return record.job
-        _log.info("job %s cancel requested", job_id)
-        deadline = time.monotonic() + timeout
-        while True:
-            record = self._record(job_id)
-            if record.state is JobState.CANCELLED:
-                return record.job
-            if record.state.finished:
-                raise JobAlreadyFinished(record.job)
-            if time.monotonic() >= deadline:
-                return record.job
-            time.sleep(_CANCEL_POLL_SECONDS)
-
-    def epochs_since(self, job_id: str, after: int) -> builtins.list[dict[str, float | None]]:
-        """Finished epochs numbered above ``after``: {"epoch", "loss", "val_loss"} each."""
-        self._record(job_id)
-        rows: builtins.list[dict[str, float | None]] = []
-        for row in self.files.read_epochs(job_id):
-            epoch = row.get("epoch")
-            if not isinstance(epoch, int) or epoch <= after:
-                continue
-            rows.append(
-                {
-                    "epoch": epoch,
-                    "loss": _number(row.get("loss")),
-                    "val_loss": _number(row.get("val_loss")),
-                }
-            )
-        return rows
-
-    def artifact_path(self, job_id: str, name: str) -> Path:
-        """Where a figure of the job is (``loss.png``, ``fit.png``), once it is drawn."""
-        self._record(job_id)
-        if name not in ARTIFACT_NAMES:
-            raise PlotNotFound(job_id, name)
-        path = self.files.artifacts_dir(job_id) / name
-        if not path.is_file():
-            raise PlotNotFound(job_id, name)
-        return path
+    def count(self, state: JobState) -> int:
+        """How many jobs are in ``state``."""
+        return self.counts()[state]
 
     def counts(self) -> dict[JobState, int]:
         """How many jobs are in each state (every state present, zeros included)."""
@@ -195,14 +184,132 @@ class JobBook:
                 tally[record.state] += 1
         return tally
 
-    def _record(self, job_id: str) -> JobRecord:
+    def epochs_since(self, job_id: str, after: int) -> builtins.list[dict[str, float | None]]:
+        """Finished epochs numbered above ``after``: {"epoch", "loss", "val_loss"} each."""
+        self._record(job_id)
+        return [
+            {
+                "epoch": row["epoch"],
+                "loss": finite_or_none(row.get("loss")),
+                "val_loss": finite_or_none(row.get("val_loss")),
+            }
+            for row in self.files.read_report(job_id).epochs
+            if row["epoch"] > after
+        ]
+
+    def artifact_path(self, job_id: str, name: str) -> Path:
+        """Where a figure of the job is (``loss.png``, ``fit.png``), once it is drawn."""
+        self._record(job_id)
+        path = self.files.job_dir(job_id) / name
+        if name not in ARTIFACT_NAMES or not path.is_file():
+            raise PlotNotFound(job_id, name)
+        return path
+
+    def _record(self, job_id: str) -> Job:
         record = self.files.read(job_id)
         if record is None:
             raise JobNotFound(job_id)
         return record
 
+    # --- cancel (asked by the API, carried out by the runner) -----------------------------
 
-def _number(value: object) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return finite_or_none(float(value))
+    def request_cancel(self, job_id: str) -> Job:
+        """Leave a cancel request for the runner; raise JobAlreadyFinished when it ended."""
+        record = self._record(job_id)
+        if record.state.finished:
+            raise JobAlreadyFinished(record)
+        path = self.files.cancel_path(job_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
+        _log.info("job %s cancel requested", job_id)
+        return record
+
+    def cancel_requested(self, job_id: str) -> bool:
+        """True when a client asked to cancel this job."""
+        return self.files.cancel_path(job_id).exists()
+
+    def wait_until_finished(self, job_id: str, timeout: float) -> Job:
+        """The job once final, or as it is after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.get(job_id)
+            if job.state.finished or time.monotonic() >= deadline:
+                return job
+            time.sleep(_WAIT_POLL_SECONDS)
+
+    # --- the runner's state changes: the only writes after submit --------------------------
+
+    def start(self, job_id: str) -> Job | None:
+        """QUEUED -> RUNNING; None when the job is no longer QUEUED."""
+        with self.lock():
+            record = self.files.read(job_id)
+            if record is None or record.state is not JobState.QUEUED:
+                return None
+            record = record.model_copy(update={"state": JobState.RUNNING, "started_at": utc_now()})
+            self.files.write(record)
+        _log.info("job %s started", job_id)
+        return record
+
+    def finish(self, job_id: str, ending: Ending, *, only_if: JobState | None = None) -> Job | None:
+        """Fence the job's publishing, record its final state, tell the listeners.
+
+        A version the job published before it was stopped makes it SUCCEEDED whatever the
+        ending; otherwise the ending decides, and for a process that ended by itself its
+        own report. Return None when the job was final already (or not in ``only_if``).
+        """
+        with self.lock():
+            record = self.files.read(job_id)
+            if record is None or record.state.finished:
+                return None
+            if only_if is not None and record.state is not only_if:
+                return None
+            model_name = record.params.model_name
+            report = self.files.read_report(job_id)
+            result = report.result or {}
+            if result.get("result") != "succeeded":
+                fence.revoke(self.store, model_name, job_id)
+            update: dict[str, Any] = {"finished_at": utc_now()}
+            if report.epochs:
+                update["progress"] = Progress(epoch=report.last_epoch, epochs=record.params.epochs)
+            published = fence.published_version(self.store, model_name, job_id)
+            if published is not None:
+                update.update(state=JobState.SUCCEEDED, model_version=published[0])
+                update["metrics"] = _metrics(result.get("metrics")) or published[1]
+            elif ending.kind == "cancelled":
+                update.update(state=JobState.CANCELLED)
+            elif ending.kind == "time_limit":
+                update.update(state=JobState.FAILED, error=time_limit_error(record.params))
+            elif result.get("result") == "failed" and ending.kind == "exited":
+                update.update(state=JobState.FAILED, error=str(result.get("error")))
+            elif result.get("result") == "cancelled" and ending.kind == "exited":
+                update.update(state=JobState.CANCELLED)
+            else:
+                update.update(state=JobState.FAILED, error=ending.reason or "training ended early")
+            if record.started_at is None:
+                update["started_at"] = update["finished_at"]
+            record = record.model_copy(update=update)
+            self.files.write(record)
+        outcome = record.error or (
+            f"version {record.model_version}" if record.model_version else ""
+        )
+        _log.info("job %s %s%s", job_id, record.state, f": {outcome}" if outcome else "")
+        for listener in self.on_finished:  # the one place a job's end is observed
+            try:
+                listener(record)
+            except Exception:
+                _log.exception("job %s: a listener of finished jobs failed", job_id)
+        return record
+
+
+def time_limit_error(params: TrainingParams) -> str:
+    """The error of a job stopped by its time limit."""
+    return (
+        f"time limit exceeded: the job ran longer than max_train_seconds="
+        f"{params.max_train_seconds} s and was stopped; nothing was published"
+    )
+
+
+def _metrics(raw: object) -> dict[str, float]:
+    if not isinstance(raw, dict):
+        return {}
+    return {str(k): v for k, value in raw.items() if (v := finite_or_none(value)) is not None}

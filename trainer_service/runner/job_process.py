@@ -1,17 +1,17 @@
-"""The training process of one job, started by the dispatcher; never run by hand.
+"""The process that trains one job: a local runner's child, or a Kubernetes Job's container.
 
-``python -m trainer_service.runner.job_process --model-store DIR --job-id ID --report-fd N
---parent-pid P`` reads the job's parameters from its record, trains and publishes, and
-reports to the dispatcher as JSON lines on file descriptor N::
+``python -m trainer_service.runner.job_process --model-store DIR --job-id ID --params JSON``
+trains the job at once (what a Kubernetes Job runs). With ``--warm`` instead it imports
+TensorFlow first and then waits for its assignment, one JSON line ``{"job_id", "params"}``
+on standard input, written by the local runner when a job arrives (``WarmProcess.assign``);
+end of input before that means "not needed", and it exits 0. Either way one process trains
+one job and exits.
 
-    {"event": "epoch", "epoch": 3, "epochs": 400, "loss": 0.5, "val_loss": 0.4}
-    {"event": "succeeded", "version": 7, "metrics": {...}}
-    {"event": "cancelled"}
-    {"event": "failed", "error": "..."}
-
-It never outlives the dispatcher: the kernel kills it when its parent dies (Linux
-``PR_SET_PDEATHSIG``), and it stops between epochs when its parent changed or the job's
-cancel request appeared. Only this process pays for importing TensorFlow.
+It is the single writer of the job's progress file (``records.PROGRESS_FILE``): a line per
+epoch, batched, then one result line ``{"result": "succeeded" | "failed" | "cancelled", ...}``.
+It publishes only through the job's fenced staging folder (``fence.claim``), and stops
+between epochs past ``max_train_seconds`` (timed from its assignment), on SIGTERM (a
+deleted Kubernetes Job), or when its local parent is gone.
 """
 
 from __future__ import annotations
@@ -24,54 +24,63 @@ import logging
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import IO, Any
 
 from squarenet.store import ModelStore
-from trainer_service.runner.records import JobFiles, JobState, finite_or_none
-from trainer_service.training import (
-    EpochReport,
-    TrainingCancelled,
-    train_and_publish,
-)
+from trainer_service.params import TrainingParams
+from trainer_service.runner import fence
+from trainer_service.runner.book import time_limit_error
+from trainer_service.runner.records import JobFiles, finite_or_none
 
-_log = logging.getLogger("trainer_service.runner.job_process")
+_log = logging.getLogger("trainer_service.job_process")
 _PR_SET_PDEATHSIG = 1
+_FLUSH_SECONDS = 0.25  # epochs reach the file in batches: a write per batch, not per epoch
 
 
-def die_with_parent(parent_pid: int) -> None:
-    """Ask the kernel to SIGKILL us when the dispatcher dies; exit if it died already."""
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != parent_pid:
-        raise SystemExit(3)
+class TimeLimitExceeded(Exception):
+    """The job ran past its ``max_train_seconds``."""
 
 
-class Reporter:
-    """Writes one JSON line per event to the dispatcher's pipe."""
+class ProgressFile:
+    """The job's progress file, appended by this process alone."""
 
-    def __init__(self, stream: IO[str]) -> None:
-        self.stream = stream
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.stream: IO[str] = path.open("a", encoding="utf-8")
+        self.pending: list[str] = []
+        self.flushed_at = time.monotonic()
 
-    def send(self, event: str, **fields: Any) -> None:
-        """Report one event; a closed pipe means the dispatcher is gone, so stop."""
-        line = json.dumps({"event": event, **fields}, allow_nan=False)
-        try:
-            self.stream.write(line + "\n")
-            self.stream.flush()
-        except BrokenPipeError:
-            raise SystemExit(4) from None
-
-    def epoch(self, report: EpochReport) -> None:
-        """An epoch finished."""
-        self.send(
-            "epoch",
-            epoch=report.epoch,
-            epochs=report.epochs,
-            loss=finite_or_none(report.loss),
-            val_loss=finite_or_none(report.val_loss),
+    def epoch(self, report: Any) -> None:
+        """An epoch finished (written within ``_FLUSH_SECONDS``)."""
+        self.pending.append(
+            _line(
+                epoch=report.epoch,
+                epochs=report.epochs,
+                loss=finite_or_none(report.loss),
+                val_loss=finite_or_none(report.val_loss),
+            )
         )
+        if time.monotonic() - self.flushed_at >= _FLUSH_SECONDS:
+            self.flush()
+
+    def result(self, result: str, **fields: Any) -> None:
+        """The last line: how the job ended."""
+        self.pending.append(_line(result=result, **fields))
+        self.flush()
+
+    def flush(self) -> None:
+        """Write the pending lines in one go, so readers see whole lines."""
+        if self.pending:
+            self.stream.write("".join(self.pending))
+            self.stream.flush()
+            self.pending = []
+        self.flushed_at = time.monotonic()
+
+
+def _line(**fields: Any) -> str:
+    return json.dumps(fields, allow_nan=False) + "\n"
 
 
 def public_error(exc: BaseException, store_root: Path) -> str:
@@ -91,58 +100,109 @@ def public_error(exc: BaseException, store_root: Path) -> str:
     return message
 
 
-def run(store: ModelStore, job_id: str, reporter: Reporter, parent_pid: int) -> int:
-    """Train the job and report how it ended; the exit status is 0 unless it failed."""
+def train_job(store: ModelStore, job_id: str, params: TrainingParams, parent_pid: int) -> int:
+    """Train and publish one job, report how it ended; exit status 0 unless it failed."""
+    from trainer_service.training import TrainingCancelled, train_and_publish  # noqa: PLC0415
+
+    deadline = time.monotonic() + params.max_train_seconds
+    terminated: list[int] = []
+    signal.signal(signal.SIGTERM, lambda signum, frame: terminated.append(signum))
     files = JobFiles(store)
-    record = files.read(job_id)
-    if record is None or record.state is not JobState.RUNNING:
-        reporter.send("failed", error=f"job {job_id} is not RUNNING in the store")
-        return 1
-    cancel_path = files.cancel_path(job_id)
+    progress = ProgressFile(files.progress_path(job_id))
 
     def should_stop() -> bool:
-        return os.getppid() != parent_pid or cancel_path.exists()
+        if time.monotonic() > deadline:
+            raise TimeLimitExceeded
+        return bool(terminated) or (parent_pid > 0 and os.getppid() != parent_pid)
 
     try:
+        claim = fence.claim(store, params.model_name, job_id)
         outcome = train_and_publish(
-            record.params,
+            params,
             store,
             job_id=job_id,
-            artifacts_dir=files.artifacts_dir(job_id),
-            on_epoch=reporter.epoch,
+            artifacts_dir=files.job_dir(job_id),
+            on_epoch=progress.epoch,
             should_stop=should_stop,
+            staging=claim.path,
+            before_publish=claim.check,
         )
-    except TrainingCancelled:
-        reporter.send("cancelled")
+    except (TrainingCancelled, fence.Revoked) as exc:
+        _log.info("job %s: stopped: %s", job_id, exc)
+        progress.result("cancelled")
         return 0
+    except TimeLimitExceeded:
+        _log.info("job %s: time limit of %d s exceeded", job_id, params.max_train_seconds)
+        progress.result("failed", error=time_limit_error(params))
+        return 1
     except Exception as exc:  # every failure becomes the job's error, not a crash
         _log.error("job %s: training failed: %s: %s", job_id, type(exc).__name__, exc)
-        _log.debug("job %s: traceback", job_id, exc_info=True)
-        reporter.send("failed", error=public_error(exc, store.root))
+        progress.result("failed", error=public_error(exc, store.root))
         return 1
-    metrics = {
-        name: value for name, value in outcome.metrics.items() if finite_or_none(value) is not None
-    }
-    reporter.send("succeeded", version=outcome.version.version, metrics=metrics)
+    metrics = {name: v for name, v in outcome.metrics.items() if finite_or_none(v) is not None}
+    progress.result("succeeded", version=outcome.version.version, metrics=metrics)
     return 0
 
 
+def warm_up() -> None:
+    """Import TensorFlow and the training code and run one tiny step, before any job."""
+    import numpy as np  # noqa: PLC0415
+
+    from trainer_service.training import pipeline  # noqa: F401, PLC0415 - TensorFlow, Keras
+    from trainer_service.training.model import build_model  # noqa: PLC0415
+
+    params = TrainingParams.model_validate({"n_samples": 20, "epochs": 1, "batch_size": 8})
+    model = build_model(params, np.random.default_rng(0))
+    model(np.zeros((1, 1), dtype=np.float32))
+
+
+def read_assignment(stream: IO[str]) -> tuple[str, TrainingParams] | None:
+    """The warm process's side of the assignment pipe: (job id, params), or None at its end."""
+    line = stream.readline()
+    if not line.strip():
+        return None
+    message = json.loads(line)
+    return str(message["job_id"]), TrainingParams.model_validate(message["params"])
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Ask the kernel to SIGKILL us when the runner dies; exit if it died already."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent_pid:
+        raise SystemExit(3)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the child process."""
+    """Entry point of the job's process."""
     parser = argparse.ArgumentParser(prog="python -m trainer_service.runner.job_process")
     parser.add_argument("--model-store", type=Path, required=True)
-    parser.add_argument("--job-id", required=True)
-    parser.add_argument("--report-fd", type=int, required=True)
-    parser.add_argument("--parent-pid", type=int, required=True)
+    parser.add_argument("--job-id", help="the job to train now (with --params)")
+    parser.add_argument("--params", help="the job's hyperparameters as JSON")
+    parser.add_argument("--warm", action="store_true", help="wait for the job on stdin")
+    parser.add_argument("--parent-pid", type=int, default=0, help="die with this process")
     args = parser.parse_args(argv)
-    die_with_parent(args.parent_pid)
+    if args.parent_pid:
+        die_with_parent(args.parent_pid)
     logging.basicConfig(
         stream=sys.stdout,
         level=logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
-    with os.fdopen(args.report_fd, "w", encoding="utf-8") as stream:
-        return run(ModelStore(args.model_store), args.job_id, Reporter(stream), args.parent_pid)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    store = ModelStore(args.model_store)
+    if args.warm:
+        warm_up()
+        assignment = read_assignment(sys.stdin)
+        if assignment is None:
+            return 0
+        job_id, params = assignment
+    elif args.job_id and args.params:
+        job_id, params = args.job_id, TrainingParams.model_validate_json(args.params)
+    else:
+        parser.error("give --warm, or --job-id and --params")
+    return train_job(store, job_id, params, args.parent_pid)
 
 
 def exit_now(status: int) -> None:

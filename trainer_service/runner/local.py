@@ -1,298 +1,297 @@
-"""The job runner of one trainer replica: claims QUEUED jobs and runs each in a child process.
+"""The ``local`` executor: jobs run in child processes of one runner on this machine.
 
-``python -m trainer_service.runner.local --model-store DIR --max-concurrent-jobs N`` runs next
-to gunicorn (the web workers never train). One single-threaded loop waits on the children's
-report pipes and a signal pipe, so it reacts at once to epochs, exits, cancels and SIGTERM:
+The API side (``LocalExecutor``, in every gunicorn worker) records a job and pokes the
+runner through a named pipe in the jobs folder, so a job starts without waiting for a poll.
+The runner (``LocalRunner``, one process next to gunicorn) keeps a warm job process ready
+(TensorFlow imported before the job arrives), hands it the next QUEUED job through its
+assignment pipe, and starts a fresh one when a slot frees up: each process trains one job.
 
-- claims the oldest QUEUED job while fewer than N of its own run (``RunnerBook.claim_next``);
-- starts ``python -m trainer_service.runner.job_process`` for it, appends each reported epoch to
-  ``epochs.jsonl`` and renews the job's lease and progress every ``--heartbeat-interval``;
-- kills the child when the job's cancel request appears, then records CANCELLED;
-- records SUCCEEDED, or FAILED with the reason (the exception's message, or the signal that
-  killed the child), and removes the job's staging folders;
-- fails jobs whose runner is gone, found by any dispatcher (``RunnerBook.reap``);
-- on SIGTERM or SIGINT kills its children, fails their jobs as interrupted and exits 0.
+One loop waits on the poke pipe, the children's pidfds, the signal pipe and the nearest
+time limit, and reacts at once. Coordination is local only: an ``flock`` makes one runner
+per store the active one (a second one on the same machine waits as a standby), state
+changes go through the job book's local lock, and a child dies with the runner
+(``PR_SET_PDEATHSIG``). The store must therefore be on this machine's disk.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
+import fcntl
+import json
 import logging
 import os
 import select
 import signal
+import subprocess
 import sys
 import time
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 from types import FrameType
+from typing import IO
 
-from squarenet.store import ModelStore
-from trainer_service.runner.leases import Runner, RunnerBook
-from trainer_service.runner.records import JobFiles, JobRecord, JobState
-from trainer_service.runner.warm import SHUTDOWN_ERROR, TrainingChild
+from trainer_service.errors import JobAlreadyFinished
+from trainer_service.params import TrainingParams
+from trainer_service.runner import fence
+from trainer_service.runner.book import (
+    CANCELLED,
+    SHUTDOWN_ERROR,
+    TIME_LIMIT,
+    Ending,
+    Job,
+    JobBook,
+    JobState,
+)
 
-_log = logging.getLogger("trainer_service.runner.local")
-_WAKE_READ_CHUNK = 512
-_EXIT_POLL_SECONDS = 0.05
-_SWEEP_EVERY_SECONDS = 60.0
-_EPOCH_FLUSH_SECONDS = 0.2  # append epochs in batches: one write per batch, not per epoch
-
-__all__ = ["SHUTDOWN_ERROR", "Dispatcher", "DispatcherSettings", "main"]
-
-
-@dataclass(frozen=True)
-class DispatcherSettings:
-    """How the runner behaves; the defaults suit one replica on a small machine."""
-
-    max_concurrent_jobs: int = 1
-    poll_interval: float = 0.5
-    heartbeat_interval: float = 1.0
-    stale_after: float = 120.0  # above NFS clients' default attribute caching (up to 60 s)
-    exit_with_parent: bool = False  # shut down (as on SIGTERM) when the launcher dies
-
-    def __post_init__(self) -> None:
-        if self.max_concurrent_jobs < 1:
-            raise ValueError("max_concurrent_jobs must be at least 1")
-        if min(self.poll_interval, self.heartbeat_interval) <= 0:
-            raise ValueError("poll_interval and heartbeat_interval must be positive")
-        if self.stale_after <= 2 * self.heartbeat_interval:
-            raise ValueError("stale_after must be more than twice heartbeat_interval")
+_log = logging.getLogger("trainer_service.runner")
+WAKE_FIFO = ".wake"
+RUNNER_LOCK = ".runner.lock"
+_IDLE_SECONDS = 5.0  # a look at the store now and then, in case a poke was missed
+_STANDBY_SECONDS = 1.0
 
 
-class Dispatcher:
-    """Runs jobs from the shared store, at most ``max_concurrent_jobs`` at once."""
+def poke(book: JobBook) -> None:
+    """Wake the runner on this machine (if none listens, it finds the job when it starts)."""
+    try:
+        fd = os.open(book.files.root / WAKE_FIFO, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError:  # no runner listening (ENXIO), or no pipe yet (ENOENT)
+        return
+    try:
+        os.write(fd, b"\n")
+    except BlockingIOError:
+        pass  # the pipe is full of pokes already: the runner is awake anyway
+    finally:
+        os.close(fd)
 
-    def __init__(self, store: ModelStore, settings: DispatcherSettings) -> None:
-        self.store = store
-        self.settings = settings
-        self.book = RunnerBook(store, Runner.here())
-        self.active: dict[str, TrainingChild] = {}
-        self._stopping = False
-        self._parent_pid = os.getppid()
-        self._next_reap = 0.0
-        self._next_sweep = 0.0
 
-    # --- the loop ---------------------------------------------------------------------
+class LocalExecutor:
+    """The API's side of the ``local`` executor."""
+
+    def __init__(self, book: JobBook, cancel_wait: float) -> None:
+        self.book = book
+        self.cancel_wait = cancel_wait
+
+    def submit(self, params: TrainingParams) -> Job:
+        """Record the job QUEUED and wake the runner."""
+        job = self.book.submit(params)
+        poke(self.book)
+        return job
+
+    def cancel(self, job_id: str) -> Job:
+        """A QUEUED job ends CANCELLED here; a RUNNING one when the runner has killed it."""
+        self.book.request_cancel(job_id)
+        job = self.book.finish(job_id, CANCELLED, only_if=JobState.QUEUED)
+        if job is not None:
+            return job
+        poke(self.book)
+        job = self.book.wait_until_finished(job_id, self.cancel_wait)
+        if job.state.finished and job.state is not JobState.CANCELLED:
+            raise JobAlreadyFinished(job)
+        return job
+
+
+@dataclass
+class WarmProcess:
+    """The runner's side of one job process: started warm, assigned one job, then reaped."""
+
+    process: subprocess.Popen[bytes]
+    assignment: IO[str]  # the write end of the child's standard input
+    pidfd: int
+    job: Job | None = None
+    deadline: float = field(default=float("inf"))
+
+    @classmethod
+    def start(cls, book: JobBook) -> WarmProcess:
+        """A new job process that imports TensorFlow now and waits for its job."""
+        command = [
+            sys.executable,
+            *("-m", "trainer_service.runner.job_process", "--warm"),
+            *("--model-store", str(book.store.root), "--parent-pid", str(os.getpid())),
+        ]
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+        process = subprocess.Popen(  # noqa: S603 - our own module, no shell
+            command, stdin=subprocess.PIPE, env=env, start_new_session=True
+        )
+        stdin = process.stdin
+        if stdin is None:  # never: stdin=PIPE
+            raise OSError("the job process has no standard input")
+        assignment = open(stdin.fileno(), "w", encoding="utf-8", closefd=False)  # noqa: SIM115
+        return cls(process=process, assignment=assignment, pidfd=os.pidfd_open(process.pid))
+
+    def assign(self, job: Job) -> None:
+        """Hand the process its job; its time limit starts now."""
+        self.job = job
+        self.deadline = time.monotonic() + job.params.max_train_seconds
+        line = json.dumps({"job_id": job.id, "params": job.params.model_dump(mode="json")})
+        try:
+            self.assignment.write(line + "\n")
+            self.assignment.flush()
+        except BrokenPipeError:
+            pass  # it died while warming up: its exit is noticed and the job fails with it
+
+    def exited(self) -> bool:
+        """True once the process has ended."""
+        return self.process.poll() is not None
+
+    def stop(self) -> int:
+        """SIGKILL the process (if alive), reap it, and return its exit status."""
+        with contextlib.suppress(ProcessLookupError):
+            self.process.kill()
+        code = self.process.wait()
+        with contextlib.suppress(OSError):
+            self.process.stdin.close()  # type: ignore[union-attr]
+        os.close(self.pidfd)
+        return code
+
+
+def describe_exit(returncode: int) -> str:
+    """Why a job process ended without reporting a result."""
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        hint = " (out of memory?)" if returncode == -signal.SIGKILL else ""
+        return f"training process killed by {name}{hint}"
+    return f"training process exited with status {returncode} without a result"
+
+
+class LocalRunner:
+    """Runs QUEUED jobs, at most ``max_concurrent`` at once, each in its own process."""
+
+    def __init__(self, book: JobBook, max_concurrent: int) -> None:
+        self.book = book
+        self.max_concurrent = max_concurrent
+        self.running: dict[str, WarmProcess] = {}
+        self.spare: WarmProcess | None = None
+        self.stopping = False
+        self.parent_pid = os.getppid()
 
     def run(self) -> int:
-        """Run until SIGTERM/SIGINT; return the exit status (0)."""
-        wake_read, wake_write = os.pipe()
-        os.set_blocking(wake_read, False)
-        os.set_blocking(wake_write, False)
-        signal.set_wakeup_fd(wake_write, warn_on_full_buffer=False)
+        """Run until SIGTERM / SIGINT (or the launcher is gone); return 0."""
+        signal_read, signal_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(signal_write, warn_on_full_buffer=False)
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._on_signal)
-        runner = self.book.runner
-        _log.info(
-            "dispatcher started on %s pid %d (runner %s), store %s, max %d concurrent jobs",
-            runner.host,
-            runner.pid,
-            runner.runner_id,
-            self.store.root,
-            self.settings.max_concurrent_jobs,
-        )
+        root = self.book.files.root
+        root.mkdir(parents=True, exist_ok=True)
+        lock_fd = os.open(root / RUNNER_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o660)
+        if not self._become_active(lock_fd, signal_read):
+            return 0
+        with contextlib.suppress(FileExistsError):
+            os.mkfifo(root / WAKE_FIFO, 0o660)
+        wake = os.open(root / WAKE_FIFO, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        _log.info("local runner %d active on %s", os.getpid(), self.book.store.root)
         try:
-            while not self._stopping:
-                self._wait(wake_read)
-                if not self._stopping:
-                    self._tick_safely()
+            self._recover()
+            while not self.stopping:
+                self._tick()
+                self._wait([wake, signal_read])
         finally:
-            self.shutdown()
-            signal.set_wakeup_fd(-1)
-            os.close(wake_read)
-            os.close(wake_write)
-        _log.info("dispatcher stopped")
+            self._shutdown()
+            os.close(lock_fd)
+        _log.info("local runner stopped")
         return 0
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        self._stopping = True
+        self.stopping = True
 
-    def _wait(self, wake_read: int) -> None:
-        """Sleep until a child reports, a signal arrives, or the next periodic duty."""
-        fds = [child.reports for child in self.active.values() if child.reports is not None]
-        exiting = any(child.reports is None for child in self.active.values())
-        timeout = _EXIT_POLL_SECONDS if exiting else self.settings.poll_interval
+    def _become_active(self, lock_fd: int, signal_read: int) -> bool:
+        """Hold the store's runner lock; wait as a standby while another runner has it."""
+        announced = False
+        while not self.stopping:
+            try:
+                fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if not announced:
+                    _log.info("local runner %d: standby, another runner has the store", os.getpid())
+                    announced = True
+                self._wait([signal_read], _STANDBY_SECONDS)
+                continue
+            return True
+        return False
+
+    def _recover(self) -> None:
+        """Jobs RUNNING under a runner that is gone can never finish: fail them now."""
+        for job in self.book.unfinished():
+            if job.state is JobState.RUNNING:
+                reason = "trainer process lost: the job runner stopped while the job was training"
+                self.book.finish(job.id, Ending("failed", reason))
+        fence.sweep(self.book.store, running=set())  # no job process of ours exists yet
+
+    def _wait(self, fds: list[int], timeout: float | None = None) -> None:
+        """Sleep until a poke, a signal, a child's exit, or the nearest time limit."""
+        if timeout is None:
+            deadlines = [child.deadline for child in self.running.values()]
+            timeout = max(
+                0.0, min([time.monotonic() + _IDLE_SECONDS, *deadlines]) - time.monotonic()
+            )
+        children = [child.pidfd for child in self.running.values()]
+        if self.spare is not None:
+            children.append(self.spare.pidfd)
         with contextlib.suppress(InterruptedError):
-            readable, _, _ = select.select([wake_read, *fds], [], [], timeout)
-            if wake_read in readable:
+            readable, _, _ = select.select([*fds, *children], [], [], timeout)
+            for fd in set(readable) & set(fds):
                 with contextlib.suppress(BlockingIOError):
-                    os.read(wake_read, _WAKE_READ_CHUNK)
-
-    def _tick_safely(self) -> None:
-        try:
-            self._tick()
-        except OSError as exc:  # the store may be briefly unavailable: keep going
-            _log.error("dispatcher: store error, retrying: %s", exc)
-            time.sleep(self.settings.poll_interval)
-        except Exception:  # a bug must not stop every job of this replica: log it, go on
-            _log.exception("dispatcher: unexpected error, retrying")
-            time.sleep(self.settings.poll_interval)
+                    os.read(fd, 4096)
 
     def _tick(self) -> None:
-        if self.settings.exit_with_parent and os.getppid() != self._parent_pid:
-            _log.warning("dispatcher: parent process %d is gone, shutting down", self._parent_pid)
-            self._stopping = True
-            return
-        now = time.monotonic()
-        for child in list(self.active.values()):
-            child.read_reports()
-            if now >= child.next_epoch_flush:
-                self._flush_epochs(child)
-                child.next_epoch_flush = now + _EPOCH_FLUSH_SECONDS
-            if child.exited():
-                self._finalize(child)
-            elif self.book.cancel_requested(child.job_id):
-                self._stop(child, "cancel")
-            elif now >= child.next_heartbeat:
-                self._heartbeat(child, now)
-        if now >= self._next_reap:
-            self.book.reap(self.settings.stale_after)
-            self._next_reap = now + min(5.0, self.settings.stale_after / 3)
-        if now >= self._next_sweep:
-            self.book.sweep_staging()
-            self._next_sweep = now + _SWEEP_EVERY_SECONDS
-        while len(self.active) < self.settings.max_concurrent_jobs and not self._stopping:
-            record = self.book.claim_next()
-            if record is None:
-                break
-            self._start(record)
-
-    # --- children ---------------------------------------------------------------------
-
-    def _start(self, record: JobRecord) -> None:
-        if self.book.cancel_requested(record.id):
-            self.book.finish(record.id, JobState.CANCELLED)
+        if os.getppid() != self.parent_pid:
+            _log.warning("local runner: the trainer that started it is gone, stopping")
+            self.stopping = True
             return
         try:
-            child = TrainingChild.start(self.store, record)
-        except OSError as exc:
-            self.book.finish(
-                record.id, JobState.FAILED, error=f"could not start training process: {exc}"
-            )
-            return
-        child.next_heartbeat = time.monotonic() + self.settings.heartbeat_interval
-        self.active[record.id] = child
-        _log.info("job %s started in process %d", record.id, child.process.pid)
+            self._check_running()
+            self._start_queued()
+        except OSError as exc:  # the store may be briefly unavailable: keep going
+            _log.error("local runner: store error, retrying: %s", exc)
+        if self.spare is not None and self.spare.exited():
+            _log.warning("local runner: the warm job process exited; starting another")
+            self.spare.stop()
+            self.spare = None
+        if self.spare is None and len(self.running) < self.max_concurrent and not self.stopping:
+            self.spare = WarmProcess.start(self.book)
 
-    def _flush_epochs(self, child: TrainingChild) -> None:
-        rows = child.take_epochs()
-        if rows and child.stop_reason != "lost":
-            self.book.files.append_epochs(child.job_id, rows)
+    def _check_running(self) -> None:
+        """End jobs whose process exited, that were cancelled, or that ran out of time."""
+        now = time.monotonic()
+        for job_id, child in list(self.running.items()):
+            if child.exited():
+                self._end(job_id, None)
+            elif self.book.cancel_requested(job_id):  # the one place the cancel path reads
+                self._end(job_id, CANCELLED)
+            elif now >= child.deadline:
+                self._end(job_id, TIME_LIMIT)
 
-    def _heartbeat(self, child: TrainingChild, now: float) -> None:
-        child.next_heartbeat = now + self.settings.heartbeat_interval
-        self._flush_epochs(child)  # the history is never behind the progress clients see
-        if self.book.heartbeat(child.job_id, child.progress) is None:
-            _log.warning("job %s is no longer ours (ended elsewhere): stopping it", child.job_id)
-            self._stop(child, "lost")
+    def _start_queued(self) -> None:
+        for job in self.book.unfinished():
+            if job.state is not JobState.QUEUED:
+                continue
+            if self.book.cancel_requested(job.id):
+                self.book.finish(job.id, CANCELLED, only_if=JobState.QUEUED)
+                continue
+            if len(self.running) >= self.max_concurrent or self.stopping:
+                return
+            started = self.book.start(job.id)
+            if started is None:
+                continue  # cancelled meanwhile
+            child, self.spare = self.spare or WarmProcess.start(self.book), None
+            child.assign(started)
+            self.running[job.id] = child
+            _log.info("job %s assigned to process %d", job.id, child.process.pid)
 
-    def _stop(self, child: TrainingChild, reason: str) -> None:
-        """Kill the process at once and record the outcome."""
-        child.kill(reason)
-        self._finalize(child)
+    def _end(self, job_id: str, ending: Ending | None) -> None:
+        """Stop the job's process (it can no longer publish once reaped) and settle the job."""
+        child = self.running.pop(job_id)
+        code = child.stop()
+        self.book.finish(job_id, ending or Ending("exited", describe_exit(code)))
 
-    def _finalize(self, child: TrainingChild) -> None:
-        """The process is gone: record the final state its end stands for."""
-        child.drain()
-        self._flush_epochs(child)
-        if child.stop_reason == "lost":
-            self.book.discard_staging(child.record)
-            del self.active[child.job_id]
-            return
-        state, fields = child.outcome()
-        if state is not JobState.SUCCEEDED:
-            published = self.book.published_version(child.record)
-            if published is not None:  # it published before it was stopped: a real version
-                state = JobState.SUCCEEDED
-                fields = {"model_version": published[0], "metrics": published[1]}
-        # Should the store fail here, the job stays active and the next tick records it.
-        if self.book.finish(child.job_id, state, progress=child.progress, **fields) is None:
-            self.book.discard_staging(child.record)  # ended elsewhere meanwhile: clean up
-        del self.active[child.job_id]
-
-    def shutdown(self) -> None:
-        """Kill every child and fail its job as interrupted."""
-        for child in list(self.active.values()):
-            _log.info("job %s: interrupted by shutdown", child.job_id)
+    def _shutdown(self) -> None:
+        for job_id in list(self.running):
+            _log.info("job %s: interrupted by shutdown", job_id)
             try:
-                self._stop(child, "shutdown")
-            except OSError as exc:  # its lease goes stale and another runner fails it
-                _log.error("job %s: could not record the interruption: %s", child.job_id, exc)
-
-
-def parse_args(argv: list[str] | None) -> tuple[ModelStore, DispatcherSettings]:
-    """Command-line flags, each with a SQUARENET_* environment default."""
-    env = os.environ.get
-    parser = argparse.ArgumentParser(
-        prog="python -m trainer_service.runner.local",
-        description="Run the trainer's queued jobs, each in its own process.",
-    )
-    parser.add_argument(
-        "--model-store",
-        type=Path,
-        default=env("SQUARENET_MODEL_STORE"),
-        help="the shared model store (env SQUARENET_MODEL_STORE)",
-    )
-    parser.add_argument(
-        "--max-concurrent-jobs",
-        type=int,
-        default=env("SQUARENET_MAX_CONCURRENT_JOBS", "1"),
-        help="training processes this replica runs at once (env SQUARENET_MAX_CONCURRENT_JOBS)",
-    )
-    parser.add_argument(
-        "--poll-interval", type=float, default=0.5, help="seconds between looks at the queue"
-    )
-    parser.add_argument(
-        "--heartbeat-interval",
-        type=float,
-        default=1.0,
-        help="seconds between record updates (progress, heartbeat) of a running job",
-    )
-    parser.add_argument(
-        "--stale-after",
-        type=float,
-        default=120.0,
-        help="a RUNNING job of another host with no heartbeat for this long is FAILED",
-    )
-    parser.add_argument(
-        "--exit-with-parent",
-        action="store_true",
-        help="shut down like on SIGTERM when the process that started this one dies",
-    )
-    args = parser.parse_args(argv)
-    if args.model_store is None:
-        parser.error("--model-store (or SQUARENET_MODEL_STORE) is required")
-    try:
-        settings = DispatcherSettings(
-            max_concurrent_jobs=args.max_concurrent_jobs,
-            poll_interval=args.poll_interval,
-            heartbeat_interval=args.heartbeat_interval,
-            stale_after=args.stale_after,
-            exit_with_parent=args.exit_with_parent,
-        )
-    except ValueError as exc:
-        parser.error(str(exc))
-    return ModelStore(args.model_store), settings
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point: ``python -m trainer_service.runner.local``."""
-    store, settings = parse_args(argv)
-    logging.basicConfig(
-        stream=sys.stdout,
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
-    try:
-        store.root.mkdir(parents=True, exist_ok=True)
-        JobFiles(store).ensure_layout()  # a store we cannot write to is fatal, not a retry loop
-    except OSError as exc:
-        _log.error("dispatcher: cannot use the model store %s: %s", store.root, exc)
-        return 1
-    return Dispatcher(store, settings).run()
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+                self._end(job_id, Ending("failed", SHUTDOWN_ERROR))
+            except OSError as exc:  # the next runner fails it as lost
+                _log.error("job %s: could not record the interruption: %s", job_id, exc)
+        if self.spare is not None:
+            self.spare.stop()
+            self.spare = None

@@ -63,6 +63,8 @@ def run_training(
     artifacts_dir: Path,
     on_epoch: Callable[[EpochReport], None],
     should_stop: Callable[[], bool],
+    staging: Path | None = None,
+    before_publish: Callable[[], None] = lambda: None,
 ) -> TrainingOutcome:
     """See ``trainer_service.training.train_and_publish``."""
     tf_log = logging.getLogger("tensorflow")
@@ -89,7 +91,8 @@ def run_training(
         result.history[-1].loss,
     )
 
-    staging = store.staging_dir(params.model_name, tag=job_id)
+    if staging is None:
+        staging = store.staging_dir(params.model_name, tag=job_id)
     try:
         export_started = time.perf_counter()
         export_model(model, staging)
@@ -110,6 +113,7 @@ def run_training(
         )
         if should_stop():  # a cancel that arrived while exporting still wins
             raise TrainingCancelled(f"job {job_id} cancelled before publishing")
+        before_publish()
         version = store.publish_version(staging, metadata, params.model_name)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
