@@ -82,7 +82,10 @@ def claim(store: ModelStore, model_name: str, job_id: str) -> Claim:
 def revoke(store: ModelStore, model_name: str, job_id: str) -> None:
     """The finalizer's side: after this returns, the job can never publish."""
     mark = revoked_mark(store, model_name, job_id)
-    mark.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        mark.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        return  # no model folder can exist there, so no staging folder either
     mark.touch()
     path = staging_path(store, model_name, job_id)
     away = path.with_name(f"{TMP_PREFIX}{job_id}-discarded-{secrets.token_hex(4)}")

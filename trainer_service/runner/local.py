@@ -98,6 +98,7 @@ class WarmProcess:
     pidfd: int
     job: Job | None = None
     deadline: float = field(default=float("inf"))
+    ending: Ending | None = None  # set once the runner has stopped it
 
     @classmethod
     def start(cls, book: JobBook) -> WarmProcess:
@@ -133,13 +134,15 @@ class WarmProcess:
         return self.process.poll() is not None
 
     def stop(self) -> int:
-        """SIGKILL the process (if alive), reap it, and return its exit status."""
+        """SIGKILL the process (if alive), reap it, and return its exit status (idempotent)."""
         with contextlib.suppress(ProcessLookupError):
             self.process.kill()
         code = self.process.wait()
-        with contextlib.suppress(OSError):
-            self.process.stdin.close()  # type: ignore[union-attr]
-        os.close(self.pidfd)
+        if self.pidfd >= 0:
+            with contextlib.suppress(OSError):
+                self.process.stdin.close()  # type: ignore[union-attr]
+            os.close(self.pidfd)
+            self.pidfd = -1
         return code
 
 
@@ -225,7 +228,7 @@ class LocalRunner:
             timeout = max(
                 0.0, min([time.monotonic() + _IDLE_SECONDS, *deadlines]) - time.monotonic()
             )
-        children = [child.pidfd for child in self.running.values()]
+        children = [child.pidfd for child in self.running.values() if child.pidfd >= 0]
         if self.spare is not None:
             children.append(self.spare.pidfd)
         with contextlib.suppress(InterruptedError):
@@ -255,7 +258,7 @@ class LocalRunner:
         """End jobs whose process exited, that were cancelled, or that ran out of time."""
         now = time.monotonic()
         for job_id, child in list(self.running.items()):
-            if child.exited():
+            if child.exited() or child.ending is not None:
                 self._end(job_id, None)
             elif self.book.cancel_requested(job_id):  # the one place the cancel path reads
                 self._end(job_id, CANCELLED)
@@ -280,10 +283,15 @@ class LocalRunner:
             _log.info("job %s assigned to process %d", job.id, child.process.pid)
 
     def _end(self, job_id: str, ending: Ending | None) -> None:
-        """Stop the job's process (it can no longer publish once reaped) and settle the job."""
-        child = self.running.pop(job_id)
+        """Stop the job's process (it can no longer publish once reaped) and settle the job.
+
+        Should the store fail while settling, the job stays here and the next tick retries.
+        """
+        child = self.running[job_id]
         code = child.stop()
-        self.book.finish(job_id, ending or Ending("exited", describe_exit(code)))
+        child.ending = child.ending or ending or Ending("exited", describe_exit(code))
+        self.book.finish(job_id, child.ending)
+        del self.running[job_id]
 
     def _shutdown(self) -> None:
         for job_id in list(self.running):
