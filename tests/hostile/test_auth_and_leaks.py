@@ -18,7 +18,7 @@ from support import service_env
 
 from hostile.hostile_support import API_TOKEN
 from squarenet.stack import Trainer, running_trainer
-from trainer_service.app import create_app
+from trainer_service.api.app import create_app
 from trainer_service.settings import Settings
 
 pytestmark = pytest.mark.slow

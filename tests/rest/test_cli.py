@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from squarenet.stack import command_of
-from trainer_service.app import create_app
+from trainer_service.api.app import create_app
 from trainer_service.cli import FLAGS, parse_args
 from trainer_service.settings import Settings
 

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, Final
 
 from trainer_service.errors import JobNotFound
-from trainer_service.jobs import JobBook
+from trainer_service.runner.book import JobBook
 
 RETRY_MILLISECONDS = 2_000
 BUSY_RETRY_AFTER_SECONDS: Final = 2

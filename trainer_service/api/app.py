@@ -10,9 +10,9 @@ from __future__ import annotations
 from flask import Flask
 
 from squarenet.store import ModelStore
-from trainer_service import api, auth, metrics, problems
-from trainer_service.events import StreamSlots
-from trainer_service.jobs import JobBook
+from trainer_service.api import auth, metrics, problems, views
+from trainer_service.api.events import StreamSlots
+from trainer_service.runner.executor import make_executor
 from trainer_service.settings import Settings, prepare_store
 
 
@@ -25,18 +25,16 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
     store = ModelStore(settings.model_store)
-    book = JobBook(
-        store, max_queued=settings.max_queued_jobs, keep_finished=settings.keep_finished_jobs
-    )
-    app.extensions["squarenet"] = api.Services(
+    executor = make_executor(settings, store)
+    app.extensions["squarenet"] = views.Services(
         settings=settings,
         store=store,
-        book=book,
+        executor=executor,
         streams=StreamSlots(settings.event_streams_per_worker),
     )
     metrics.init_app(app)  # first: even refused requests are counted and timed
     token = settings.api_token.get_secret_value() if settings.api_token else None
     auth.init_app(app, token)
     problems.init_app(app)
-    app.register_blueprint(api.bp)
+    app.register_blueprint(views.bp)
     return app
