@@ -340,30 +340,17 @@ def local_stack(
 ) -> Iterator[LocalStack]:
     """Trainer and predictor on ``store``, both ready inside the block, both stopped after.
 
-    Both start at once and are waited for together (the trainer's TensorFlow-free start and
-    the predictor's overlap); logs go to ``logs/trainer.log`` and ``logs/predictor.log``.
+    Logs go to ``logs/trainer.log`` and ``logs/predictor.log``.
     """
     store.mkdir(parents=True, exist_ok=True)
-    trainer = start_trainer(store, logs / "trainer.log", *trainer_args, port=trainer_port, env=env)
-    predictor: Predictor | None = None
-    try:
-        predictor = start_predictor(
+    with (
+        running_trainer(
+            store, logs / "trainer.log", *trainer_args,
+            port=trainer_port, env=env, timeout=timeout,
+        ) as trainer,
+        running_predictor(
             store, logs / "predictor.log", *predictor_args,
-            port=predictor_port, metrics_port=metrics_port, env=env,
-        )  # fmt: skip
-        started = predictor
-        started.check_alive()
-        trainer.wait_until(
-            lambda: trainer_ready(trainer.base_url), "the trainer to be ready", timeout
-        )
-        started.wait_until(
-            lambda: predictor_answers(started.target), "the predictor to answer", timeout
-        )
-        yield LocalStack(store, logs, trainer, started, dict(os.environ if env is None else env))
-    finally:
-        if predictor is not None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(predictor.pid, signal.SIGTERM)  # both stop at the same time
-        trainer.stop()
-        if predictor is not None:
-            predictor.stop()
+            port=predictor_port, metrics_port=metrics_port, env=env, timeout=timeout,
+        ) as predictor,
+    ):  # fmt: skip
+        yield LocalStack(store, logs, trainer, predictor, dict(os.environ if env is None else env))
