@@ -11,6 +11,8 @@ from flask import Flask
 
 from squarenet.store import ModelStore
 from trainer_service import api, auth, metrics, problems
+from trainer_service.dashboard import bp as dashboard_bp
+from trainer_service.dashboard.chart_data import bp as chart_data_bp
 from trainer_service.jobs import JobBook
 from trainer_service.settings import Settings, prepare_store
 
@@ -33,4 +35,6 @@ def create_app(settings: Settings | None = None) -> Flask:
     auth.init_app(app, token)
     problems.init_app(app)
     app.register_blueprint(api.bp)
+    app.register_blueprint(chart_data_bp)
+    app.register_blueprint(dashboard_bp)
     return app

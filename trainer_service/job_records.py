@@ -27,7 +27,7 @@ from squarenet.store import ModelStore, write_json_atomic
 from trainer_service.params import TrainingParams
 
 JOB_ID_PATTERN = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}$")
-ARTIFACT_NAMES = frozenset({"loss.png", "fit.png"})
+ARTIFACT_NAMES = frozenset({"loss.png", "fit.png", "fit.json"})
 EPOCHS_FILE = "epochs.jsonl"
 QUEUE_DIR = "queue"
 RUNNING_DIR = "running"
