@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
+from rest.rest_helpers import RunningTrainer, running_trainer
 
 from browser.browser_support import CHROMIUM, CHROMIUM_FLAGS, Console
-from rest.rest_helpers import RunningTrainer, running_trainer
 
 
 @pytest.fixture(scope="session")

@@ -11,10 +11,10 @@ from typing import Any
 import httpx
 import pytest
 from playwright.sync_api import Page, expect
+from rest.rest_helpers import RunningTrainer
 from support import wait_for
 
 from browser.browser_support import Console, axe_violations, describe, screenshot
-from rest.rest_helpers import RunningTrainer
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -35,13 +35,11 @@ def job_state(trainer: RunningTrainer, job_id: str) -> str:
 
 
 def finished(trainer: RunningTrainer, job_id: str, timeout: float = 120) -> str:
-    return wait_for(
-        lambda: (state := job_state(trainer, job_id)) in ("SUCCEEDED", "FAILED", "CANCELLED")
-        and state,
-        timeout,
-        f"job {job_id} to finish",
-        every=0.2,
-    )
+    def final_state() -> str | None:
+        state = job_state(trainer, job_id)
+        return state if state in ("SUCCEEDED", "FAILED", "CANCELLED") else None
+
+    return wait_for(final_state, timeout, f"job {job_id} to finish", every=0.2)
 
 
 def points(page: Page) -> int:
@@ -146,9 +144,7 @@ def test_deep_links_survive_a_reload(trainer: RunningTrainer, page: Page) -> Non
     assert set(states) <= {"CANCELLED"}
     assert job_id not in page.locator("#jobs-table").inner_text()
 
-    version = httpx.get(f"{trainer.base_url}/v1/jobs/{job_id}", timeout=10).json()[
-        "model_version"
-    ]
+    version = httpx.get(f"{trainer.base_url}/v1/jobs/{job_id}", timeout=10).json()["model_version"]
     page.goto(f"{trainer.base_url}/#/models?model=square&version={version}")
     page.reload()
     expect(page.locator(f"#version-square-{version}")).to_be_focused()

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect
+from rest.rest_helpers import running_trainer
 from support import free_port
 
 from browser.browser_support import Console, screenshot
-from rest.rest_helpers import running_trainer
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 

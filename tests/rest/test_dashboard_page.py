@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from flask.testing import FlaskClient
 
-import trainer_service.dashboard as dashboard
+from trainer_service import dashboard
 
 STATIC = Path(dashboard.__file__).parent / "static"
 
