@@ -1,4 +1,27 @@
-// Chart.js (vendored, window.Chart) wrappers for the dashboard's pictures.
+// Chart.js (vendored, window.Chart) wrappers for the dashboard's pictures. Chart.js is
+// loaded by the views that draw (a job, a sweep), not by the jobs list.
+
+const CHART_JS = "/dashboard/static/vendor/chart.umd.min.js";
+let loading = null;
+
+/** Chart.js on window.Chart, loaded once (a script of this origin: the CSP allows it). */
+export function loadChartJs() {
+  if (window.Chart) return Promise.resolve(window.Chart);
+  if (!loading) {
+    loading = new Promise((resolve, reject) => {
+      const script = document.createElement("script");
+      script.src = CHART_JS;
+      script.onload = () => resolve(window.Chart);
+      script.onerror = () => {
+        loading = null;
+        script.remove();
+        reject(new Error("Chart.js could not be loaded"));
+      };
+      document.head.append(script);
+    });
+  }
+  return loading;
+}
 
 const COLORS = {
   loss: "#0b5cad",

@@ -1,7 +1,7 @@
 // One job: parameters, lineage (job → version → files), the live loss chart and the fit.
 
 import { checkReachable, getJson, mutate } from "../api.js";
-import { fitChart, lossChart, pngLink } from "../charts.js";
+import { fitChart, loadChartJs, lossChart, pngLink } from "../charts.js";
 import { badge, duration, h, notice, number, versionLink, when } from "../format.js";
 
 const FINISHED = ["SUCCEEDED", "FAILED", "CANCELLED"];
@@ -9,7 +9,7 @@ const FINISHED = ["SUCCEEDED", "FAILED", "CANCELLED"];
 export async function renderJob(main, id) {
   document.title = `Job ${id} · squarenet`;
   const path = `/v1/jobs/${encodeURIComponent(id)}`;
-  const [job, history] = await Promise.all([getJson(path), getJson(`${path}/epochs`)]);
+  const [job, history] = await Promise.all([getJson(path), getJson(`${path}/epochs`), loadChartJs()]);
   let current = job;
   let source = null;
   let fit = null;

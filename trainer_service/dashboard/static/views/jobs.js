@@ -9,17 +9,28 @@ import { trainingFields } from "../schema.js";
 const STATES = ["QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED"];
 const MAX_STREAMS = 4;  // browsers allow 6 connections per origin over HTTP/1.1
 const LIST_REFRESH_MS = 10000;
+const PAGE_SIZE = 100;  // a page of 1,000 table rows takes the browser most of a second to lay out
+
+function jobsHash(state, page) {
+  const query = new URLSearchParams();
+  if (state) query.set("state", state);
+  if (page > 1) query.set("page", String(page));
+  const text = query.toString();
+  return text ? `#/jobs?${text}` : "#/jobs";
+}
 
 export async function renderJobs(main, query) {
   document.title = "Jobs · squarenet";
   const stateFilter = STATES.includes(query.get("state")) ? query.get("state") : "";
   const listPath = stateFilter ? `/v1/jobs?state=${stateFilter}` : "/v1/jobs";
+  const page = Math.max(1, Number.parseInt(query.get("page") || "1", 10) || 1);
   const [fields, first] = await Promise.all([trainingFields(), getJson(listPath)]);
 
   const rows = new Map();  // job id -> {tr, job, cells}
   const streams = new Map();  // job id -> EventSource
   const timers = [];
   const status = h("p", { id: "jobs-status", className: "muted", role: "status" });
+  const pager = h("nav", { className: "toolbar", "aria-label": "pages of jobs", id: "jobs-pager" });
   const tbody = h("tbody");
   let refreshing = null;
 
@@ -108,7 +119,20 @@ export async function renderJobs(main, query) {
     for (const job of active) follow(job);
   }
 
-  function showList(jobs) {
+  function showPager(total) {
+    const pages = Math.max(1, Math.ceil(total / PAGE_SIZE));
+    const first = total ? (page - 1) * PAGE_SIZE + 1 : 0;
+    const last = Math.min(total, page * PAGE_SIZE);
+    pager.replaceChildren(
+      page > 1 ? h("a", { href: jobsHash(stateFilter, page - 1) }, "← newer") : "",
+      h("span", { className: "muted" }, `jobs ${first}–${last} of ${total} (page ${page} of ${pages})`),
+      page < pages ? h("a", { href: jobsHash(stateFilter, page + 1) }, "older →") : "",
+    );
+  }
+
+  function showList(all) {
+    showPager(all.length);
+    const jobs = all.slice((page - 1) * PAGE_SIZE, page * PAGE_SIZE);
     const wanted = new Set(jobs.map((j) => j.id));
     for (const [id, row] of rows) {
       if (!wanted.has(id)) {
@@ -131,7 +155,7 @@ export async function renderJobs(main, query) {
       fragment.append(row.tr);
     }
     tbody.replaceChildren(fragment);
-    status.textContent = `${jobs.length} job${jobs.length === 1 ? "" : "s"}${stateFilter ? ` in state ${stateFilter}` : ""}.`;
+    status.textContent = `${all.length} job${all.length === 1 ? "" : "s"}${stateFilter ? ` in state ${stateFilter}` : ""}.`;
     followActive();
   }
 
@@ -171,7 +195,7 @@ export async function renderJobs(main, query) {
   }
 
   function submitted(job) {
-    if (stateFilter && stateFilter !== job.state) return;
+    if ((stateFilter && stateFilter !== job.state) || page > 1) return;
     const row = buildRow(job);
     rows.set(job.id, row);
     tbody.prepend(row.tr);
@@ -182,7 +206,7 @@ export async function renderJobs(main, query) {
     id: "state-filter",
     onchange: (event) => {
       const value = event.currentTarget.value;
-      location.hash = value ? `#/jobs?state=${value}` : "#/jobs";
+      location.hash = jobsHash(value, 1);
     },
   }, h("option", { value: "" }, "all states"), ...STATES.map((s) => h("option", { value: s, selected: s === stateFilter }, s)));
 
@@ -198,6 +222,7 @@ export async function renderJobs(main, query) {
     submitForm(fields, submitted),
     h("div", { className: "toolbar" }, h("label", { for: "state-filter" }, "Show"), filter, status),
     table,
+    pager,
   );
   showList(first.jobs);
 

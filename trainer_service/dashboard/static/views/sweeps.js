@@ -2,7 +2,7 @@
 // objective, the objective against each varied parameter, and the trials' fits overlaid.
 
 import { getJson } from "../api.js";
-import { objectiveChart, overlayChart } from "../charts.js";
+import { loadChartJs, objectiveChart, overlayChart } from "../charts.js";
 import { badge, h, jobLink, notice, number, when } from "../format.js";
 import { hasSweeps } from "../schema.js";
 
@@ -86,7 +86,7 @@ export async function renderSweep(main, id, query) {
   document.title = `Sweep ${id} · squarenet`;
   if (await unavailable(main)) return undefined;
   const path = `/v1/sweeps/${encodeURIComponent(id)}`;
-  const [sweep, trialList] = await Promise.all([getJson(path), getJson(`${path}/trials`)]);
+  const [sweep, trialList] = await Promise.all([getJson(path), getJson(`${path}/trials`), loadChartJs()]);
   const trials = (trialList.trials ?? trialList.items ?? []).map(trialView);
   const objective = objectiveOf(sweep);
   const parameters = parameterNames(sweep, trials);
