@@ -70,6 +70,17 @@ function base(xTitle, yTitle, yType = "linear") {
   };
 }
 
+/** Log-axis labels at 1, 2 and 5 of each decade only, in plain short numbers. */
+function logTick(value) {
+  const mantissa = Math.round(value / 10 ** Math.floor(Math.log10(value)));
+  return [1, 2, 5].includes(mantissa) ? Number(value.toPrecision(2)).toString() : "";
+}
+
+function applyScale(options, log) {
+  options.scales.y.type = log ? "logarithmic" : "linear";
+  options.scales.y.ticks = log ? { callback: logTick, autoSkip: false } : {};
+}
+
 /** loss and val_loss per epoch; `add` appends one epoch and redraws. */
 export function lossChart(canvas, { log = true } = {}) {
   const chart = new window.Chart(canvas, {
@@ -80,7 +91,11 @@ export function lossChart(canvas, { log = true } = {}) {
         { label: "val_loss", data: [], borderColor: COLORS.val, pointRadius: 0, borderWidth: 2 },
       ],
     },
-    options: base("epoch", "mean squared error", log ? "logarithmic" : "linear"),
+    options: (() => {
+      const options = base("epoch", "mean squared error");
+      applyScale(options, log);
+      return options;
+    })(),
   });
   let pending = false;
   const redraw = () => {
@@ -109,7 +124,7 @@ export function lossChart(canvas, { log = true } = {}) {
       redraw();
     },
     setLog(log) {
-      chart.options.scales.y.type = log ? "logarithmic" : "linear";
+      applyScale(chart.options, log);
       chart.update("none");
     },
   };

@@ -136,9 +136,9 @@ export async function renderJob(main, id) {
     if (FINISHED.includes(state.state)) {
       source?.close();
       source = null;
-      showLineage(state).catch(() => {});
-      showFit(state).catch((error) => fitBox.replaceChildren(notice(`No fit curve: ${error.message}`, "error")));
     }
+    showLineage(state).catch(() => {});
+    showFit(state).catch((error) => fitBox.replaceChildren(notice(`No fit curve: ${error.message}`, "error")));
   }
 
   const params = h("dl", { className: "params", id: "job-params" },
