@@ -37,8 +37,8 @@ from lifecycle import free_port, running, script, wait_ready
 from playwright.sync_api import Browser, sync_playwright
 
 from squarenet.store import ModelStore
-from trainer_service.job_records import JobFiles, JobRecord, JobState, Progress, new_job_id
 from trainer_service.params import TrainingParams
+from trainer_service.runner.records import Job, JobFiles, JobState, Progress, new_job_id
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = [
@@ -72,12 +72,11 @@ def emit(enabled: bool, **figure: Any) -> None:
 def fill_store(root: Path, count: int) -> None:
     """``count`` SUCCEEDED job records, as the job runner leaves them."""
     files = JobFiles(ModelStore(root))
-    files.ensure_layout()
     params = TrainingParams.model_validate({"n_samples": 2000, "epochs": 50, "seed": 1})
     for index in range(count):
         stamp = f"2026-11-{1 + index // 100:02d}T{index % 24:02d}:{index % 60:02d}:00.000Z"
         files.write(
-            JobRecord(
+            Job(
                 id=new_job_id(),
                 state=JobState.SUCCEEDED,
                 params=params,

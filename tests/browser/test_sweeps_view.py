@@ -114,7 +114,9 @@ def test_trials_sort_by_the_objective_and_every_picture_is_drawn(
     route_sweeps(page, sweep_documents(jobs))
     page.goto(f"{trainer.base_url}/#/sweeps")
     expect(page.locator("#nav-sweeps")).to_be_visible()
-    expect(page.locator(f"tr[data-sweep-id='{SWEEP_ID}']")).to_contain_text(f"{len(GRID)}/{len(GRID)}")
+    expect(page.locator(f"tr[data-sweep-id='{SWEEP_ID}']")).to_contain_text(
+        f"{len(GRID)}/{len(GRID)}"
+    )
     page.click(f"a[href='#/sweeps/{SWEEP_ID}']")
 
     rows = page.locator("#trials-table tbody tr")

@@ -11,8 +11,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from rest.rest_helpers import TINY
-from trainer_service.jobs import JobBook
 from trainer_service.params import TrainingParams
+from trainer_service.runner.book import JobBook
 from trainer_service.training.data import make_data
 from trainer_service.training.fit_curve import (
     CURVE_POINTS,
@@ -42,9 +42,10 @@ def clipped_square(x: npt.ArrayLike) -> npt.NDArray[np.float64]:
 
 def test_epochs_of_a_job_are_its_history_in_order(app: Flask, client: FlaskClient) -> None:
     job_id = queued_job(client)
-    book_of(app).files.append_epochs(
-        job_id, [{"epoch": n, "loss": 1.0 / n, "val_loss": None} for n in (1, 2, 3)]
-    )
+    path = book_of(app).files.progress_path(job_id)  # as the job's process appends it
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = [{"epoch": n, "epochs": 5, "loss": 1.0 / n, "val_loss": None} for n in (1, 2, 3)]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     response = client.get(f"/v1/jobs/{job_id}/epochs")
     assert response.status_code == 200
     assert response.mimetype == "application/json"
@@ -95,7 +96,7 @@ def test_fit_serves_the_curve_the_job_wrote(app: Flask, client: FlaskClient) -> 
     params = TrainingParams.model_validate({"n_samples": 2000, "seed": 3})
     data = make_data(params, np.random.default_rng(3))
     curve = fit_curve(clipped_square, data, params.domain, np.random.default_rng(4))
-    folder = book_of(app).files.artifacts_dir(job_id)
+    folder = book_of(app).files.job_dir(job_id)
     folder.mkdir(parents=True, exist_ok=True)
     write_fit_curve(curve, folder / FIT_DATA)
     response = client.get(f"/v1/jobs/{job_id}/fit")

@@ -14,7 +14,7 @@ from flask.testing import FlaskClient
 
 from rest.rest_helpers import TINY, MakeApp, metric_value, publish_fake_version
 from squarenet.store import ModelStore
-from trainer_service import problems
+from trainer_service.api import problems
 from trainer_service.params import TrainingParams
 
 
@@ -25,7 +25,7 @@ def test_healthz(client: FlaskClient) -> None:
 
 
 def test_readyz_with_a_live_job_runner(make_app: MakeApp) -> None:
-    client = make_app(dispatcher_pid=subprocess.os.getpid()).test_client()  # type: ignore[attr-defined]
+    client = make_app(runner_pid=subprocess.os.getpid()).test_client()  # type: ignore[attr-defined]
     response = client.get("/readyz")
     assert response.status_code == 200
     assert response.get_json()["checks"] == {"model_store": True, "job_runner": True}
@@ -34,7 +34,7 @@ def test_readyz_with_a_live_job_runner(make_app: MakeApp) -> None:
 def test_readyz_is_503_when_the_job_runner_is_gone(make_app: MakeApp) -> None:
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
-    client = make_app(dispatcher_pid=gone.pid).test_client()
+    client = make_app(runner_pid=gone.pid).test_client()
     response = client.get("/readyz")
     assert response.status_code == 503
     assert response.mimetype == "application/problem+json"

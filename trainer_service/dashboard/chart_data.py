@@ -12,7 +12,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app
 
-from trainer_service.jobs import JobBook
+from trainer_service.runner.book import JobBook
 from trainer_service.training.fit_curve import FIT_DATA
 
 bp = Blueprint("chart_data", __name__)

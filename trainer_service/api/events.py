@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from trainer_service.errors import JobNotFound
-from trainer_service.jobs import JobBook
+from trainer_service.runner.book import JobBook
 
 RETRY_MILLISECONDS = 2_000
 _EPOCH_ID = re.compile(r"[0-9]{1,9}")

@@ -13,9 +13,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
 
-from trainer_service.job_records import JOB_ID_PATTERN
-from trainer_service.jobs import Job, JobState
 from trainer_service.params import TrainingParams
+from trainer_service.runner.book import Job, JobState
+from trainer_service.runner.records import JOB_ID_PATTERN
 from trainer_service.settings import MAX_BODY_BYTES
 
 REF = "#/components/schemas/{model}"

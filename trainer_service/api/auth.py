@@ -11,7 +11,7 @@ import hmac
 
 from flask import Flask, current_app, request
 
-from trainer_service.problems import Problem
+from trainer_service.api.problems import Problem
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CHALLENGE = 'Bearer realm="squarenet-trainer"'

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
 from trainer_service.errors import (
+    ExecutorUnavailable,
     JobAlreadyFinished,
     JobNotFound,
     PlotNotFound,
@@ -121,6 +122,13 @@ def _trainer_problem(exc: TrainerError) -> Problem:
         return Problem(404, str(exc), kind="not-found")
     if isinstance(exc, JobAlreadyFinished):
         return Problem(409, str(exc), kind="job-already-finished")
+    if isinstance(exc, ExecutorUnavailable):
+        return Problem(
+            503,
+            str(exc),
+            kind="executor-unavailable",
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
     if isinstance(exc, QueueFull):
         return Problem(
             429,

@@ -27,7 +27,7 @@ from prometheus_client import (
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from trainer_service.jobs import JobBook, JobState
+from trainer_service.runner.book import JobBook, JobState
 
 disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series double the output and nobody graphs them
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 from flask import Flask
 
 from squarenet.store import ModelStore
-from trainer_service import api, auth, metrics, problems
+from trainer_service.api import auth, metrics, problems, views
 from trainer_service.dashboard import bp as dashboard_bp
 from trainer_service.dashboard.chart_data import bp as chart_data_bp
-from trainer_service.jobs import JobBook
+from trainer_service.runner.executor import make_executor
 from trainer_service.settings import Settings, prepare_store
 
 
@@ -26,15 +26,13 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
     store = ModelStore(settings.model_store)
-    book = JobBook(
-        store, max_queued=settings.max_queued_jobs, keep_finished=settings.keep_finished_jobs
-    )
-    app.extensions["squarenet"] = api.Services(settings=settings, store=store, book=book)
+    executor = make_executor(settings, store)
+    app.extensions["squarenet"] = views.Services(settings=settings, store=store, executor=executor)
     metrics.init_app(app)  # first: even refused requests are counted and timed
     token = settings.api_token.get_secret_value() if settings.api_token else None
     auth.init_app(app, token)
     problems.init_app(app)
-    app.register_blueprint(api.bp)
+    app.register_blueprint(views.bp)
     app.register_blueprint(chart_data_bp)
     app.register_blueprint(dashboard_bp)
     return app

@@ -19,13 +19,14 @@ from gunicorn.http.errors import ParseException
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from squarenet.store import BrokenVersion, ModelStore
-from trainer_service import metrics
+from trainer_service.api import metrics
+from trainer_service.api.events import job_events, last_event_id
+from trainer_service.api.openapi import JobList, JobQuery, openapi_document
+from trainer_service.api.problems import Problem
 from trainer_service.errors import PlotNotFound, QueueFull
-from trainer_service.events import job_events, last_event_id
-from trainer_service.jobs import JobBook, JobState
-from trainer_service.openapi import JobList, JobQuery, openapi_document
 from trainer_service.params import TrainingParams
-from trainer_service.problems import Problem
+from trainer_service.runner.book import JobBook, JobState
+from trainer_service.runner.executor import Executor
 from trainer_service.settings import Settings
 
 PLOT_NAMES = ("loss", "fit")
@@ -41,7 +42,12 @@ class Services:
 
     settings: Settings
     store: ModelStore
-    book: JobBook
+    executor: Executor
+
+    @property
+    def book(self) -> JobBook:
+        """The executor's job book."""
+        return self.executor.book
 
 
 def services() -> Services:
@@ -108,12 +114,27 @@ def read_training_params() -> TrainingParams:
     return TrainingParams.model_validate(document)
 
 
+def capped(params: TrainingParams, cap: int) -> TrainingParams:
+    """``max_train_seconds`` within this trainer's cap: a default is lowered, a request refused."""
+    if params.max_train_seconds <= cap:
+        return params
+    if "max_train_seconds" not in params.model_fields_set:
+        return params.model_copy(update={"max_train_seconds": cap})
+    message = f"must be at most {cap} on this trainer (its --max-train-seconds)"
+    raise Problem(
+        422,
+        f"max_train_seconds: {message}",
+        kind="validation-error",
+        errors=[{"field": "max_train_seconds", "message": message}],
+    )
+
+
 @bp.post("/v1/jobs")
 def submit_job() -> Response:
     """Queue a training job (202); it runs in the job runner, never in this worker."""
-    params = read_training_params()
+    params = capped(read_training_params(), services().settings.max_train_seconds)
     try:
-        job = services().book.submit(params)
+        job = services().executor.submit(params)
     except QueueFull:
         metrics.JOBS_REJECTED.inc()
         raise
@@ -144,8 +165,7 @@ def get_job(job_id: str) -> Response:
 @bp.post("/v1/jobs/<job_id>/cancel")
 def cancel_job(job_id: str) -> Response:
     """Cancel a job: 200 once CANCELLED; 202 if its runner has not confirmed in time."""
-    svc = services()
-    job = svc.book.cancel(job_id, timeout=svc.settings.cancel_wait)
+    job = services().executor.cancel(job_id)
     log.info("job %s cancel answered state=%s", job.id, job.state)
     return _json(job.model_dump_json(), 200 if job.state is JobState.CANCELLED else 202)
 
@@ -218,7 +238,7 @@ def healthz() -> Response:
     return jsonify({"status": "ok"})
 
 
-def dispatcher_alive(pid: int) -> bool:
+def runner_alive(pid: int) -> bool:
     """True when the job runner process exists and is not a zombie."""
     try:
         os.kill(pid, 0)
@@ -249,8 +269,8 @@ def readyz() -> Response:
     """Readiness: the store is writable and the job runner is alive (else 503)."""
     settings = services().settings
     checks = {"model_store": store_writable(settings.model_store)}
-    if settings.dispatcher_pid is not None:
-        checks["job_runner"] = dispatcher_alive(settings.dispatcher_pid)
+    if settings.runner_pid is not None:
+        checks["job_runner"] = runner_alive(settings.runner_pid)
     failing = sorted(name for name, ok in checks.items() if not ok)
     if failing:
         raise Problem(

@@ -1,6 +1,6 @@
 """gunicorn configuration of ``squarenet-trainer``: options and the master's hooks.
 
-The master starts the job runner (``python -m trainer_service.dispatcher``) before it forks
+The master starts the job runner (``python -m trainer_service.runner``) before it forks
 any worker, so every worker's settings carry the runner's pid for ``/readyz``; on exit it
 stops the runner and waits for it. Workers are threaded (``gthread``): their heartbeat comes
 from the worker's main loop, not from requests, so a long event stream or a slow client
@@ -22,10 +22,10 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Protocol
 
-from trainer_service.events import STREAMS_CLOSING
+from trainer_service.api.events import STREAMS_CLOSING
 from trainer_service.settings import Settings
 
-DISPATCHER_STOP_SECONDS = 20.0
+RUNNER_STOP_SECONDS = 20.0
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 WORKER_TIMEOUT_SECONDS = 30
 SHM = Path("/dev/shm")  # noqa: S108 - gunicorn heartbeat files belong in memory
@@ -38,7 +38,7 @@ class Launcher(Protocol):
     """What the hooks need from the gunicorn application object (``cli.TrainerApplication``)."""
 
     settings: Settings
-    dispatcher: subprocess.Popen[bytes] | None
+    runner: subprocess.Popen[bytes] | None
     metrics_dir: Path
     stopping: bool
     runner_failed: bool
@@ -77,17 +77,14 @@ def logging_config(level: str = "INFO") -> dict[str, Any]:
     }
 
 
-def dispatcher_command(settings: Settings) -> list[str]:
-    """The job runner of this replica, on the same store."""
+def runner_command(settings: Settings) -> list[str]:
+    """The job runner of this replica (its other settings come in the environment)."""
     return [
         sys.executable,
         "-m",
-        "trainer_service.dispatcher",
+        "trainer_service.runner",
         "--model-store",
         str(settings.model_store),
-        "--max-concurrent-jobs",
-        str(settings.max_concurrent_jobs),
-        "--exit-with-parent",
     ]
 
 
@@ -98,44 +95,51 @@ def _die_with_parent() -> None:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def runner_environment() -> dict[str, str]:
-    """The runner's environment: ours without the API token and the web metrics folder."""
+def runner_environment(settings: Settings) -> dict[str, str]:
+    """The runner's environment: ours plus every setting, less the token and metrics folder."""
     withheld = {"SQUARENET_API_TOKEN", "PROMETHEUS_MULTIPROC_DIR"}
-    return {name: value for name, value in os.environ.items() if name not in withheld}
+    env = {name: value for name, value in os.environ.items() if name not in withheld}
+    for name, value in settings.model_dump(exclude={"api_token", "runner_pid"}).items():
+        key = f"SQUARENET_{name.upper()}"
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = str(value)
+    return env
 
 
 def on_starting(server: Arbiter) -> None:
     """Start the job runner before any worker is forked, and tell the workers its pid."""
     launcher = server.app
-    command = dispatcher_command(launcher.settings)
+    command = runner_command(launcher.settings)
     # its own session: a Ctrl-C meant for the terminal's foreground group must not stop it
     # behind the master's back (the master stops it in on_exit), and it dies with the master
-    launcher.dispatcher = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+    launcher.runner = subprocess.Popen(  # noqa: S603 - our own interpreter and module
         command,
-        env=runner_environment(),
+        env=runner_environment(launcher.settings),
         start_new_session=True,
         preexec_fn=_die_with_parent,  # noqa: PLW1509 - no other thread exists yet
     )
-    pid = launcher.dispatcher.pid
-    launcher.settings = launcher.settings.model_copy(update={"dispatcher_pid": pid})
+    pid = launcher.runner.pid
+    launcher.settings = launcher.settings.model_copy(update={"runner_pid": pid})
     threading.Thread(
-        target=watch_dispatcher, args=(launcher,), name="job-runner-watch", daemon=True
+        target=watch_runner, args=(launcher,), name="job-runner-watch", daemon=True
     ).start()
     log.info(
-        "job runner started pid=%d max_concurrent_jobs=%d",
+        "job runner started pid=%d executor=%s",
         pid,
-        launcher.settings.max_concurrent_jobs,
+        launcher.settings.executor,
     )
 
 
-def watch_dispatcher(launcher: Launcher) -> None:
+def watch_runner(launcher: Launcher) -> None:
     """A replica without its job runner would queue jobs forever: stop so it gets restarted.
 
     Only the master stops the runner (it has a session of its own), so any other exit is a
     failure and ``squarenet-trainer`` then exits 1 for its supervisor to see. The code
     logged may read 0 when the master's own child reaping collected the status first.
     """
-    process = launcher.dispatcher
+    process = launcher.runner
     if process is None:
         return
     code = process.wait()
@@ -174,11 +178,11 @@ def on_exit(server: Arbiter) -> None:
     """Stop the job runner (it fails or requeues its jobs itself) and clean up."""
     launcher = server.app
     launcher.stopping = True
-    stop_dispatcher(launcher.dispatcher)
+    stop_runner(launcher.runner)
     shutil.rmtree(launcher.metrics_dir, ignore_errors=True)
 
 
-def stop_dispatcher(process: subprocess.Popen[bytes] | None) -> None:
+def stop_runner(process: subprocess.Popen[bytes] | None) -> None:
     """SIGTERM the job runner, wait for it, SIGKILL it if it hangs."""
     if process is None:
         return
@@ -187,12 +191,12 @@ def stop_dispatcher(process: subprocess.Popen[bytes] | None) -> None:
     except ProcessLookupError:
         return
     try:
-        code = process.wait(timeout=DISPATCHER_STOP_SECONDS)
+        code = process.wait(timeout=RUNNER_STOP_SECONDS)
     except subprocess.TimeoutExpired:
         log.error(
             "job runner pid=%d did not stop in %ss: killing it",
             process.pid,
-            DISPATCHER_STOP_SECONDS,
+            RUNNER_STOP_SECONDS,
         )
         process.kill()
         code = process.wait()
