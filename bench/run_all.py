@@ -1,8 +1,8 @@
 """Every benchmark in one run (``make bench``): one table of figures, baselines, ratios, goals.
 
 Runs ``training.py`` (goals 1-2), ``serving.py`` (goals 3, 4 and the predictor's cold
-start), ``lifecycle.py train-to-served`` (goal 5) and ``lifecycle.py trainer-start``
-(goal 6, trainer side) one after another as subprocesses, never side by side (they would
+start), ``lifecycle.py train-to-served`` (goal 5), ``lifecycle.py trainer-start``
+(goal 6, trainer side) and ``dashboard.py`` (the dashboard in Chromium) one after another as subprocesses, never side by side (they would
 measure each other), each bounded by a timeout inside an overall budget. Their JSON lines
 become the rows of one table, printed and written to ``var/bench/results.md`` and
 ``results.json``; each benchmark's own output goes to ``var/bench/<name>.log``.
@@ -84,6 +84,13 @@ SUITES = (
         ["lifecycle.py", "trainer-start", "--quick", "--json"],
         90,
         ("trainer_start_seconds",),
+    ),
+    Suite(
+        "dashboard",
+        ["dashboard.py", "--json"],
+        ["dashboard.py", "--quick", "--json"],
+        150,
+        ("jobs_page_seconds", "trainer_cpu_ms_per_epoch"),
     ),
 )
 
@@ -320,6 +327,7 @@ ROW_MAKERS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "training": training_rows,
     "serving": serving_rows,
     "lifecycle": lifecycle_rows,
+    "dashboard": serving_rows,  # the same shape: name, value, unit, baseline, ratio, goal
 }
 
 

@@ -11,6 +11,8 @@ from flask import Flask
 
 from squarenet.store import ModelStore
 from trainer_service.api import auth, metrics, problems, views
+from trainer_service.dashboard import bp as dashboard_bp
+from trainer_service.dashboard.chart_data import bp as chart_data_bp
 from trainer_service.runner.executor import make_executor
 from trainer_service.settings import Settings, prepare_store
 
@@ -31,4 +33,6 @@ def create_app(settings: Settings | None = None) -> Flask:
     auth.init_app(app, token)
     problems.init_app(app)
     app.register_blueprint(views.bp)
+    app.register_blueprint(chart_data_bp)
+    app.register_blueprint(dashboard_bp)
     return app

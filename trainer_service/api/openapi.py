@@ -92,7 +92,7 @@ def _problems(*statuses: int) -> dict[str, Any]:
     reasons = {
         400: "Malformed JSON.",
         401: "Missing or wrong bearer token (only when SQUARENET_API_TOKEN is set).",
-        404: "No such job (or plot).",
+        404: "No such job (or plot, or fit curve yet).",
         409: "The job has already finished.",
         413: f"Body larger than {MAX_BODY_BYTES} bytes.",
         415: "Body is not application/json.",
@@ -129,6 +129,56 @@ _SSE_EVENT = {
     },
     "required": ["event", "data"],
 }
+
+_NUMBERS = {"type": "array", "items": {"type": "number"}}
+_EPOCHS = {
+    "type": "object",
+    "properties": {
+        "job_id": {"type": "string"},
+        "epochs": {"type": "integer", "description": "Epochs planned."},
+        "history": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "epoch": {"type": "integer"},
+                    "loss": {"type": ["number", "null"]},
+                    "val_loss": {"type": ["number", "null"]},
+                },
+                "required": ["epoch", "loss", "val_loss"],
+            },
+        },
+    },
+    "required": ["job_id", "epochs", "history"],
+}
+_FIT = {
+    "type": "object",
+    "properties": {
+        "job_id": {"type": "string"},
+        "model_version": {"type": ["integer", "null"]},
+        "domain": {**_NUMBERS, "minItems": 2, "maxItems": 2},
+        "x": _NUMBERS,
+        "target": {**_NUMBERS, "description": "x² at each x."},
+        "prediction": {**_NUMBERS, "description": "The published model at each x."},
+        "data": {
+            "type": "object",
+            "properties": {"x": _NUMBERS, "y": _NUMBERS},
+            "required": ["x", "y"],
+            "description": "A sample of the training rows.",
+        },
+        "max_extrapolation_error": {
+            "type": "object",
+            "properties": {"x": {"type": "number"}, "error": {"type": "number"}},
+            "required": ["x", "error"],
+        },
+    },
+    "required": ["job_id", "model_version", "domain", "x", "target", "prediction", "data"],
+}
+
+
+def _json_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"application/json": {"schema": schema}}
+
 
 _JOB_ID = {
     "name": "job_id",
@@ -254,11 +304,41 @@ def _paths() -> dict[str, Any]:
                 },
             }
         },
+        "/v1/jobs/{job_id}/epochs": {
+            "get": _job(
+                "The job's loss and val_loss per finished epoch (what the event stream replays).",
+                {
+                    "200": {"description": "Epoch history.", "content": _json_schema(_EPOCHS)},
+                    **_problems(404),
+                },
+            )
+        },
+        "/v1/jobs/{job_id}/fit": {
+            "get": _job(
+                "The fit curve of fit.png as numbers: x², the prediction over twice the "
+                "domain, a sample of training rows.",
+                {
+                    "200": {"description": "Fit curve.", "content": _json_schema(_FIT)},
+                    **_problems(404),
+                },
+            )
+        },
         "/v1/models": {
             "get": {
                 "summary": "Every published version of every model (broken ones marked).",
                 "responses": {
                     "200": {"description": "Models.", "content": _json_body("ModelList")}
+                },
+            }
+        },
+        "/": {
+            "get": {
+                "summary": "The dashboard (HTML); each view is a hash route of this page.",
+                "responses": {
+                    "200": {
+                        "description": "The page.",
+                        "content": {"text/html": {"schema": {"type": "string"}}},
+                    }
                 },
             }
         },
@@ -316,7 +396,10 @@ OPERATION_IDS = {
     ("/v1/jobs/{job_id}/cancel", "post"): "cancelJob",
     ("/v1/jobs/{job_id}/events", "get"): "streamJobEvents",
     ("/v1/jobs/{job_id}/plots/{plot}.png", "get"): "getJobPlot",
+    ("/v1/jobs/{job_id}/epochs", "get"): "getJobEpochs",
+    ("/v1/jobs/{job_id}/fit", "get"): "getJobFit",
     ("/v1/models", "get"): "listModels",
+    ("/", "get"): "dashboard",
     ("/healthz", "get"): "healthz",
     ("/readyz", "get"): "readyz",
     ("/metrics", "get"): "metrics",
