@@ -17,9 +17,11 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 venv: $(VENV)/.installed ## create or update the virtualenv
 
-proto: venv ## regenerate squarenet/v1 from protos/ (the committed code must match)
-	$(PY) -m grpc_tools.protoc -Iprotos --python_out=. --pyi_out=. --grpc_python_out=. \
-		protos/squarenet/v1/predictor.proto
+PROTOS := protos/squarenet/v1/predictor.proto $(sort $(shell find protos/squarenet/third_party -name '*.proto'))
+
+proto: venv ## regenerate squarenet/v1 and squarenet/third_party from protos/ (the committed code must match)
+	$(PY) -m grpc_tools.protoc -Iprotos --python_out=. --pyi_out=. --grpc_python_out=. $(PROTOS)
+	find squarenet/third_party -type d -exec sh -c 'test -e "$$1/__init__.py" || : > "$$1/__init__.py"' _ {} \;
 
 test: venv ## the whole suite: unit, integration (real processes), containers, manifests
 	$(PY) -m pytest $(PYTEST_ARGS)
