@@ -10,7 +10,7 @@ from __future__ import annotations
 from flask import Flask
 
 from squarenet.store import ModelStore
-from trainer_service import api, auth, metrics, problems
+from trainer_service import api, auth, labels, metrics, problems
 from trainer_service.jobs import JobBook
 from trainer_service.settings import Settings, prepare_store
 
@@ -33,4 +33,5 @@ def create_app(settings: Settings | None = None) -> Flask:
     auth.init_app(app, token)
     problems.init_app(app)
     app.register_blueprint(api.bp)
+    app.register_blueprint(labels.bp)
     return app
