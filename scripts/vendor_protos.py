@@ -77,7 +77,9 @@ def _option_value(field: Any, value: Any) -> str:
 
 
 def _options(options: Any) -> list[str]:
-    return [f"{field.name} = {_option_value(field, value)}" for field, value in options.ListFields()]
+    return [
+        f"{field.name} = {_option_value(field, value)}" for field, value in options.ListFields()
+    ]
 
 
 def _field_type(field: descriptor_pb2.FieldDescriptorProto) -> str:
@@ -95,7 +97,10 @@ def _field_line(
     options = _options(field.options) if field.HasField("options") else []
     if field.HasField("default_value"):
         quoted = field.type in (field.TYPE_STRING, field.TYPE_BYTES)
-        options.insert(0, f'default = "{field.default_value}"' if quoted else f"default = {field.default_value}")
+        options.insert(
+            0,
+            f'default = "{field.default_value}"' if quoted else f"default = {field.default_value}",
+        )
     suffix = f" [{', '.join(options)}]" if options else ""
     if field.type_name in maps:
         entry = maps[field.type_name]
@@ -137,7 +142,9 @@ def _message(
 ) -> None:
     full = f"{scope}.{message.name}"
     maps = {
-        f"{full}.{nested.name}": nested for nested in message.nested_type if nested.options.map_entry
+        f"{full}.{nested.name}": nested
+        for nested in message.nested_type
+        if nested.options.map_entry
     }
     lines.append(f"{pad}message {message.name} {{")
     inner = pad + "  "
@@ -238,8 +245,8 @@ def _write(found: Any, origin: str) -> None:
 
 def main() -> int:
     """Print the V2 file and TensorFlow Serving's closure into protos/squarenet/third_party/."""
-    import tensorflow_serving.apis.model_service_pb2  # noqa: F401 (registers the closure)
-    import tensorflow_serving.apis.prediction_service_pb2  # noqa: F401
+    for module in ("model_service_pb2", "prediction_service_pb2"):  # registers the closure
+        importlib.import_module(f"tensorflow_serving.apis.{module}")
 
     pool = descriptor_pool.Default()
     for found in _closure(pool, TF_SERVING_ROOTS):

@@ -40,8 +40,7 @@ def _checked(model_name: str, label: str) -> None:
 def set_label(model_name: str, label: str) -> Response:
     """Point ``label`` at a version (404 when the version is unknown or broken)."""
     _checked(model_name, label)
-    document = read_json_body("the label's version")
-    body = LabelRequest.model_validate({} if document is None else document)
+    body = LabelRequest.model_validate(read_json_body("the label's version", empty={}))
     store = services().store
     try:
         labels = store.set_label(model_name, label, body.version)

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
 
-from squarenet.store import MODEL_NAME_PATTERN
+from squarenet.store import LABEL_PATTERN, MODEL_NAME_PATTERN
 from trainer_service.job_records import JOB_ID_PATTERN
 from trainer_service.jobs import Job, JobState
 from trainer_service.params import TrainingParams
@@ -331,7 +331,7 @@ def _label_operations() -> dict[str, Any]:
             "in": "path",
             "required": True,
             "description": "e.g. stable, canary",
-            "schema": {"type": "string"},
+            "schema": {"type": "string", "pattern": LABEL_PATTERN.pattern},
         },
     ]
     answer = {"description": "The model's labels now.", "content": _json_body("LabelAnswer")}
