@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from google.protobuf import descriptor_pb2, descriptor_pool
+from google.protobuf import descriptor_pb2, descriptor_pool  # type: ignore[import-untyped]
 
 ROOT = Path(__file__).resolve().parents[1]
 PREFIX = "squarenet/third_party/"
@@ -85,7 +85,7 @@ def _options(options: Any) -> list[str]:
 def _field_type(field: descriptor_pb2.FieldDescriptorProto) -> str:
     if field.type in _SCALARS:
         return _SCALARS[field.type]
-    return field.type_name  # fully qualified, with the leading dot
+    return str(field.type_name)  # fully qualified, with the leading dot
 
 
 def _field_line(
