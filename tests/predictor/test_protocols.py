@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import grpc
@@ -244,6 +245,9 @@ class _OwnClientLoad:
             if not self.versions or self.versions[-1] != version:
                 self.versions.append(version)
 
+    def last_is(self, version: int) -> bool:
+        return bool(self.versions) and self.versions[-1] == version
+
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(30)
@@ -258,6 +262,11 @@ def stop_file(tmp_path: Path) -> Iterator[Path]:
 
 def _lines(path: Path) -> list[str]:
     return path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+
+
+def _last_version_is(path: Path, version: int) -> bool:
+    seen = [line for line in _lines(path) if line.startswith("version")]
+    return bool(seen) and seen[-1] == f"version {version}"
 
 
 def test_a_label_moved_back_and_forth_under_load_fails_no_call(
@@ -291,20 +300,17 @@ def test_a_label_moved_back_and_forth_under_load_fails_no_call(
     own = _OwnClientLoad(predictor)
     try:
         for out in outputs.values():
-            wait_for(lambda out=out: f"version {first}" in _lines(out), 120, f"{out.name} calling")
+            wait_for(partial(_last_version_is, out, first), 120, f"{out.name} calling")
         moves = [second, first, second, first]
         for target_version in moves:
             store.set_label("square", "stable", target_version)
             for out in outputs.values():
                 wait_for(
-                    lambda out=out, v=target_version: (
-                        [line for line in _lines(out) if line.startswith("version")][-1]
-                        == f"version {v}"
-                    ),
+                    partial(_last_version_is, out, target_version),
                     30,
                     f"{out.name} to see version {target_version}",
                 )
-            wait_for(lambda v=target_version: own.versions[-1] == v, 30, "own client to follow")
+            wait_for(partial(own.last_is, target_version), 30, "own client to follow")
     finally:
         stop_file.touch()
         own.stop()
