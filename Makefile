@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 EXTRAS ?= trainer,predictor,predictor-tensorflow,dev
 PYTEST_ARGS ?=
 
-.PHONY: venv proto test test-fast lint demo bench images clean
+.PHONY: venv proto test test-fast lint demo bench bench-venvs images clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,7 +37,11 @@ lint: venv ## ruff and mypy
 demo: venv ## train with the article's settings, serve it, print predictions, stop everything
 	$(PY) scripts/demo.py
 
-bench: venv ## speed and accuracy against baselines measured in the same run
+bench-venvs: ## the virtualenvs of the servers bench/protocols.py compares with (cached)
+	bash scripts/client-venv.sh mlserver >/dev/null || echo "MLServer cannot be installed: see above"
+	bash scripts/client-venv.sh kserve >/dev/null || echo "KServe cannot be installed: see above"
+
+bench: venv bench-venvs ## speed and accuracy against baselines measured in the same run
 	$(PY) bench/run_all.py
 
 images: ## build the trainer and predictor images (needs a Docker engine)
