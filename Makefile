@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 EXTRAS ?= trainer,predictor,predictor-tensorflow,dev
 PYTEST_ARGS ?=
 
-.PHONY: venv proto test test-fast lint demo bench bench-venvs images clean
+.PHONY: venv proto vendor-js test test-fast lint demo bench bench-venvs images clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,9 @@ PROTOS := protos/squarenet/v1/predictor.proto $(sort $(shell find protos/squaren
 proto: venv ## regenerate squarenet/v1 and squarenet/third_party from protos/ (the committed code must match)
 	$(PY) -m grpc_tools.protoc -Iprotos --python_out=. --pyi_out=. --grpc_python_out=. $(PROTOS)
 	find squarenet/third_party -type d -exec sh -c 'test -e "$$1/__init__.py" || : > "$$1/__init__.py"' _ {} \;
+
+vendor-js: ## fetch the dashboard's Chart.js and the tests' axe-core from npm (pinned; committed)
+	bash scripts/vendor-js.sh
 
 test: venv ## the whole suite: unit, integration (real processes), containers, manifests
 	$(PY) -m pytest $(PYTEST_ARGS)
