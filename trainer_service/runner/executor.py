@@ -1,0 +1,62 @@
+"""The executor seam: how the API hands jobs to whatever runs them, and the runner process.
+
+``--executor local`` (one machine) runs jobs in child processes of the trainer's runner;
+``--executor kubernetes`` makes each job a ``batch/v1`` Job on the cluster. The API talks to
+either through ``Executor``; the runner process (``python -m trainer_service.runner``,
+started by ``squarenet-trainer`` next to gunicorn) runs the executor's loop.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from squarenet.store import ModelStore
+from trainer_service.params import TrainingParams
+from trainer_service.runner.book import Job, JobBook
+from trainer_service.settings import Settings
+
+
+class Executor(Protocol):
+    """What the REST API asks of an executor."""
+
+    book: JobBook
+
+    def submit(self, params: TrainingParams) -> Job:
+        """Record a job and have it run; raise QueueFull when too many wait."""
+
+    def cancel(self, job_id: str) -> Job:
+        """The job CANCELLED, or as it is when the runner has not confirmed in time."""
+
+
+def make_book(settings: Settings, store: ModelStore) -> JobBook:
+    """The job book of this trainer's executor."""
+    return JobBook(
+        store,
+        max_queued=settings.max_queued_jobs,
+        keep_finished=settings.keep_finished_jobs,
+        local_lock=settings.executor == "local",
+    )
+
+
+def make_executor(settings: Settings, store: ModelStore) -> Executor:
+    """The executor the settings name, for the API's side."""
+    book = make_book(settings, store)
+    if settings.executor == "kubernetes":
+        from trainer_service.runner.kubernetes import KubernetesExecutor  # noqa: PLC0415
+
+        return KubernetesExecutor(book, settings)
+    from trainer_service.runner.local import LocalExecutor  # noqa: PLC0415
+
+    return LocalExecutor(book, settings.cancel_wait)
+
+
+def run_runner(settings: Settings) -> int:
+    """The runner process's loop for the settings' executor; its exit status."""
+    book = make_book(settings, ModelStore(settings.model_store))
+    if settings.executor == "kubernetes":
+        from trainer_service.runner.kubernetes import Finalizer  # noqa: PLC0415
+
+        return Finalizer(book, settings).run()
+    from trainer_service.runner.local import LocalRunner  # noqa: PLC0415
+
+    return LocalRunner(book, settings.max_concurrent_jobs).run()
