@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from deploy.deploy_manifests import REPO, all_of, find, render
+from kube import kubectl
 
 Manifest = dict[str, Any]
 NAMESPACE = "squarenet"
 STORE_CLAIM = "squarenet-models"
 STORE_VOLUME = "squarenet-models-provided"
 PROVIDED_LABEL = {"squarenet.test/provided": "true"}
+ROLLOUT_TIMEOUT = "120s"
 
 
 def overlay_path(overlay: str) -> Path:
@@ -114,7 +117,7 @@ def cluster_provided(overlay: str, docs: list[Manifest]) -> list[Manifest]:
     return _gke_storage(claim, storage_class)
 
 
-def hand_made(overlay: str, docs: list[Manifest]) -> list[Manifest]:
+def hand_made(docs: list[Manifest]) -> list[Manifest]:
     """What the overlay's instructions tell a user to create before applying (README): on
     GKE, the namespace and the API token's Secret."""
     referenced = {
@@ -157,7 +160,49 @@ class Overlay:
     @classmethod
     def load(cls, name: str) -> Overlay:
         docs = render(name)
-        return cls(name, docs, cluster_provided(name, docs), hand_made(name, docs))
+        return cls(name, docs, cluster_provided(name, docs), hand_made(docs))
+
+
+@dataclass(frozen=True)
+class Deployed:
+    """An overlay on the control plane, and what `kubectl apply` answered."""
+
+    overlay: Overlay
+    kubeconfig: Path
+    applied: subprocess.CompletedProcess[str]
+
+
+def apply(kubeconfig: Path, target: Path) -> subprocess.CompletedProcess[str]:
+    """``kubectl apply --server-side -k TARGET`` (stdout and stderr kept apart)."""
+    return kubectl(kubeconfig, "apply", "--server-side", "-k", str(target))
+
+
+def roll_out(kubeconfig: Path, overlay: Overlay) -> None:
+    """Wait until every Deployment of the overlay is rolled out."""
+    for deployment in all_of(overlay.docs, "Deployment"):
+        kubectl(
+            kubeconfig,
+            "-n",
+            NAMESPACE,
+            "rollout",
+            "status",
+            f"deployment/{deployment['metadata']['name']}",
+            f"--timeout={ROLLOUT_TIMEOUT}",
+        )
+
+
+def remove(kubeconfig: Path, overlay: Overlay) -> None:
+    """Delete the overlay and everything the test brought for it (nothing fails if gone)."""
+    kubectl(kubeconfig, "delete", "-k", str(overlay.path), "--ignore-not-found", "--wait=true")
+    if overlay.prepared:
+        kubectl(
+            kubeconfig, "delete", "-f", "-", "--ignore-not-found", "--wait=true",
+            stdin=as_json_list(overlay.prepared),
+        )  # fmt: skip
+    kubectl(
+        kubeconfig, "delete", "-f", "-", "--ignore-not-found", "--wait=true",
+        stdin=as_json_list(overlay.provided),
+    )  # fmt: skip
 
 
 def as_json_list(docs: list[Manifest]) -> str:

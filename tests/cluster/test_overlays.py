@@ -18,20 +18,23 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+from deploy.deploy_manifests import all_of, deployment, find
+from kube import NODES, kubectl, kubectl_json, service_account_kubeconfig, temporary_namespace
+from support import wait_for
+
 from cluster import rbac
-from cluster.conftest import Deployed, apply, roll_out
 from cluster.overlays import (
     NAMESPACE,
     STORE_CLAIM,
     STORE_VOLUME,
+    Deployed,
     Manifest,
+    apply,
     differences,
     image_name,
     kind_and_name,
+    roll_out,
 )
-from deploy.deploy_manifests import all_of, deployment, find
-from kube import NODES, kubectl, kubectl_json, service_account_kubeconfig, temporary_namespace
-from support import wait_for
 
 pytestmark = pytest.mark.cluster
 
