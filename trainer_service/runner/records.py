@@ -33,7 +33,7 @@ from squarenet.store import ModelStore, write_json_atomic
 from trainer_service.params import TrainingParams
 
 JOB_ID_PATTERN = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}$")
-ARTIFACT_NAMES = frozenset({"loss.png", "fit.png"})
+ARTIFACT_NAMES = frozenset({"loss.png", "fit.png", "fit.json"})
 PROGRESS_FILE = "progress.jsonl"
 CANCEL_FILE = "cancel"
 

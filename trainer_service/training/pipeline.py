@@ -24,6 +24,7 @@ from trainer_service.training.data import make_data
 from trainer_service.training.evaluate import model_metrics
 from trainer_service.training.export import export_model, load_saved_model
 from trainer_service.training.fit import FitResult, fit, use_one_intra_op_thread
+from trainer_service.training.fit_curve import FIT_DATA, fit_curve, write_fit_curve
 from trainer_service.training.model import build_model
 from trainer_service.training.plots import FIT_PLOT, LOSS_PLOT, plot_fit, plot_loss
 from trainer_service.training.reports import (
@@ -105,6 +106,8 @@ def run_training(
         artifacts_dir.mkdir(parents=True, exist_ok=True)
         plot_loss(result.history, artifacts_dir / LOSS_PLOT)
         plot_fit(predict, data, params.domain, artifacts_dir / FIT_PLOT, streams.plots)
+        curve = fit_curve(predict, data, params.domain, streams.plots)
+        write_fit_curve(curve, artifacts_dir / FIT_DATA)
         clock.lap("plots")
         metadata = _metadata(
             params,
