@@ -42,6 +42,8 @@ from rich.table import Table
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
+FAST_TESTS = "not slow and not docker and not cluster"
+"""The marker expression of `make test-fast`."""
 RESULTS = BENCH / "results.md"
 """What a full run writes for the README to link."""
 BUDGET_SECONDS = 870.0
@@ -397,12 +399,12 @@ def collected_tests(*marker: str) -> dict[str, int]:
 
 def suite_markdown() -> str:
     """How many tests each area holds, and how many of them ``make test-fast`` runs."""
-    every, fast = collected_tests(), collected_tests("not slow and not docker")
+    every, fast = collected_tests(), collected_tests(FAST_TESTS)
     lines = [
         "## Test suite",
         "",
         f"`python -m pytest --collect-only` in the same run: {sum(every.values())} tests, "
-        f"{sum(fast.values())} of them in `make test-fast` (not `slow`, not `docker`).",
+        f'{sum(fast.values())} of them in `make test-fast` (`-m "{FAST_TESTS}"`).',
         "",
         "| tests/ | tests | in test-fast |",
         "|---|---|---|",
