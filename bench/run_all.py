@@ -1,9 +1,9 @@
 """Every benchmark in one run (``make bench``): one table of figures, baselines, ratios, goals.
 
 Runs ``training.py`` (goals 1-2), ``serving.py`` (goals 3, 4 and the predictor's cold
-start), ``protocols.py`` (V2 against MLServer and KServe), ``lifecycle.py train-to-served``
-(goal 5), ``lifecycle.py trainer-start`` (goal 6, trainer side) and ``dashboard.py`` (the
-dashboard in Chromium) one after another as subprocesses, never side by side (they would
+start), ``lifecycle.py train-to-served`` (goal 5), ``lifecycle.py trainer-start``
+(goal 6, trainer side), ``dashboard.py`` (the dashboard in Chromium) and ``protocols.py``
+(V2 against MLServer and KServe) one after another as subprocesses, never side by side (they would
 measure each other), each bounded by a timeout inside an overall budget. Their JSON lines
 become the rows of one table, printed and written to ``var/bench/results.md`` and
 ``results.json``; each benchmark's own output goes to ``var/bench/<name>.log``.

@@ -33,7 +33,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     auth.init_app(app, token)
     problems.init_app(app)
     app.register_blueprint(views.bp)
+    app.register_blueprint(labels.bp)
     app.register_blueprint(chart_data_bp)
     app.register_blueprint(dashboard_bp)
-    app.register_blueprint(labels.bp)
     return app

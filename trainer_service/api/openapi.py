@@ -354,6 +354,7 @@ def _paths() -> dict[str, Any]:
                 },
             }
         },
+        "/v1/models/{model_name}/labels/{label}": _label_operations(),
         "/": {
             "get": {
                 "summary": "The dashboard (HTML); each view is a hash route of this page.",
@@ -365,7 +366,6 @@ def _paths() -> dict[str, Any]:
                 },
             }
         },
-        "/v1/models/{model_name}/labels/{label}": _label_operations(),
         "/healthz": {"get": {"summary": "Liveness.", "responses": {"200": _status_ok()}}},
         "/readyz": {
             "get": {
@@ -457,9 +457,9 @@ OPERATION_IDS = {
     ("/v1/jobs/{job_id}/epochs", "get"): "getJobEpochs",
     ("/v1/jobs/{job_id}/fit", "get"): "getJobFit",
     ("/v1/models", "get"): "listModels",
-    ("/", "get"): "dashboard",
     ("/v1/models/{model_name}/labels/{label}", "put"): "setLabel",
     ("/v1/models/{model_name}/labels/{label}", "delete"): "deleteLabel",
+    ("/", "get"): "dashboard",
     ("/healthz", "get"): "healthz",
     ("/readyz", "get"): "readyz",
     ("/metrics", "get"): "metrics",
