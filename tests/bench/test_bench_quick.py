@@ -24,7 +24,8 @@ COLUMNS = ["figure", "squarenet", "baseline", "ratio", "goal", "met"]
 RATIO = re.compile(r"^(-|-?[0-9][0-9,]*\.[0-9]+x( faster)?)$")
 SECONDS = re.compile(r"^-?[0-9]+\.[0-9]+ s\b")
 
-pytestmark = pytest.mark.slow
+# every benchmark in quick mode, one after another: minutes on a busy 2-core machine
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 def run_all(output: Path, *flags: str, env: dict[str, str] | None = None) -> Any:
@@ -34,7 +35,7 @@ def run_all(output: Path, *flags: str, env: dict[str, str] | None = None) -> Any
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=900,
         env={**os.environ, **(env or {})},
         check=False,
     )
