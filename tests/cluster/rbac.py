@@ -23,10 +23,16 @@ class Grant:
         return {(self.group, self.resource, verb) for verb in self.verbs}
 
 
-# The trainer serves HTTP and, with `--executor local`, trains in its own processes; the
-# predictor only reads the store. Neither calls the Kubernetes API.
+# The trainer's `kubernetes` executor creates and deletes one Job per training job, reads
+# their pods (and logs), and elects its finalizer with a Lease (k8s/base/rbac.yaml); the
+# predictor only reads the store and calls nothing.
 GRANTS: dict[str, tuple[Grant, ...]] = {
-    "squarenet-trainer": (),
+    "squarenet-trainer": (
+        Grant("batch", "jobs", ("create", "get", "list", "watch", "delete")),
+        Grant("", "pods", ("get", "list", "watch")),
+        Grant("", "pods/log", ("get",)),
+        Grant("coordination.k8s.io", "leases", ("get", "create", "update")),
+    ),
     "squarenet-predictor": (),
 }
 
