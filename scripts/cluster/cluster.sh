@@ -68,7 +68,7 @@ build() {
         # Into a temp folder first, so an interrupted build never leaves a half-written binary.
         local out
         out="$(mktemp -d "$cache/build.XXXXXX")"
-        (cd "$here" && go build -p "${CLUSTER_BUILD_JOBS:-2}" -trimpath -ldflags=-s -o "$out/" "${packages[@]}")
+        (cd "$here" && go build -p "${SQUARENET_CLUSTER_BUILD_JOBS:-2}" -trimpath -ldflags=-s -o "$out/" "${packages[@]}")
         mv "$out"/* "$bin/"
         rmdir "$out"
     fi
