@@ -53,7 +53,9 @@ build() {
     for component in etcd kube-apiserver kube-controller-manager kube-scheduler; do
         [[ -x "$bin/$component" ]] || missing+=("$component")
     done
-    command -v go >/dev/null || { say "the Go toolchain (go) is needed to build the control plane"; exit 2; }
+    if ((${#missing[@]})) || [[ ! -x "$kwok_bin" ]]; then
+        command -v go >/dev/null || { say "the Go toolchain (go) is needed to build the control plane"; exit 2; }
+    fi
     if ((${#missing[@]})); then
         say "building ${missing[*]} (Kubernetes $k8s_version, etcd $etcd_version) into $bin"
         say "a cold build takes a long time (see README, 'A real control plane')"
