@@ -243,8 +243,10 @@ class LocalRunner:
             self.stopping = True
             return
         try:
-            self._check_running()
-            self._start_queued()
+            unfinished = self.book.unfinished()
+            cancelled = {job.id for job in unfinished if self.book.cancel_requested(job.id)}
+            self._check_running(cancelled)  # ^ the one place the cancel path reads
+            self._start_queued(unfinished, cancelled)
         except OSError as exc:  # the store may be briefly unavailable: keep going
             _log.error("local runner: store error, retrying: %s", exc)
         if self.spare is not None and self.spare.exited():
@@ -254,22 +256,22 @@ class LocalRunner:
         if self.spare is None and len(self.running) < self.max_concurrent and not self.stopping:
             self.spare = WarmProcess.start(self.book)
 
-    def _check_running(self) -> None:
+    def _check_running(self, cancelled: set[str]) -> None:
         """End jobs whose process exited, that were cancelled, or that ran out of time."""
         now = time.monotonic()
         for job_id, child in list(self.running.items()):
             if child.exited() or child.ending is not None:
                 self._end(job_id, None)
-            elif self.book.cancel_requested(job_id):  # the one place the cancel path reads
+            elif job_id in cancelled:
                 self._end(job_id, CANCELLED)
             elif now >= child.deadline:
                 self._end(job_id, TIME_LIMIT)
 
-    def _start_queued(self) -> None:
-        for job in self.book.unfinished():
+    def _start_queued(self, unfinished: list[Job], cancelled: set[str]) -> None:
+        for job in unfinished:
             if job.state is not JobState.QUEUED:
                 continue
-            if self.book.cancel_requested(job.id):
+            if job.id in cancelled:
                 self.book.finish(job.id, CANCELLED, only_if=JobState.QUEUED)
                 continue
             if len(self.running) >= self.max_concurrent or self.stopping:
