@@ -126,7 +126,8 @@ def _problems(*statuses: int) -> dict[str, Any]:
         "field is named in `errors`.",
         429: "The job queue is full; retry after `Retry-After` seconds.",
         503: "The model store is unavailable (for /readyz: not writable, or the job runner "
-        "is gone); retry after `Retry-After` seconds.",
+        "is gone), or the cluster refused the kubernetes executor's call "
+        "(`executor-unavailable`); retry after `Retry-After` seconds.",
     }
     answers: dict[str, Any] = {}
     for status in statuses:
