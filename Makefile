@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 EXTRAS ?= trainer,predictor,predictor-tensorflow,dev
 PYTEST_ARGS ?=
 
-.PHONY: venv proto vendor-js test test-fast lint demo bench bench-venvs images clean
+.PHONY: venv proto vendor-js test test-fast lint demo bench bench-venvs images cluster-build cluster-up cluster-down clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,8 +29,8 @@ vendor-js: ## fetch the dashboard's Chart.js and the tests' axe-core from npm (p
 test: venv ## the whole suite: unit, integration (real processes), containers, manifests
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test-fast: venv ## the quick subset for the edit-test loop (no training-heavy or container tests)
-	$(PY) -m pytest -m "not slow and not docker" $(PYTEST_ARGS)
+test-fast: venv ## the quick subset for the edit-test loop (no training-heavy, container or cluster tests)
+	$(PY) -m pytest -m "not slow and not docker and not cluster" $(PYTEST_ARGS)
 
 lint: venv ## ruff and mypy
 	$(VENV)/bin/ruff check .
@@ -50,5 +50,15 @@ bench: venv bench-venvs ## speed and accuracy against baselines measured in the 
 images: ## build the trainer and predictor images (needs a Docker engine)
 	bash scripts/build-images.sh
 
+cluster-build: ## build the control plane's binaries once per version (~/.cache/squarenet-cluster)
+	bash scripts/cluster/cluster.sh build
+
+cluster-up: ## start etcd, API server, controller manager, scheduler, kwok nodes; var/cluster/kubeconfig
+	bash scripts/cluster/cluster.sh up
+
+cluster-down: ## stop the control plane (by PID) and remove var/cluster
+	bash scripts/cluster/cluster.sh down
+
 clean:
+	bash scripts/cluster/cluster.sh down
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache
