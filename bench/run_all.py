@@ -393,6 +393,22 @@ def machine() -> str:
     return f"{os.cpu_count()} CPUs, {platform.machine()}, Python {platform.python_version()}"
 
 
+def prepare_competitors(console: Console) -> None:
+    """Build MLServer's and KServe's virtualenvs (cached) before the clock starts.
+
+    A build can take minutes on a fresh machine; it is not what protocols.py measures. A
+    failed build is left for protocols.py to report (it names pip's error in the table).
+    """
+    for which in ("mlserver", "kserve"):
+        console.print(f"preparing .venv-{which} ...")
+        subprocess.run(
+            ["bash", str(ROOT / "scripts" / "client-venv.sh"), which],
+            capture_output=True,
+            check=False,
+            timeout=1800,
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run every benchmark in turn, print and write the table; 1 if any benchmark failed."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
@@ -409,6 +425,8 @@ def main(argv: list[str] | None = None) -> int:
     console = Console() if sys.stdout.isatty() else Console(width=180)
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
     load_before = os.getloadavg()
+    if not args.only or "protocols" in args.only:
+        prepare_competitors(console)
     deadline = time.monotonic() + BUDGET_SECONDS
     outcomes: list[Outcome] = []
     for suite in SUITES:
