@@ -39,7 +39,7 @@ def trained_jobs(trainer: RunningTrainer) -> list[dict[str, Any]]:
         jobs = [httpx.get(f"{trainer.base_url}/v1/jobs/{i}", timeout=10).json() for i in ids]
         return jobs if all(job["state"] == "SUCCEEDED" for job in jobs) else None
 
-    return wait_for(all_done, 240, "the trial jobs to succeed", every=0.5)
+    return wait_for(all_done, 420, "the trial jobs to succeed", every=0.5)
 
 
 def trial(job: dict[str, Any]) -> dict[str, Any]:
