@@ -8,6 +8,10 @@ measure each other), each bounded by a timeout inside an overall budget. Their J
 become the rows of one table, printed and written to ``var/bench/results.md`` and
 ``results.json``; each benchmark's own output goes to ``var/bench/<name>.log``.
 
+A full run of every benchmark also writes ``bench/results.md``, the file the README links
+for every figure that changes from run to run: this table, and how many tests each area
+of the suite holds (collected, not run). It is committed; nobody edits it by hand.
+
 A benchmark that fails or runs out of time shows as ``error`` and makes the exit status 1;
 the others still run and report. A goal not met is a finding, not a failure: it shows as
 ``no`` and the exit status stays 0 (no wall-clock number fails anything).
@@ -38,6 +42,8 @@ from rich.table import Table
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
+RESULTS = BENCH / "results.md"
+"""What a full run writes for the README to link."""
 BUDGET_SECONDS = 870.0
 """The whole run's limit: `make bench` must end within 15 minutes (the protocol comparison
 starts three servers and measures them side by side)."""
@@ -372,6 +378,50 @@ def markdown(rows: list[Row], header: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def collected_tests(*marker: str) -> dict[str, int]:
+    """Tests per folder of ``tests/`` as pytest collects them (``-m`` expression optional)."""
+    command = [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider"]
+    if marker:
+        command += ["-m", marker[0]]
+    done = subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False
+    )
+    counts: dict[str, int] = {}
+    for line in done.stdout.splitlines():
+        path, separator, _ = line.partition("::")
+        if separator and path.startswith("tests/"):
+            folder = path.split("/")[1]
+            counts[folder] = counts.get(folder, 0) + 1
+    return counts
+
+
+def suite_markdown() -> str:
+    """How many tests each area holds, and how many of them ``make test-fast`` runs."""
+    every, fast = collected_tests(), collected_tests("not slow and not docker")
+    lines = [
+        "## Test suite",
+        "",
+        f"`python -m pytest --collect-only` in the same run: {sum(every.values())} tests, "
+        f"{sum(fast.values())} of them in `make test-fast` (not `slow`, not `docker`).",
+        "",
+        "| tests/ | tests | in test-fast |",
+        "|---|---|---|",
+    ]
+    lines += [
+        f"| `{folder}` | {every[folder]} | {fast.get(folder, 0)} |" for folder in sorted(every)
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def results_file(table: str) -> str:
+    """``bench/results.md``: the run's table and the suite's size, under a title."""
+    return (
+        "# Benchmark results\n\n"
+        "Written by `make bench` (`python bench/run_all.py`); run it again instead of editing.\n\n"
+        f"{table}\n{suite_markdown()}"
+    )
+
+
 def render(rows: list[Row], console: Console) -> None:
     """The one table, in the terminal."""
     table = Table(title="squarenet benchmarks (one run on this machine)")
@@ -419,6 +469,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only", action="append", choices=[suite.name for suite in SUITES], help="repeatable"
     )
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=RESULTS,
+        help="where a full run writes the table the README links (default bench/results.md)",
+    )
     args = parser.parse_args(argv)
     args.output.mkdir(parents=True, exist_ok=True)
     # a terminal's own width; piped output (CI logs, files) wide enough for one line per row
@@ -461,7 +517,12 @@ def main(argv: list[str] | None = None) -> int:
     render(rows, console)
     for line in header:
         console.print(line)
-    (args.output / "results.md").write_text(markdown(rows, header))
+    table = markdown(rows, header)
+    (args.output / "results.md").write_text(table)
+    full_run = not args.quick and not args.only
+    if full_run:
+        args.results.write_text(results_file(table))
+        console.print(f"written: {shown(args.results)}")
     document = {
         "command": command,
         "started_at": started_at,

@@ -15,6 +15,7 @@ import httpx
 from httpx_sse import SSEError, connect_sse
 
 from squarenet.cli.errors import CliError, ExitCode
+from squarenet.tokens import InvalidToken, clean_token
 
 JobDocument = dict[str, Any]
 
@@ -23,6 +24,22 @@ DEFAULT_TIMEOUT: Final = 10.0
 # An epoch of the article's configuration takes well under a second; a silent minute means
 # the stream is stuck, and the follower reconnects (or reads the job) instead of hanging.
 STREAM_READ_TIMEOUT: Final = 60.0
+
+
+class StreamBusy(CliError):
+    """The trainer holds as many event streams as it can (503): try again after a pause."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message, ExitCode.SERVICE_ERROR)
+        self.retry_after = retry_after
+
+
+def retry_after_seconds(response: httpx.Response, default: float = 1.0) -> float:
+    """The ``Retry-After`` pause in seconds (delay form), at most a minute."""
+    try:
+        return min(max(float(response.headers.get("Retry-After", default)), 0.0), 60.0)
+    except ValueError:
+        return default
 
 
 def describe_problem(response: httpx.Response) -> str:
@@ -62,7 +79,10 @@ class TrainerClient:
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
-        self._token = token or None
+        try:
+            self._token = clean_token(token)  # the trainer reads its token by the same rule
+        except InvalidToken as exc:
+            raise CliError(f"SQUARENET_API_TOKEN / --token: {exc}", ExitCode.USAGE) from exc
         try:
             self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport)
             url = httpx.URL(self.base_url)
@@ -143,6 +163,11 @@ class TrainerClient:
             with connect_sse(self._http, "GET", path, timeout=timeout, headers=headers) as source:
                 if source.response.is_error:
                     source.response.read()
+                    if source.response.status_code == 503:
+                        raise StreamBusy(
+                            str(self._http_error(source.response).message),
+                            retry_after_seconds(source.response),
+                        )
                     raise self._http_error(source.response)
                 for event in source.iter_sse():
                     if not event.data:

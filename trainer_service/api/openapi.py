@@ -126,8 +126,9 @@ def _problems(*statuses: int) -> dict[str, Any]:
         "field is named in `errors`.",
         429: "The job queue is full; retry after `Retry-After` seconds.",
         503: "The model store is unavailable (for /readyz: not writable, or the job runner "
-        "is gone), or the cluster refused the kubernetes executor's call "
-        "(`executor-unavailable`); retry after `Retry-After` seconds.",
+        "is gone; for an event stream: the worker holds as many streams as it may), or the "
+        "cluster refused the kubernetes executor's call (`executor-unavailable`); retry after "
+        "`Retry-After` seconds.",
     }
     answers: dict[str, Any] = {}
     for status in statuses:
@@ -301,7 +302,7 @@ def _paths() -> dict[str, Any]:
                         "(id = epoch; Last-Event-ID resumes), then `event: state` data Job.",
                         "content": {"text/event-stream": {"schema": _SSE_EVENT}},
                     },
-                    **_problems(404),
+                    **_problems(404, 503),
                 },
             )
         },
