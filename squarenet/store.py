@@ -6,6 +6,7 @@ Layout (a valid TensorFlow Serving ``model_base_path`` per model)::
     <root>/<model_name>/.tmp-<tag>-<rand>/ a version being written (never read)
     <root>/<model_name>/.last_version     high-water mark, so versions are never reused
     <root>/jobs/                          the trainer's job records
+    <root>/sweeps/                        the trainer's sweep records
 
 Readers never see a half-written version because a version only ever appears through a
 rename of a complete, fsynced folder. Files that do not match ``metadata.json`` make a
@@ -35,6 +36,8 @@ SAVED_MODEL_FILE = "saved_model.pb"
 TMP_PREFIX = ".tmp-"
 LAST_VERSION_FILE = ".last_version"
 JOBS_DIR = "jobs"
+SWEEPS_DIR = "sweeps"
+RESERVED_NAMES = frozenset({JOBS_DIR, SWEEPS_DIR})
 METADATA_FORMAT = 1
 
 MODEL_NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -80,8 +83,8 @@ class ModelVersion:
 
 def validate_model_name(name: str) -> str:
     """Return ``name`` if it is a safe folder name for a model, else raise ValueError."""
-    if name == JOBS_DIR:
-        raise ValueError(f"invalid model name {name!r}: the store keeps job records there")
+    if name in RESERVED_NAMES:
+        raise ValueError(f"invalid model name {name!r}: the store keeps its records there")
     if not MODEL_NAME_PATTERN.fullmatch(name):
         raise ValueError(f"invalid model name {name!r}: use [a-z0-9_-], at most 63 characters")
     return name
@@ -163,7 +166,7 @@ class ModelStore:
             entry.name
             for entry in self.root.iterdir()
             if entry.is_dir()
-            and entry.name != JOBS_DIR
+            and entry.name not in RESERVED_NAMES
             and MODEL_NAME_PATTERN.fullmatch(entry.name)
         )
 

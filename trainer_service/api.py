@@ -70,6 +70,12 @@ def _more_body() -> bool:
 
 def read_training_params() -> TrainingParams:
     """The request body as TrainingParams: an empty body means every default."""
+    document = read_json_body()
+    return TrainingParams.model_validate({} if document is None else document)
+
+
+def read_json_body() -> Any:
+    """The request's JSON document, or None for an empty body; a Problem when it is not JSON."""
     try:
         raw = request.get_data(cache=False)  # 413 past MAX_CONTENT_LENGTH (when announced)
     except ParseException as exc:  # gunicorn met broken chunked framing while reading
@@ -80,14 +86,14 @@ def read_training_params() -> TrainingParams:
     if request.content_length is None and len(raw) >= limit and _more_body():
         raise RequestEntityTooLarge()  # chunked: werkzeug stops at the limit without saying so
     if not raw.strip():
-        return TrainingParams.model_validate({})
+        return None
     mimetype = request.mimetype
     if mimetype != JSON_MIMETYPE and not (
         mimetype.startswith("application/") and mimetype.endswith("+json")
     ):
         raise Problem(
             415,
-            f"send the hyperparameters as {JSON_MIMETYPE} (got {mimetype or 'no content type'})",
+            f"send the body as {JSON_MIMETYPE} (got {mimetype or 'no content type'})",
             kind="unsupported-media-type",
         )
     try:
@@ -105,7 +111,7 @@ def read_training_params() -> TrainingParams:
         raise Problem(400, "the JSON body is nested too deeply", kind="malformed-json") from exc
     except ValueError as exc:  # e.g. an integer of more digits than Python converts
         raise Problem(400, f"the JSON body cannot be read: {exc}", kind="malformed-json") from exc
-    return TrainingParams.model_validate(document)
+    return document
 
 
 @bp.post("/v1/jobs")
@@ -125,11 +131,13 @@ def submit_job() -> Response:
 
 @bp.get("/v1/jobs")
 def list_jobs() -> Response:
-    """Every job, newest first (``?state=`` and ``?limit=`` narrow it)."""
+    """Every job, newest first (``?state=``, ``?sweep=`` and ``?limit=`` narrow it)."""
     query = JobQuery.model_validate(request.args.to_dict())
     jobs = services().book.list()
     if query.state is not None:
         jobs = [job for job in jobs if job.state is query.state]
+    if query.sweep is not None:
+        jobs = [job for job in jobs if job.sweep_id == query.sweep]
     if query.limit is not None:
         jobs = jobs[: query.limit]
     return _json(JobList(jobs=jobs).model_dump_json())

@@ -13,6 +13,7 @@ from squarenet.store import ModelStore
 from trainer_service import api, auth, metrics, problems
 from trainer_service.jobs import JobBook
 from trainer_service.settings import Settings, prepare_store
+from trainer_service.sweeps import api as sweeps_api
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -33,4 +34,5 @@ def create_app(settings: Settings | None = None) -> Flask:
     auth.init_app(app, token)
     problems.init_app(app)
     app.register_blueprint(api.bp)
+    app.register_blueprint(sweeps_api.bp)
     return app

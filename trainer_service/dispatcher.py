@@ -30,7 +30,9 @@ from types import FrameType
 
 from squarenet.store import ModelStore
 from trainer_service.job_records import JobFiles, JobRecord, JobState
+from trainer_service.jobs import DEFAULT_MAX_QUEUED, JobBook
 from trainer_service.leases import Runner, RunnerBook
+from trainer_service.sweeps import reconcile_sweeps
 from trainer_service.training_child import SHUTDOWN_ERROR, TrainingChild
 
 _log = logging.getLogger("trainer_service.dispatcher")
@@ -38,6 +40,7 @@ _WAKE_READ_CHUNK = 512
 _EXIT_POLL_SECONDS = 0.05
 _SWEEP_EVERY_SECONDS = 60.0
 _EPOCH_FLUSH_SECONDS = 0.2  # append epochs in batches: one write per batch, not per epoch
+_SWEEPS_EVERY_SECONDS = 2.0  # and at once whenever a job of this runner ends
 
 __all__ = ["SHUTDOWN_ERROR", "Dispatcher", "DispatcherSettings", "main"]
 
@@ -47,6 +50,7 @@ class DispatcherSettings:
     """How the runner behaves; the defaults suit one replica on a small machine."""
 
     max_concurrent_jobs: int = 1
+    max_queued_jobs: int = DEFAULT_MAX_QUEUED  # the API's bound: sweeps keep within a share
     poll_interval: float = 0.5
     heartbeat_interval: float = 1.0
     stale_after: float = 120.0  # above NFS clients' default attribute caching (up to 60 s)
@@ -68,11 +72,13 @@ class Dispatcher:
         self.store = store
         self.settings = settings
         self.book = RunnerBook(store, Runner.here())
+        self.job_book = JobBook(store, max_queued=settings.max_queued_jobs)
         self.active: dict[str, TrainingChild] = {}
         self._stopping = False
         self._parent_pid = os.getppid()
         self._next_reap = 0.0
         self._next_sweep = 0.0
+        self._next_sweeps_pass = 0.0
 
     # --- the loop ---------------------------------------------------------------------
 
@@ -153,6 +159,9 @@ class Dispatcher:
         if now >= self._next_sweep:
             self.book.sweep_staging()
             self._next_sweep = now + _SWEEP_EVERY_SECONDS
+        if now >= self._next_sweeps_pass:  # sweeps release their next trials before a claim
+            reconcile_sweeps(self.store, self.job_book)
+            self._next_sweeps_pass = now + _SWEEPS_EVERY_SECONDS
         while len(self.active) < self.settings.max_concurrent_jobs and not self._stopping:
             record = self.book.claim_next()
             if record is None:
@@ -211,6 +220,7 @@ class Dispatcher:
         if self.book.finish(child.job_id, state, progress=child.progress, **fields) is None:
             self.book.discard_staging(child.record)  # ended elsewhere meanwhile: clean up
         del self.active[child.job_id]
+        self._next_sweeps_pass = 0.0  # a trial may have ended: the sweep moves on this tick
 
     def shutdown(self) -> None:
         """Kill every child and fail its job as interrupted."""
@@ -242,6 +252,12 @@ def parse_args(argv: list[str] | None) -> tuple[ModelStore, DispatcherSettings]:
         help="training processes this replica runs at once (env SQUARENET_MAX_CONCURRENT_JOBS)",
     )
     parser.add_argument(
+        "--max-queued-jobs",
+        type=int,
+        default=env("SQUARENET_MAX_QUEUED_JOBS", str(DEFAULT_MAX_QUEUED)),
+        help="the job queue's bound; sweeps' trials take at most half of it",
+    )
+    parser.add_argument(
         "--poll-interval", type=float, default=0.5, help="seconds between looks at the queue"
     )
     parser.add_argument(
@@ -267,6 +283,7 @@ def parse_args(argv: list[str] | None) -> tuple[ModelStore, DispatcherSettings]:
     try:
         settings = DispatcherSettings(
             max_concurrent_jobs=args.max_concurrent_jobs,
+            max_queued_jobs=args.max_queued_jobs,
             poll_interval=args.poll_interval,
             heartbeat_interval=args.heartbeat_interval,
             stale_after=args.stale_after,

@@ -87,6 +87,8 @@ def dispatcher_command(settings: Settings) -> list[str]:
         str(settings.model_store),
         "--max-concurrent-jobs",
         str(settings.max_concurrent_jobs),
+        "--max-queued-jobs",
+        str(settings.max_queued_jobs),
         "--exit-with-parent",
     ]
 

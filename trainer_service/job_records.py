@@ -73,6 +73,7 @@ class Job(BaseModel):
     created_at: str
     started_at: str | None = None
     finished_at: str | None = None
+    sweep_id: str | None = None
 
 
 class Lease(BaseModel):

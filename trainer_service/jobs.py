@@ -40,6 +40,7 @@ from trainer_service.job_records import (
     JobState,
     Progress,
     finite_or_none,
+    is_job_id,
     new_job_id,
     utc_now,
 )
@@ -72,17 +73,31 @@ class JobBook:
         self.keep_finished = keep_finished
         self.files = JobFiles(store)
 
-    def submit(self, params: TrainingParams) -> Job:
-        """Record a new QUEUED job; raise QueueFull when ``max_queued`` jobs wait already."""
+    def submit(
+        self, params: TrainingParams, *, job_id: str | None = None, sweep_id: str | None = None
+    ) -> Job:
+        """Record a new QUEUED job; raise QueueFull when ``max_queued`` jobs wait already.
+
+        A caller that names the job (``job_id``, from ``new_job_id``) may submit again after
+        a crash: an id the book already has returns that job unchanged, never a second one.
+        ``sweep_id`` marks the job as a trial of that sweep.
+        """
         with self.files.lock():
+            if job_id is not None:
+                existing = self.files.read(job_id)
+                if existing is not None:
+                    return existing.job
+                if not is_job_id(job_id):
+                    raise ValueError(f"not a job id: {job_id!r}")
             if len(self.files.queued_ids()) >= self.max_queued:
                 raise QueueFull(self.max_queued)
             record = JobRecord(
-                id=new_job_id(),
+                id=job_id or new_job_id(),
                 state=JobState.QUEUED,
                 params=params,
                 progress=Progress(epoch=0, epochs=params.epochs),
                 created_at=utc_now(),
+                sweep_id=sweep_id,
             )
             self.files.write(record)
             (self.files.queue_dir / record.id).touch()

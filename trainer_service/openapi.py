@@ -41,6 +41,7 @@ class JobQuery(BaseModel):
     limit: int | None = Field(
         None, ge=1, le=MAX_LIST_LIMIT, description="At most this many jobs, newest first."
     )
+    sweep: str | None = Field(None, description="Only the trials of this sweep.")
 
 
 class ModelEntry(BaseModel):
@@ -196,6 +197,13 @@ def _paths() -> dict[str, Any]:
                         "required": False,
                         "description": "At most this many jobs, newest first.",
                         "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIST_LIMIT},
+                    },
+                    {
+                        "name": "sweep",
+                        "in": "query",
+                        "required": False,
+                        "description": "Only the trials of this sweep.",
+                        "schema": {"type": "string"},
                     },
                 ],
                 "responses": {
