@@ -17,6 +17,7 @@ from trainer_service.job_records import JOB_ID_PATTERN
 from trainer_service.jobs import Job, JobState
 from trainer_service.params import TrainingParams
 from trainer_service.settings import MAX_BODY_BYTES
+from trainer_service.sweeps import openapi as sweeps_openapi
 
 REF = "#/components/schemas/{model}"
 
@@ -93,8 +94,9 @@ def _problems(*statuses: int) -> dict[str, Any]:
     reasons = {
         400: "Malformed JSON.",
         401: "Missing or wrong bearer token (only when SQUARENET_API_TOKEN is set).",
-        404: "No such job (or plot).",
-        409: "The job has already finished.",
+        404: "No such job, sweep or plot.",
+        409: "The job or sweep has already finished (cancel); the sweep has not finished "
+        "(delete); no trial of the sweep succeeded (promote).",
         413: f"Body larger than {MAX_BODY_BYTES} bytes.",
         415: "Body is not application/json.",
         422: "A field is unknown, of the wrong type or out of range, or breaks a rule that "
@@ -270,6 +272,7 @@ def _paths() -> dict[str, Any]:
                 },
             }
         },
+        **sweeps_openapi.sweep_paths(_problems),
         "/healthz": {"get": {"summary": "Liveness.", "responses": {"200": _status_ok()}}},
         "/readyz": {
             "get": {
@@ -329,15 +332,16 @@ OPERATION_IDS = {
     ("/readyz", "get"): "readyz",
     ("/metrics", "get"): "metrics",
     ("/openapi.json", "get"): "openapi",
+    **sweeps_openapi.OPERATION_IDS,
 }
 
 
 def _finish_operations(paths: dict[str, Any]) -> dict[str, Any]:
-    """Name every operation; POSTs take the bearer token (optional: only when one is set)."""
+    """Name every operation; POST and DELETE take the bearer token (only when one is set)."""
     for path, operations in paths.items():
         for method, operation in operations.items():
             operation["operationId"] = OPERATION_IDS[(path, method)]
-            if method == "post":
+            if method in ("post", "delete"):
                 operation["security"] = [{"bearer": []}, {}]
     return paths
 
@@ -352,6 +356,7 @@ def openapi_document() -> dict[str, Any]:
             (JobList, "serialization"),
             (ModelList, "serialization"),
             (ProblemDetails, "serialization"),
+            *sweeps_openapi.SCHEMA_MODELS,
         ],
         ref_template=REF,
     )

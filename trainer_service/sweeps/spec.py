@@ -26,6 +26,7 @@ from trainer_service.params import TrainingParams
 MAX_TRIALS = 1_000
 MAX_PARALLEL_TRIALS = 64
 DEFAULT_RANDOM_TRIALS = 10
+MAX_MAGNITUDE = 2**53  # exact in a double; far beyond any hyperparameter's own bound
 # every hyperparameter but the model name may vary: a trial always publishes as its sweep
 VARIABLE_NAMES = tuple(name for name in TrainingParams.model_fields if name != "model_name")
 METRIC_NAMES = ("mse_in_domain", "mse_out_of_domain", "loss", "val_loss", "train_seconds")
@@ -58,9 +59,15 @@ class FeasibleSpace(BaseModel):
     values: list[Value] | None = Field(
         None, alias="list", min_length=1, max_length=MAX_TRIALS, description="Every value."
     )
-    min: float | None = Field(None, description="Lowest value (with max).")
-    max: float | None = Field(None, description="Highest value (with min).")
-    step: float | None = Field(None, gt=0, description="Grid spacing from min up to max.")
+    min: float | None = Field(
+        None, ge=-MAX_MAGNITUDE, le=MAX_MAGNITUDE, description="Lowest value (with max)."
+    )
+    max: float | None = Field(
+        None, ge=-MAX_MAGNITUDE, le=MAX_MAGNITUDE, description="Highest value (with min)."
+    )
+    step: float | None = Field(
+        None, gt=0, le=MAX_MAGNITUDE, description="Grid spacing from min up to max."
+    )
 
     @model_validator(mode="after")
     def _list_or_range(self) -> Self:
@@ -127,11 +134,12 @@ class ParameterSpec(BaseModel):
                     ("feasibleSpace", "step"), "a grid over a double range needs a step", None
                 )
             step = 1.0
-        count = math.floor((hi - lo) / step * (1 + 1e-12) + 1e-9) + 1
+        span = (hi - lo) / step * (1 + 1e-12) + 1e-9
+        count = math.floor(span) + 1 if span < MAX_TRIALS else MAX_TRIALS + 1
         if count > MAX_TRIALS:
             raise field_error(
                 ("feasibleSpace", "step"),
-                f"the range has {count} grid points (at most {MAX_TRIALS})",
+                f"the range has more than {MAX_TRIALS} grid points",
                 step,
             )
         points = [lo + index * step for index in range(count)]
