@@ -70,12 +70,11 @@ def _more_body() -> bool:
 
 def read_training_params() -> TrainingParams:
     """The request body as TrainingParams: an empty body means every default."""
-    document = read_json_body()
-    return TrainingParams.model_validate({} if document is None else document)
+    return TrainingParams.model_validate(read_json_body(empty={}))
 
 
-def read_json_body() -> Any:
-    """The request's JSON document, or None for an empty body; a Problem when it is not JSON."""
+def read_json_body(empty: Any) -> Any:
+    """The request's JSON document, ``empty`` for an empty body; a Problem when it is not JSON."""
     try:
         raw = request.get_data(cache=False)  # 413 past MAX_CONTENT_LENGTH (when announced)
     except ParseException as exc:  # gunicorn met broken chunked framing while reading
@@ -86,7 +85,7 @@ def read_json_body() -> Any:
     if request.content_length is None and len(raw) >= limit and _more_body():
         raise RequestEntityTooLarge()  # chunked: werkzeug stops at the limit without saying so
     if not raw.strip():
-        return None
+        return empty
     mimetype = request.mimetype
     if mimetype != JSON_MIMETYPE and not (
         mimetype.startswith("application/") and mimetype.endswith("+json")

@@ -68,8 +68,7 @@ def _document(record: SweepRecord) -> dict[str, object]:
 @bp.post("/v1/sweeps")
 def submit_sweep() -> Response:
     """Create a sweep (202): every trial is planned now and released as jobs by the controller."""
-    document = read_json_body()
-    spec = SweepSpec.model_validate({} if document is None else document)
+    spec = SweepSpec.model_validate(read_json_body(empty={}))
     svc = services()
     record = create_sweep(svc.store, svc.book, spec)
     log.info("sweep %s submitted trials=%d", record.id, len(record.trials))
