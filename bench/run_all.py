@@ -1,8 +1,8 @@
 """Every benchmark in one run (``make bench``): one table of figures, baselines, ratios, goals.
 
 Runs ``training.py`` (goals 1-2), ``serving.py`` (goals 3, 4 and the predictor's cold
-start), ``lifecycle.py train-to-served`` (goal 5) and ``lifecycle.py trainer-start``
-(goal 6, trainer side) one after another as subprocesses, never side by side (they would
+start), ``lifecycle.py train-to-served`` (goal 5), ``lifecycle.py trainer-start``
+(goal 6, trainer side) and ``sweep.py`` (a sweep's overhead) one after another as subprocesses, never side by side (they would
 measure each other), each bounded by a timeout inside an overall budget. Their JSON lines
 become the rows of one table, printed and written to ``var/bench/results.md`` and
 ``results.json``; each benchmark's own output goes to ``var/bench/<name>.log``.
@@ -84,6 +84,13 @@ SUITES = (
         ["lifecycle.py", "trainer-start", "--quick", "--json"],
         90,
         ("trainer_start_seconds",),
+    ),
+    Suite(
+        "sweep",
+        ["sweep.py", "--json"],
+        ["sweep.py", "--quick", "--json"],
+        300,
+        ("sweep_overhead",),
     ),
 )
 
@@ -302,10 +309,27 @@ def lifecycle_rows(figure: dict[str, Any]) -> list[Row]:
     ]
 
 
+def sweep_rows(figure: dict[str, Any]) -> list[Row]:
+    """sweep.py: a sweep's wall time against its trials' own time over the parallelism."""
+    return [
+        Row(
+            f"{figure['trials']}-trial sweep, {figure['epochs']} epochs, "
+            f"{figure['parallel']} at a time: wall time",
+            f"{figure['value']:.1f} s",
+            f"{figure['baseline']:.1f} s (trials' own time / {figure['parallel']})",
+            f"{figure['ratio']:.3f}x",
+            "<= 1.10x (overhead <= 10 %)",
+            met_text(figure["met"]),
+            figure,
+        )
+    ]
+
+
 ROW_MAKERS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "training": training_rows,
     "serving": serving_rows,
     "lifecycle": lifecycle_rows,
+    "sweep": sweep_rows,
 }
 
 

@@ -84,7 +84,7 @@ def _sweep(http: httpx.Client, sweep_id: str) -> dict[str, Any]:
 
 def test_a_sweep_goes_on_after_a_trainer_restart(tmp_path: Path) -> None:
     store, body = tmp_path / "store", {
-        "base": {"n_samples": 2000, "epochs": 12, "batch_size": 4, "seed": 3},
+        "base": {"n_samples": 2000, "epochs": 20, "batch_size": 20, "seed": 3},
         "parameters": [{"name": "num_neurons", "parameterType": "int",
                         "feasibleSpace": {"list": [2, 3]}}],
     }  # fmt: skip
@@ -93,12 +93,12 @@ def test_a_sweep_goes_on_after_a_trainer_restart(tmp_path: Path) -> None:
         sweep_id = http.post("/v1/sweeps", json=body).json()["id"]
         first_job = http.get(f"/v1/sweeps/{sweep_id}/trials").json()["trials"][0]["jobId"]
 
-        def training() -> bool:
-            job = http.get(f"/v1/jobs/{first_job}").json()
-            return bool(job["state"] == "RUNNING" and job["progress"]["epoch"] >= 1)
+        def running() -> bool:
+            return bool(http.get(f"/v1/jobs/{first_job}").json()["state"] == "RUNNING")
 
-        wait_for(training, 120, "the first trial to be training")
-    # stopped mid-trial; a new trainer on the same store takes over
+        # stopped as soon as its process started: TensorFlow's import alone outlasts the stop
+        wait_for(running, 120, "the first trial to run", every=0.05)
+    # a new trainer on the same store takes over
     with running_trainer(store, tmp_path / "second.log") as trainer:
         http = httpx.Client(base_url=trainer.base_url, timeout=30)
         wait_for(lambda: _sweep(http, sweep_id)["state"] == "SUCCEEDED", 400, "the sweep to end")
