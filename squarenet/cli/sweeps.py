@@ -49,17 +49,16 @@ def _split(text: str) -> tuple[str, str]:
 
 
 def parse_vary(text: str) -> dict[str, Any]:
-    """``num_neurons=1,2,4`` or ``mid_range=2:102:50`` as a Katib ParameterSpec."""
+    """``num_neurons=1,2,4``, ``mid_range=2:102:50`` or ``learning_rate=0.001:0.1`` (random)."""
     name, rest = _split(text)
     parse = _TYPES.get(name)
     kind = "categorical" if parse is str else "int" if parse is int else "double"
     if ":" in rest:
         parts = rest.split(":")
-        if len(parts) != 3:
-            raise argparse.ArgumentTypeError(f"expected {name}=MIN:MAX:STEP, got {text!r}")
-        low, high, step = (_value(name, part) if kind == "int" else finite_float(part)
-                           for part in parts)  # fmt: skip
-        space: dict[str, Any] = {"min": low, "max": high, "step": step}
+        if len(parts) not in (2, 3):
+            raise argparse.ArgumentTypeError(f"expected {name}=MIN:MAX[:STEP], got {text!r}")
+        bounds = [_value(name, part) if kind == "int" else finite_float(part) for part in parts]
+        space: dict[str, Any] = dict(zip(("min", "max", "step"), bounds, strict=False))
     else:
         space = {"list": [_value(name, part.strip()) for part in rest.split(",")]}
     return {"name": name, "parameterType": kind, "feasibleSpace": space}
@@ -80,7 +79,7 @@ def add_sweep_commands(commands: Any) -> None:
         type=parse_vary,
         action="append",
         default=[],
-        metavar="NAME=V,V,..|NAME=MIN:MAX:STEP",
+        metavar="NAME=V,V,..|NAME=MIN:MAX[:STEP]",
         help="a hyperparameter to vary (repeat for a grid over several)",
     )
     sweep.add_argument(
