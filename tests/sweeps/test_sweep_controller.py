@@ -7,6 +7,7 @@ runner's own book); everything else is the real app and the real store.
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 import pytest
@@ -179,3 +180,19 @@ def test_the_job_list_filters_by_sweep(client: FlaskClient) -> None:
     assert single["id"] not in {job["id"] for job in _jobs(client, sweep_id)}
     assert client.get("/v1/jobs?sweep=20990101-000000-00000000").get_json() == {"jobs": []}
     assert len(client.get("/v1/jobs").get_json()["jobs"]) == 3
+
+
+def test_a_sweep_that_cannot_be_reconciled_does_not_stop_the_others(
+    client: FlaskClient, store: ModelStore, runner: StandInRunner
+) -> None:
+    broken = _create(client, parallelTrialCount=1)
+    healthy = _create(client, parallelTrialCount=1)
+    path = SweepFiles(store).record_path(broken)
+    document = json.loads(path.read_text())
+    document["spec"]["base"]["epochs"] = 0  # edited by hand: its next trial cannot be built
+    path.write_text(json.dumps(document))
+    for _ in range(2):
+        runner.succeed(runner.claim(), mse_in_domain=0.1)
+        reconcile_sweeps(store, _book(store))
+    assert len(_jobs(client, healthy)) == 2  # went on
+    assert len(_jobs(client, broken)) == 1  # stuck where it was, logged, retried each pass

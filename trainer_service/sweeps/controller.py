@@ -22,6 +22,7 @@ import contextlib
 import json
 import logging
 import shutil
+from collections.abc import Callable
 from typing import Any
 
 from squarenet.store import ModelStore, write_json_atomic
@@ -102,16 +103,37 @@ def reconcile_sweeps(store: ModelStore, book: JobBook) -> None:
         records = [record for record in files.records() if not record.settled]
         if not records:
             return
-        observed = [_decide(files, book, _observe(files, book, record)) for record in records]
+        observed = [_guarded(_look, files, book, record) for record in records]
         queued = sum(
             trial.state is TrialState.QUEUED for record in observed for trial in record.trials
         )
         budget = max(1, int(book.max_queued * TRIAL_QUEUE_SHARE)) - queued
         for before, current in zip(records, observed, strict=True):
-            released, budget = _release(files, book, current, budget)
-            after = _settle(released)
-            if after != before:
-                files.write(after)
+            try:
+                released, budget = _release(files, book, current, budget)
+                after = _settle(released)
+                if after != before:
+                    files.write(after)
+            except Exception:  # one sweep's trouble must not stop the others, nor the runner
+                _log.exception("sweep %s: reconcile failed, retrying on the next pass", before.id)
+
+
+def _look(files: SweepFiles, book: JobBook, record: SweepRecord) -> SweepRecord:
+    return _decide(files, book, _observe(files, book, record))
+
+
+def _guarded(
+    step: Callable[[SweepFiles, JobBook, SweepRecord], SweepRecord],
+    files: SweepFiles,
+    book: JobBook,
+    record: SweepRecord,
+) -> SweepRecord:
+    """``step`` of one sweep; on an error the sweep stays as it was until the next pass."""
+    try:
+        return step(files, book, record)
+    except Exception:
+        _log.exception("sweep %s: reconcile failed, retrying on the next pass", record.id)
+        return record
 
 
 # --- one sweep ------------------------------------------------------------------------------
