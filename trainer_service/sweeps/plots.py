@@ -1,7 +1,8 @@
 """A sweep's three figures, drawn from its finished trials.
 
 - ``objective.png``: the objective against each varied parameter, one line per value of the
-  other parameters (the article's "what changes when I change this").
+  other parameters (the article's "what changes when I change this"); for mse_in_domain the
+  architecture's limit, (mid_range / (num_neurons + 1))⁴ / 180, dotted beside each line.
 - ``fits.png``: every trial's own fit figure (x², data and prediction over twice its domain),
   side by side and titled with its assignments: the article's extrapolation picture per trial.
 - ``loss.png``: the trials' training loss curves overlaid.
@@ -28,10 +29,11 @@ from trainer_service.sweeps.controller import FIT_FILE, read_epochs
 from trainer_service.sweeps.errors import SweepPlotNotFound
 from trainer_service.sweeps.records import SweepFiles, SweepRecord, Trial
 from trainer_service.sweeps.spec import Value
-from trainer_service.sweeps.views import objective_value
+from trainer_service.sweeps.views import objective_value, trial_limit
 
 SWEEP_PLOT_NAMES = ("objective", "fits", "loss")
 _FIT_COLUMNS = 4
+_LOG_SPAN = 20  # a parameter spanning this factor or more gets a log axis
 
 
 def sweep_plot(files: SweepFiles, record: SweepRecord, trials: list[Trial], name: str) -> Path:
@@ -79,26 +81,33 @@ def _objective_figure(files: SweepFiles, record: SweepRecord, trials: list[Trial
     figure = _new_figure(6.0 * len(names), 4.5)
     for column, name in enumerate(names):
         axes = figure.add_subplot(1, len(names), column + 1)
-        lines: dict[tuple[Value, ...], list[tuple[Value, float]]] = defaultdict(list)
+        lines: dict[tuple[Value, ...], list[tuple[Value, float, float]]] = defaultdict(list)
         for trial, value in points:
             key = tuple(trial.assignments[other] for other in names if other != name)
-            lines[key].append((trial.assignments[name], value))
+            lines[key].append((trial.assignments[name], value, trial_limit(record, trial)))
         categories = sorted({str(trial.assignments[name]) for trial, _ in points})
         other_names = [other for other in names if other != name]
         for key, line in sorted(lines.items(), key=lambda item: item[0]):
             label = ", ".join(f"{o}={_short(v)}" for o, v in zip(other_names, key, strict=True))
             line.sort(key=lambda point: _order(point[0], categories))
-            xs = [_order(x, categories) for x, _ in line]
-            axes.plot(xs, [y for _, y in line], marker="o", label=label or metric)
+            xs = [_order(point[0], categories) for point in line]
+            drawn = axes.plot(xs, [point[1] for point in line], marker="o", label=label or metric)
+            if metric == "mse_in_domain":  # the architecture's limit beside each result
+                axes.plot(xs, [point[2] for point in line], linestyle=":",
+                          color=drawn[0].get_color(), label=f"limit {label}".strip())  # fmt: skip
         if any(isinstance(trial.assignments[name], str) for trial, _ in points):
             axes.set_xticks(range(len(categories)), categories)
         if all(value > 0 for _, value in points):
             axes.set_yscale("log")
+        numbers = [
+            float(x) for trial, _ in points if not isinstance(x := trial.assignments[name], str)
+        ]
+        if numbers and min(numbers) > 0 and max(numbers) >= _LOG_SPAN * min(numbers):
+            axes.set_xscale("log")  # 10, 100, 1000 ... read best as equal steps
         axes.set_xlabel(name)
         axes.set_ylabel(metric)
         axes.grid(True, which="both", alpha=0.3)
-        if len(lines) > 1:
-            axes.legend(fontsize="small")
+        axes.legend(fontsize="small")
     figure.suptitle(f"{record.spec.objective.type} {metric}")
     return figure
 
