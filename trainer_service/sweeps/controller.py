@@ -119,7 +119,7 @@ def reconcile_sweeps(store: ModelStore, book: JobBook) -> None:
 
 
 def _look(files: SweepFiles, book: JobBook, record: SweepRecord) -> SweepRecord:
-    return _decide(files, book, _observe(files, book, record))
+    return _decide(files, book, _observe(book, record))
 
 
 def _guarded(
@@ -139,13 +139,13 @@ def _guarded(
 # --- one sweep ------------------------------------------------------------------------------
 
 
-def _observe(files: SweepFiles, book: JobBook, record: SweepRecord) -> SweepRecord:
+def _observe(book: JobBook, record: SweepRecord) -> SweepRecord:
     """Each released trial takes its job's state; finished ones keep its outcome."""
-    trials = [_observe_trial(files, book, record, trial) for trial in record.trials]
+    trials = [_observe_trial(book, record, trial) for trial in record.trials]
     return record.model_copy(update={"trials": trials})
 
 
-def _observe_trial(files: SweepFiles, book: JobBook, record: SweepRecord, trial: Trial) -> Trial:
+def _observe_trial(book: JobBook, record: SweepRecord, trial: Trial) -> Trial:
     if trial.job_id is None or trial.state.finished:
         return trial
     if not trial.submitted and record.stop_reason is None:
@@ -156,10 +156,10 @@ def _observe_trial(files: SweepFiles, book: JobBook, record: SweepRecord, trial:
         if trial.submitted:
             return _ended(trial, TrialState.FAILED, error="its job record is gone")
         return _ended(trial, TrialState.CANCELLED)  # never submitted, and now never will be
-    return _follow(files, record, trial.model_copy(update={"submitted": True}), job)
+    return _follow(record, trial.model_copy(update={"submitted": True}), job)
 
 
-def _follow(files: SweepFiles, record: SweepRecord, trial: Trial, job: Job) -> Trial:
+def _follow(record: SweepRecord, trial: Trial, job: Job) -> Trial:
     """The trial as its job is now; an interrupted job's trial goes back to PENDING."""
     state = TrialState(job.state.value)
     update: dict[str, Any] = {"state": state, "started_at": job.started_at}
