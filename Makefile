@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 EXTRAS ?= trainer,predictor,predictor-tensorflow,dev
 PYTEST_ARGS ?=
 
-.PHONY: venv proto test test-fast lint demo bench images clean
+.PHONY: venv proto vendor-js test test-fast lint demo bench images clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,9 @@ venv: $(VENV)/.installed ## create or update the virtualenv
 proto: venv ## regenerate squarenet/v1 from protos/ (the committed code must match)
 	$(PY) -m grpc_tools.protoc -Iprotos --python_out=. --pyi_out=. --grpc_python_out=. \
 		protos/squarenet/v1/predictor.proto
+
+vendor-js: ## fetch the dashboard's Chart.js and the tests' axe-core from npm (pinned; committed)
+	bash scripts/vendor-js.sh
 
 test: venv ## the whole suite: unit, integration (real processes), containers, manifests
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -16,6 +16,10 @@ fails on a wall-clock number.
     python bench/training.py --seeds 10     # ... plus the 10-seed quality distribution
     python bench/training.py --quick        # 40 epochs instead of 400, for a smoke run
     python bench/training.py --json         # also one JSON line per figure (tables on stderr)
+
+The same run also measures ``POST /v1/jobs`` to SUCCEEDED for the article's settings
+through a real ``squarenet-trainer`` (local executor, warm job process), split by phase,
+against the article's script run as a process (import, data, fit: its whole wall time).
 """
 
 from __future__ import annotations
@@ -23,17 +27,21 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import httpx
 import keras
 import numpy as np
 from rich.console import Console
@@ -51,6 +59,8 @@ from trainer_service.training.data import (
 from trainer_service.training.evaluate import mean_squared_error
 from trainer_service.training.pipeline import RandomStreams
 
+END_TO_END_GOAL = 25.0
+"""POST -> SUCCEEDED must be at least this many times faster than the article's script run."""
 SPEED_GOAL = 20.0
 """squarenet must train at least this many times faster than plain fit."""
 QUALITY_GOAL = 0.0042
@@ -128,6 +138,96 @@ def run_squarenet(params: TrainingParams, root: Path) -> tuple[Measured, float]:
         int(outcome.version.metadata["training"]["gradient_steps"]),
     )
     return measured, wall
+
+
+POLL_SECONDS = 0.01
+READY_TIMEOUT = 180.0
+JOB_TIMEOUT = 600.0
+
+
+@dataclass(frozen=True)
+class EndToEnd:
+    """The end-to-end runs of one configuration."""
+
+    seconds: list[float]
+    """POST to SUCCEEDED, each run."""
+    phases: dict[str, float]
+    """Median seconds per phase over the runs."""
+    mse_in_domain: float
+
+    @property
+    def median(self) -> float:
+        """The median POST-to-SUCCEEDED time."""
+        return statistics.median(self.seconds)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait(condition: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"end-to-end bench: timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def _moment(text: str) -> float:
+    return datetime.fromisoformat(text).timestamp()
+
+
+def measure_end_to_end(params: dict[str, Any], repeats: int, root: Path) -> EndToEnd:
+    """POST -> SUCCEEDED through a real ``squarenet-trainer`` (local executor), by phase.
+
+    ``repeats`` jobs with ``params`` on a trainer on ``root``; each is submitted once the
+    runner has a warm job process again, as in service. The phases are those the job
+    recorded, plus waiting for the runner and what is left (publishing, finalizing, the
+    client's look).
+    """
+    store, log_path = root / "store", root / "trainer.log"
+    port = _free_port()
+    trainer = Path(sys.executable).with_name("squarenet-trainer")
+    command = [str(trainer), "--model-store", str(store), "--host", "127.0.0.1"]
+    command += ["--port", str(port), "--workers", "1"]
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    base = f"http://127.0.0.1:{port}"
+
+    def warm_processes() -> int:
+        return log_path.read_text(errors="replace").count(" warm in ")
+
+    seconds: list[float] = []
+    phases: list[dict[str, float]] = []
+    mse = float("nan")
+    try:
+        for run in range(repeats):
+            _wait(lambda run=run: warm_processes() > run, READY_TIMEOUT, "a warm job process")
+            started = time.perf_counter()
+            job = httpx.post(f"{base}/v1/jobs", json=params, timeout=30).json()
+            while job["state"] not in ("SUCCEEDED", "FAILED", "CANCELLED"):
+                time.sleep(POLL_SECONDS)
+                job = httpx.get(f"{base}/v1/jobs/{job['id']}", timeout=30).json()
+            total = time.perf_counter() - started
+            if job["state"] != "SUCCEEDED":
+                raise SystemExit(f"end-to-end bench: the job ended {job['state']}: {job['error']}")
+            metadata = ModelStore(store).read_metadata("square", job["model_version"])
+            recorded = dict(metadata["timings"]["phases"])
+            waited = _moment(job["started_at"]) - _moment(job["created_at"])
+            split = {"submit to start": waited, **recorded}
+            split["publish, finalize, look"] = total - sum(split.values())
+            seconds.append(total)
+            phases.append(split)
+            mse = float(job["metrics"]["mse_in_domain"])
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=60)
+    median_phases = {name: statistics.median(p[name] for p in phases) for name in phases[0]}
+    return EndToEnd(seconds, median_phases, mse)
 
 
 def emit(enabled: bool, **figure: Any) -> None:
@@ -257,6 +357,40 @@ def report_speed(args: argparse.Namespace, console: Console, run: Comparison) ->
     )
 
 
+def report_end_to_end(
+    args: argparse.Namespace,
+    console: Console,
+    ours: EndToEnd,
+    baseline_wall: float,
+    baseline_mse: float,
+) -> None:
+    """POST -> SUCCEEDED against the article's script as a process, with the phases."""
+    ratio = baseline_wall / ours.median
+    met = None if args.quick else ratio >= END_TO_END_GOAL and ours.mse_in_domain <= baseline_mse
+    table = Table("phase (median)", "seconds")
+    for name, value in ours.phases.items():
+        table.add_row(name, f"{value:.3f}")
+    console.print(table)
+    console.print(
+        f"POST -> SUCCEEDED (local executor, warm job process): median {ours.median:.2f} s of "
+        f"{', '.join(f'{s:.2f}' for s in ours.seconds)}; the article's script as a process "
+        f"{baseline_wall:.1f} s; ratio {ratio:.1f}x (goal >= {END_TO_END_GOAL:.0f}x, "
+        f"in-domain MSE {ours.mse_in_domain:.5f} vs {baseline_mse:.5f}): {_verdict(met)}"
+    )
+    emit(
+        args.json,
+        figure="end_to_end_seconds",
+        value=ours.median,
+        runs=ours.seconds,
+        phases=ours.phases,
+        baseline=baseline_wall,
+        ratio=ratio,
+        mse_in_domain=ours.mse_in_domain,
+        goal=f">= {END_TO_END_GOAL}x",
+        met=met,
+    )
+
+
 def report_quality(args: argparse.Namespace, console: Console, rows: list[Measured]) -> None:
     """The per-seed table, the distribution, its verdict and a JSON line."""
     table = Table("seed", "training s", "CPU s", "MSE in domain", "× limit", "MSE outside")
@@ -313,7 +447,7 @@ def _describe(params: TrainingParams) -> str:
     )
 
 
-def run_baseline_process(args: argparse.Namespace) -> Measured:
+def run_baseline_process(args: argparse.Namespace) -> tuple[Measured, float]:
     """Plain fit in a fresh Python process, as the article's script runs.
 
     Each side gets the process it has in real life: squarenet a job's process (which keeps
@@ -321,10 +455,12 @@ def run_baseline_process(args: argparse.Namespace) -> Measured:
     """
     command = [sys.executable, str(Path(__file__).resolve()), "--baseline-only"]
     command += ["--seed", str(args.seed), *(["--quick"] if args.quick else [])]
+    started = time.perf_counter()
     result = subprocess.run(command, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - started
     if result.returncode != 0:
         raise SystemExit(f"the baseline failed:\n{result.stderr[-2000:]}")
-    return Measured(**json.loads(result.stdout.strip().splitlines()[-1]))
+    return Measured(**json.loads(result.stdout.strip().splitlines()[-1])), wall
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -355,10 +491,13 @@ def main(argv: list[str] | None = None) -> int:
         quality = measure_quality(args, root)
         if speed is not None:
             repeats, walls, glorot = speed
-            comparison = Comparison(
-                article_params(args), repeats, walls, glorot, run_baseline_process(args)
-            )
+            baseline, baseline_wall = run_baseline_process(args)
+            comparison = Comparison(article_params(args), repeats, walls, glorot, baseline)
             report_speed(args, console, comparison)
+            ours = measure_end_to_end(
+                article_params(args).model_dump(mode="json"), args.repeats, root / "end-to-end"
+            )
+            report_end_to_end(args, console, ours, baseline_wall, baseline.mse_in_domain)
         if quality:
             report_quality(args, console, quality)
     console.print(f"load average after: {_load()} (2 cores: above 2, other work competed)")

@@ -22,43 +22,35 @@ from typing import Any
 from gunicorn.app.base import BaseApplication
 from pydantic import ValidationError
 
-from trainer_service.gunicorn_conf import SHM, gunicorn_options
+from trainer_service.api.gunicorn_conf import SHM, gunicorn_options
 from trainer_service.settings import Settings, prepare_store
 
 EXIT_BAD_CONFIG = 2
 
-# flag -> (settings field, type, metavar, help); each is also SQUARENET_<FIELD>
-FLAGS: dict[str, tuple[str, type, str, str]] = {
-    "--model-store": ("model_store", str, "DIR", "folder of the shared model store (required)"),
-    "--host": ("host", str, "HOST", "address to bind (default 0.0.0.0)"),
-    "--port": ("port", int, "PORT", "TCP port (default 8080)"),
-    "--workers": ("workers", int, "N", "gunicorn worker processes (default 2)"),
-    "--threads": (
-        "threads",
-        int,
-        "N",
-        "threads per worker, one per open event stream (default 32)",
-    ),
-    "--max-concurrent-jobs": ("max_concurrent_jobs", int, "N", "jobs training at once (default 1)"),
-    "--max-queued-jobs": (
-        "max_queued_jobs",
-        int,
-        "N",
-        "jobs waiting before POST is 429 (default 16)",
-    ),
-    "--keep-finished-jobs": (
-        "keep_finished_jobs",
-        int,
-        "N",
-        "finished jobs kept; older ones are forgotten (default 1000)",
-    ),
-    "--graceful-timeout": (
-        "graceful_timeout",
-        int,
-        "SECONDS",
-        "time requests in flight get on SIGTERM (default 10)",
-    ),
-}
+# Settings that are not flags: the token (environment only, never in a process listing) and
+# what the launcher fills in itself.
+NOT_FLAGS = frozenset({"api_token", "runner_pid", "max_body_bytes"})
+
+
+def _flags() -> dict[str, tuple[str, type, str, str]]:
+    """flag -> (settings field, type, metavar, help), one per setting: each is also SQUARENET_<FIELD>."""
+    flags: dict[str, tuple[str, type, str, str]] = {}
+    for name, info in Settings.model_fields.items():
+        if name in NOT_FLAGS:
+            continue
+        kind: type = int if info.annotation is int else float if info.annotation is float else str
+        default = "required" if info.is_required() else f"default {info.default}"
+        metavar = {int: "N", float: "SECONDS"}.get(kind, name.rsplit("_", 1)[-1].upper())
+        flags["--" + name.replace("_", "-")] = (
+            name,
+            kind,
+            metavar,
+            f"{info.description} ({default})",
+        )
+    return flags
+
+
+FLAGS = _flags()
 
 
 class TrainerApplication(BaseApplication):  # type: ignore[misc]  # gunicorn is untyped
@@ -68,7 +60,7 @@ class TrainerApplication(BaseApplication):  # type: ignore[misc]  # gunicorn is 
         self.settings = settings
         self.options = options
         self.metrics_dir = metrics_dir
-        self.dispatcher: subprocess.Popen[bytes] | None = None
+        self.runner: subprocess.Popen[bytes] | None = None
         self.stopping = False
         self.runner_failed = False
         super().__init__()
@@ -80,7 +72,7 @@ class TrainerApplication(BaseApplication):  # type: ignore[misc]  # gunicorn is 
 
     def load(self) -> Any:
         """Build the Flask app in the worker (after fork, with the runner's pid known)."""
-        from trainer_service.app import create_app  # noqa: PLC0415 - after PROMETHEUS_MULTIPROC_DIR is set
+        from trainer_service.api.app import create_app  # noqa: PLC0415 - after PROMETHEUS_MULTIPROC_DIR is set
 
         return create_app(self.settings)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from trainer_service.jobs import Job
+    from trainer_service.runner.records import Job
 
 
 class TrainerError(Exception):
@@ -47,3 +47,7 @@ class PlotNotFound(TrainerError):
         super().__init__(f"job {job_id} has no plot {name!r} (yet)")
         self.job_id = job_id
         self.name = name
+
+
+class ExecutorUnavailable(TrainerError):
+    """The executor cannot run jobs now (the cluster refused or is unreachable)."""

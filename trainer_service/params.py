@@ -17,6 +17,8 @@ from squarenet.store import DEFAULT_MODEL_NAME, MODEL_NAME_PATTERN, validate_mod
 
 MAX_N_SAMPLES = 1_000_000
 MAX_EPOCHS = 10_000
+DEFAULT_TRAIN_SECONDS = 900
+MAX_TRAIN_SECONDS = 86_400  # the schema's bound; each trainer caps it lower (--max-train-seconds)
 MAX_NUM_NEURONS = 1_024
 MAX_MID_RANGE = 1e6
 # batch_size × num_neurons float32 activations (and as many gradients) per step: 64 MiB at most
@@ -82,6 +84,16 @@ class TrainingParams(BaseModel):
         DEFAULT_MODEL_NAME,
         pattern=MODEL_NAME_PATTERN.pattern,
         description="The model (store folder) the new version is published under.",
+    )
+
+    max_train_seconds: int = Field(
+        DEFAULT_TRAIN_SECONDS,
+        ge=1,
+        le=MAX_TRAIN_SECONDS,
+        description=(
+            "Time limit from the job's start: past it the job ends FAILED and publishes "
+            "nothing. The trainer refuses values above its own cap (--max-train-seconds)."
+        ),
     )
 
     @property

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_PORT = 8080
 MAX_BODY_BYTES = 64 * 1024
+JOB_MOUNT_PATH = "/models"  # where a Kubernetes job's pod mounts the store claim
 
 
 class Settings(BaseSettings):
@@ -60,7 +62,39 @@ class Settings(BaseSettings):
     sse_poll_interval: float = Field(
         0.25, gt=0, le=10, description="Seconds between looks at a job's record while streaming."
     )
-    dispatcher_pid: int | None = Field(
+    max_train_seconds: int = Field(
+        3600,
+        ge=1,
+        le=86_400,
+        description="Cap on a job's max_train_seconds; a job asking more is refused (422).",
+    )
+    executor: Literal["local", "kubernetes"] = Field(
+        "local", description="Where jobs run: child processes here, or Kubernetes Jobs."
+    )
+    namespace: str | None = Field(
+        None,
+        description="kubernetes: namespace of the Jobs (default: the pod's own, else 'default').",
+    )
+    job_image: str = Field(
+        "squarenet-trainer:latest", min_length=1, description="kubernetes: the Jobs' image."
+    )
+    store_claim: str = Field(
+        "squarenet-models",
+        min_length=1,
+        description="kubernetes: PersistentVolumeClaim of the store, mounted by every Job.",
+    )
+    kubeconfig: Path | None = Field(
+        None, description="kubernetes: kubeconfig outside a cluster (default: KUBECONFIG)."
+    )
+    job_cpu: str = Field("1", min_length=1, description="kubernetes: a Job's CPU request.")
+    job_cpu_limit: str = Field("2", min_length=1, description="kubernetes: a Job's CPU limit.")
+    job_memory: str = Field(
+        "1Gi", min_length=1, description="kubernetes: a Job's memory request and limit."
+    )
+    job_ttl_seconds: int = Field(
+        3600, ge=0, description="kubernetes: finished Jobs are deleted after this long."
+    )
+    runner_pid: int | None = Field(
         None,
         ge=1,
         description="Set by squarenet-trainer: the job runner /readyz checks (None: not checked).",

@@ -50,6 +50,7 @@ HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
     Hyperparameter("init", str, "initialisation: spread or glorot (spread)"),
     Hyperparameter("early_stopping_patience", int, "stop after N epochs without improvement (off)"),
     Hyperparameter("model_name", str, "model the version is published under (square)"),
+    Hyperparameter("max_train_seconds", int, "time limit; past it the job fails (900)"),
 )
 
 

@@ -58,7 +58,14 @@ def test_every_benchmark_runs_and_the_run_succeeds(quick_run: tuple[Any, Path]) 
     assert process.returncode == 0, process.stdout[-3000:] + process.stderr[-3000:]
     document = json.loads((output / "results.json").read_text())
     names = [benchmark["name"] for benchmark in document["benchmarks"]]
-    assert names == ["training", "serving", "train-to-served", "trainer-start", "sweep"]
+    assert names == [
+        "training",
+        "serving",
+        "train-to-served",
+        "trainer-start",
+        "dashboard",
+        "sweep",
+    ]
     assert all(benchmark["error"] is None for benchmark in document["benchmarks"])
 
 
@@ -77,6 +84,8 @@ def test_every_goal_of_the_brief_has_a_row(quick_run: tuple[Any, Path]) -> None:
         "SUCCEEDED → first Predict",
         "cold start to SERVING",
         "trainer cold start",
+        "dashboard: jobs page rendered, 1000 jobs in the store",
+        "dashboard: trainer CPU per epoch, one dashboard open",
         "-trial sweep",
     ):
         assert expected in figures

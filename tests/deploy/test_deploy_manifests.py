@@ -31,7 +31,7 @@ from deploy.deploy_manifests import (
     rendered_text,
 )
 from predictor_service.settings import PredictorSettings
-from trainer_service.gunicorn_conf import SHM
+from trainer_service.api.gunicorn_conf import SHM
 from trainer_service.settings import Settings
 
 # The oldest Kubernetes release the manifests support (native sleep pre-stop hooks are on by
@@ -156,7 +156,8 @@ def test_pods_meet_the_restricted_pod_security_profile(overlay: str) -> None:
         spec = pod_spec(docs, component)
         assert spec["securityContext"]["runAsNonRoot"] is True
         assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
-        assert spec["automountServiceAccountToken"] is False
+        # only the trainer calls the API server (its kubernetes executor)
+        assert spec["automountServiceAccountToken"] is (component == "trainer")
         for container in spec["containers"]:
             context = container["securityContext"]
             assert context["allowPrivilegeEscalation"] is False
@@ -165,6 +166,30 @@ def test_pods_meet_the_restricted_pod_security_profile(overlay: str) -> None:
             resources = container["resources"]
             for kind in ("requests", "limits"):
                 assert {"cpu", "memory"} <= set(resources[kind]), f"{component} {kind}"
+
+
+def test_the_trainer_role_holds_exactly_what_the_kubernetes_executor_needs() -> None:
+    from trainer_service.runner.kubernetes import PERMISSIONS
+
+    for overlay in OVERLAYS:
+        docs = render(overlay)
+        role = find(docs, "Role", "squarenet-trainer")
+        granted = {
+            (group, resource, verb)
+            for rule in role["rules"]
+            for group in rule["apiGroups"]
+            for resource in rule["resources"]
+            for verb in rule["verbs"]
+        }
+        assert granted == set(PERMISSIONS)
+        binding = find(docs, "RoleBinding", "squarenet-trainer")
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": "squarenet-trainer", "namespace": "squarenet"}
+        ]
+        config = find(docs, "ConfigMap", "squarenet-trainer")["data"]
+        assert config["SQUARENET_EXECUTOR"] == "kubernetes"
+        image = pod_spec(docs, "trainer")["containers"][0]["image"]
+        assert config["SQUARENET_JOB_IMAGE"] == image
 
 
 @pytest.mark.parametrize("component", COMPONENTS)
@@ -224,7 +249,7 @@ def test_ports_agree_across_settings_containers_services_and_images(overlay: str
 
 def test_probe_paths_are_routes_of_the_trainer(tmp_path: Path) -> None:
     """/healthz and /readyz as probed are served by the trainer app itself."""
-    from trainer_service.app import create_app
+    from trainer_service.api.app import create_app
 
     app = create_app(Settings.model_validate({"model_store": tmp_path}))
     routes = {rule.rule for rule in app.url_map.iter_rules()}
@@ -336,7 +361,12 @@ def test_network_policy_denies_all_but_each_service_port(overlay: str) -> None:
     for component in COMPONENTS:
         policy = find(docs, "NetworkPolicy", f"squarenet-{component}")["spec"]
         assert policy["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == component
-        assert "egress" not in policy
+        if component == "trainer":  # to the API server's port only (its kubernetes executor)
+            ports = {(p["port"], p["protocol"]) for r in policy["egress"] for p in r["ports"]}
+            assert ports == {(443, "TCP"), (6443, "TCP")}
+            assert all("to" not in rule for rule in policy["egress"])
+        else:
+            assert "egress" not in policy
         container = main_container(docs, component)
         allowed = {
             port_number(container, p["port"]) for rule in policy["ingress"] for p in rule["ports"]

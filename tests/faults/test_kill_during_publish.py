@@ -2,7 +2,7 @@
 
 The cheap half kills a process that does nothing but publish copies of a real trained
 version, at random moments, two dozen times; the costly half kills real training jobs of
-the real dispatcher during their export/publish phase. A predictor serves the same store
+the real local runner during their export/publish phase. A predictor serves the same store
 under a steady load throughout.
 """
 
@@ -20,14 +20,14 @@ from pathlib import Path
 import pytest
 from predictor.predictor_harness import Launcher, add_version
 from rest.rest_helpers import running_trainer
-from runner.runner_harness import DispatcherProcess, children_of, wait_until_finished
+from runner.runner_harness import RunnerProcess, children_of, wait_until_finished
 from support import wait_for
 
 from faults.load import PredictLoad, summary
 from squarenet.store import TMP_PREFIX, ModelStore
-from trainer_service.job_records import JobState
-from trainer_service.jobs import JobBook
 from trainer_service.params import TrainingParams
+from trainer_service.runner.book import JobBook
+from trainer_service.runner.records import JobState
 
 PUBLISH_LOOP = Path(__file__).with_name("publish_loop.py")
 KILLS = 24
@@ -35,8 +35,10 @@ STEADY_RATE = 50.0  # calls/s, the load the promise names
 
 
 def staging_debris(store: ModelStore) -> list[str]:
-    """Hidden temp folders in the model folder."""
-    return sorted(p.name for p in store.model_dir().iterdir() if p.name.startswith(TMP_PREFIX))
+    """Hidden temp folders in the model folder (a revoked job's mark is a file, not debris)."""
+    return sorted(
+        p.name for p in store.model_dir().iterdir() if p.name.startswith(TMP_PREFIX) and p.is_dir()
+    )
 
 
 def assert_every_version_verifies(store: ModelStore) -> None:
@@ -99,7 +101,7 @@ def test_sigkill_of_real_training_jobs_while_they_export_and_publish(
     add_version(store, trained_version)
     predictor = launcher.start(store)
     predictor.wait_serving()
-    dispatcher = DispatcherProcess(store, tmp_path / "dispatcher.log")
+    runner = RunnerProcess(store, tmp_path / "runner.log")
     book = JobBook(store)
     chance = random.Random(7)
     outcomes: list[str] = []
@@ -115,7 +117,7 @@ def test_sigkill_of_real_training_jobs_while_they_export_and_publish(
                     every=0.005,
                 )
                 time.sleep(chance.uniform(0.0, 0.5))
-                for pid in children_of(dispatcher.pid):
+                for pid in children_of(runner.pid):
                     os.kill(pid, signal.SIGKILL)
                 ended = wait_until_finished(book, job.id)
                 outcomes.append(f"{ended.state.value}:{ended.model_version}")
@@ -135,7 +137,7 @@ def test_sigkill_of_real_training_jobs_while_they_export_and_publish(
         assert load.failures() == []
         assert all(worker.versions_move_forward() for worker in load.workers)
         assert predictor.metric("squarenet_predictor_load_failures_total") == 0
-        assert dispatcher.terminate() == 0
+        assert runner.terminate() == 0
     finally:
-        if dispatcher.process.poll() is None:
-            dispatcher.kill()
+        if runner.process.poll() is None:
+            runner.kill()

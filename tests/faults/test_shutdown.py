@@ -1,7 +1,7 @@
 """SIGTERM to the predictor under load: NOT_SERVING first, calls in flight finish, exit 0 in time.
 
 (The trainer's SIGTERM with a running job is checked in tests/rest/test_server.py and
-tests/runner/test_runner_dispatcher.py.)
+tests/runner/test_runner_local.py.)
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ import pytest
 from rest.rest_helpers import TINY, RunningTrainer, running_trainer
 
 from hostile.hostile_support import API_TOKEN
-from trainer_service.app import create_app
+from trainer_service.api.app import create_app
 from trainer_service.settings import Settings
 
 pytestmark = pytest.mark.slow

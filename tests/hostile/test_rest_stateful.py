@@ -42,7 +42,7 @@ def job_runner_of(master: int) -> list[int]:
     return [
         pid
         for pid in children(master)
-        if b"trainer_service.dispatcher" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        if b"-m\x00trainer_service.runner\x00" in Path(f"/proc/{pid}/cmdline").read_bytes()
     ]
 
 

@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import trainer_service.auth
+import trainer_service.api.auth
 
 PROJECT = Path(__file__).resolve().parents[2]
 SCANNED = ("trainer_service", "predictor_service", "squarenet")
@@ -77,7 +77,7 @@ def test_bandit_reports_no_high_severity_finding_at_all() -> None:
 
 def test_the_token_is_compared_in_constant_time() -> None:
     """The bearer check calls hmac.compare_digest and never compares the token with ==."""
-    tree = ast.parse(Path(trainer_service.auth.__file__).read_text(encoding="utf-8"))
+    tree = ast.parse(Path(trainer_service.api.auth.__file__).read_text(encoding="utf-8"))
     calls = {ast.unparse(node.func) for node in ast.walk(tree) if isinstance(node, ast.Call)}
     assert "hmac.compare_digest" in calls
     for node in ast.walk(tree):

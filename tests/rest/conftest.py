@@ -10,7 +10,7 @@ from flask.testing import FlaskClient
 
 from rest.rest_helpers import MakeApp
 from squarenet.store import ModelStore
-from trainer_service.app import create_app
+from trainer_service.api.app import create_app
 from trainer_service.settings import Settings
 
 

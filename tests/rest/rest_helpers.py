@@ -94,10 +94,14 @@ def processes_mentioning(text: str) -> list[int]:
 
 @contextlib.contextmanager
 def running_trainer(
-    store_root: Path, log_path: Path, *args: str, env: dict[str, str] | None = None
+    store_root: Path,
+    log_path: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    port: int | None = None,
 ) -> Iterator[RunningTrainer]:
     """Start the real trainer (gunicorn + job runner) on a free port; stop it afterwards."""
-    port = free_port()
+    port = port or free_port()
     command = [
         *trainer_command(),
         "--model-store",

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from rest.rest_helpers import trainer_command
-from trainer_service.app import create_app
+from trainer_service.api.app import create_app
 from trainer_service.cli import FLAGS, parse_args
 from trainer_service.settings import Settings
 

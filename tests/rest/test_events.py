@@ -12,8 +12,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from rest.rest_helpers import TINY, MakeApp, parse_sse
-from trainer_service.api import services
-from trainer_service.jobs import JobBook
+from trainer_service.api.views import services
+from trainer_service.runner.book import JobBook
+from trainer_service.runner.local import LocalExecutor
 
 
 def book_of(app: Flask) -> JobBook:
@@ -23,6 +24,14 @@ def book_of(app: Flask) -> JobBook:
 
 def epochs(*numbers: int) -> list[dict[str, object]]:
     return [{"epoch": n, "loss": 10.0 / n, "val_loss": 11.0 / n} for n in numbers]
+
+
+def append_epochs(book: JobBook, job_id: str, rows: list[dict[str, object]]) -> None:
+    """Epoch lines as the job's process appends them to its progress file."""
+    path = book.files.progress_path(job_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        handle.write("".join(json.dumps({**row, "epochs": 5}) + "\n" for row in rows))
 
 
 def queued_job(client: FlaskClient) -> str:
@@ -36,8 +45,8 @@ def test_finished_job_replays_its_history_then_the_final_state(
 ) -> None:
     job_id = queued_job(client)
     book = book_of(app)
-    book.files.append_epochs(job_id, epochs(1, 2, 3))
-    book.cancel(job_id)
+    append_epochs(book, job_id, epochs(1, 2, 3))
+    LocalExecutor(book, 0).cancel(job_id)
     response = client.get(f"/v1/jobs/{job_id}/events")
     assert response.status_code == 200
     assert response.mimetype == "text/event-stream"
@@ -54,8 +63,8 @@ def test_finished_job_replays_its_history_then_the_final_state(
 def test_last_event_id_resumes_after_that_epoch(app: Flask, client: FlaskClient) -> None:
     job_id = queued_job(client)
     book = book_of(app)
-    book.files.append_epochs(job_id, epochs(1, 2, 3))
-    book.cancel(job_id)
+    append_epochs(book, job_id, epochs(1, 2, 3))
+    LocalExecutor(book, 0).cancel(job_id)
     response = client.get(f"/v1/jobs/{job_id}/events", headers={"Last-Event-ID": "2"})
     events = parse_sse(response.get_data(as_text=True))
     assert [(e["event"], e.get("id")) for e in events] == [("epoch", "3"), ("state", None)]
@@ -70,8 +79,8 @@ def test_live_stream_follows_epochs_as_they_are_recorded(make_app: MakeApp) -> N
     def runner() -> None:
         for n in (1, 2, 3, 4, 5):
             time.sleep(0.02)
-            book.files.append_epochs(job_id, epochs(n))
-        book.cancel(job_id)
+            append_epochs(book, job_id, epochs(n))
+        LocalExecutor(book, 0).cancel(job_id)
 
     thread = threading.Thread(target=runner)
     thread.start()
@@ -102,8 +111,8 @@ def test_events_match_the_openapi_document(app: Flask, client: FlaskClient) -> N
     job_schema = {"$ref": "#/components/schemas/Job", "components": document["components"]}
     job_id = queued_job(client)
     book = book_of(app)
-    book.files.append_epochs(job_id, epochs(1, 2))
-    book.cancel(job_id)
+    append_epochs(book, job_id, epochs(1, 2))
+    LocalExecutor(book, 0).cancel(job_id)
     events = parse_sse(client.get(f"/v1/jobs/{job_id}/events").get_data(as_text=True))
     for event in events:
         jsonschema.validate(event, event_schema)
@@ -118,8 +127,8 @@ def test_last_event_id_that_is_not_ours_replays_from_the_start(
 ) -> None:
     job_id = queued_job(client)
     book = book_of(app)
-    book.files.append_epochs(job_id, epochs(1, 2))
-    book.cancel(job_id)
+    append_epochs(book, job_id, epochs(1, 2))
+    LocalExecutor(book, 0).cancel(job_id)
     response = client.get(f"/v1/jobs/{job_id}/events", headers={"Last-Event-ID": header})
     assert response.status_code == 200
     events = parse_sse(response.get_data(as_text=True))

@@ -8,8 +8,7 @@ from flask.testing import FlaskClient
 
 from rest.rest_helpers import TINY, MakeApp, break_version, publish_fake_version
 from squarenet.store import ModelStore
-from trainer_service.api import services
-from trainer_service.jobs import JobState
+from trainer_service.api.views import services
 from trainer_service.params import TrainingParams
 
 
@@ -110,7 +109,7 @@ def test_unknown_plot_name_is_404(client: FlaskClient) -> None:
 def test_plot_is_served_as_png_once_drawn(app: Flask, client: FlaskClient) -> None:
     job = submit(client)
     with app.app_context():
-        folder = services().book.files.artifacts_dir(str(job["id"]))
+        folder = services().book.files.job_dir(str(job["id"]))
     folder.mkdir(parents=True, exist_ok=True)
     png = b"\x89PNG\r\n\x1a\n" + b"\x00" * 16
     (folder / "loss.png").write_bytes(png)
@@ -168,12 +167,10 @@ def test_cancel_of_a_running_job_whose_runner_does_not_confirm_is_202(
     client = app.test_client()
     job_id = str(submit(client)["id"])
     with app.app_context():
-        files = services().book.files
-    # what a runner does when it claims the job; no runner is there to honour the cancel
-    (files.queue_dir / job_id).rename(files.running_dir / job_id)
-    record = files.read(job_id)
-    assert record is not None
-    files.write(record.model_copy(update={"state": JobState.RUNNING}))
+        book = services().book
+    # what a runner does when it hands the job out; no runner is there to honour the cancel
+    assert book.start(job_id) is not None
+    files = book.files
     response = client.post(f"/v1/jobs/{job_id}/cancel")
     assert response.status_code == 202
     assert response.get_json()["state"] == "RUNNING"

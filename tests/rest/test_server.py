@@ -148,7 +148,7 @@ def test_a_dead_job_runner_stops_the_service_with_exit_1(trainer: RunningTrainer
     runners = [
         pid
         for pid in processes_mentioning(str(trainer.store_root))
-        if "trainer_service.dispatcher" in Path(f"/proc/{pid}/cmdline").read_text()
+        if "-m\x00trainer_service.runner\x00" in Path(f"/proc/{pid}/cmdline").read_text()
     ]
     assert len(runners) == 1
     os.kill(runners[0], signal.SIGKILL)

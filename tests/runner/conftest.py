@@ -1,4 +1,4 @@
-"""The ``start_dispatcher`` fixture: real dispatchers, stopped with their children afterwards."""
+"""The ``start_runner`` fixture: real runners, stopped with their children afterwards."""
 
 from __future__ import annotations
 
@@ -9,27 +9,26 @@ from pathlib import Path
 
 import pytest
 
-from runner.runner_harness import DispatcherProcess, process_gone
+from runner.runner_harness import RunnerProcess, process_gone
 from squarenet.store import ModelStore
 
 
 @pytest.fixture
-def start_dispatcher(
-    store: ModelStore, tmp_path: Path
-) -> Iterator[Callable[..., DispatcherProcess]]:
-    """Start dispatchers on ``store``; whatever is left running is stopped afterwards."""
-    started: list[DispatcherProcess] = []
+def start_runner(store: ModelStore, tmp_path: Path) -> Iterator[Callable[..., RunnerProcess]]:
+    """Start local runners on ``store``; whatever is left running is stopped afterwards."""
+    started: list[RunnerProcess] = []
 
-    def start(*flags: str) -> DispatcherProcess:
-        dispatcher = DispatcherProcess(store, tmp_path / f"dispatcher-{len(started)}.log", *flags)
-        started.append(dispatcher)
-        return dispatcher
+    def start(**settings: str) -> RunnerProcess:
+        runner = RunnerProcess(store, tmp_path / f"runner-{len(started)}.log", **settings)
+        started.append(runner)
+        return runner
 
     yield start
-    for dispatcher in started:
-        if dispatcher.process.poll() is None:
-            dispatcher.process.kill()
-            dispatcher.process.wait(timeout=10)
-        for pid in dispatcher.seen_children:
+    for runner in started:
+        runner.job_processes()
+        if runner.process.poll() is None:
+            runner.process.kill()
+            runner.process.wait(timeout=10)
+        for pid in runner.seen_children:
             if not process_gone(pid):
                 os.kill(pid, signal.SIGKILL)

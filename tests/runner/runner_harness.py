@@ -1,4 +1,4 @@
-"""Real dispatcher processes on a temp store, and a look at their children through /proc."""
+"""Real runner processes on a temp store, and a look at their children through /proc."""
 
 from __future__ import annotations
 
@@ -11,17 +11,17 @@ from pathlib import Path
 from support import wait_for
 
 from squarenet.store import ModelStore
-from trainer_service.jobs import Job, JobBook
 from trainer_service.params import TrainingParams
+from trainer_service.runner.book import Job, JobBook
 
 # Finishes in a second or two once TensorFlow is imported.
 QUICK = TrainingParams.model_validate({"n_samples": 200, "epochs": 3, "batch_size": 20, "seed": 1})
 # Runs for minutes (one gradient step per row, many epochs): there is time to interrupt it.
 LONG = TrainingParams.model_validate(
-    {"n_samples": 1000, "epochs": 10_000, "batch_size": 1, "seed": 2}
+    {"n_samples": 100_000, "epochs": 10_000, "batch_size": 1, "seed": 2}
 )
 # Generous bounds: TensorFlow's import alone takes seconds on a busy 2-core machine.
-JOB_TIMEOUT = 120.0
+JOB_TIMEOUT = 180.0
 
 
 def process_state(pid: int) -> tuple[str, int] | None:
@@ -51,40 +51,59 @@ def children_of(parent: int) -> list[int]:
     return found
 
 
-class DispatcherProcess:
-    """``python -m trainer_service.dispatcher`` on the test's store, its log in a file."""
+def job_process_of(job_id: str) -> int | None:
+    """The pid of the process training ``job_id`` (it logs the job id as it starts)."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            environ = Path(f"/proc/{entry}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"trainer_service.runner.job_process" in environ and job_id.encode() in environ:
+            return int(entry)
+    return None
 
-    def __init__(self, store: ModelStore, log_path: Path, *flags: str) -> None:
+
+class RunnerProcess:
+    """``python -m trainer_service.runner`` (local executor) on the test's store."""
+
+    def __init__(self, store: ModelStore, log_path: Path, **settings: str) -> None:
         self.log_path = log_path
-        command = [
-            sys.executable,
-            "-m",
-            "trainer_service.dispatcher",
-            "--model-store",
-            str(store.root),
-            "--poll-interval",
-            "0.1",
-            "--heartbeat-interval",
-            "0.2",
-            *flags,
-        ]
+        env = {
+            **os.environ,
+            "SQUARENET_MODEL_STORE": str(store.root),
+            **{f"SQUARENET_{name.upper()}": value for name, value in settings.items()},
+        }
         with log_path.open("ab") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "trainer_service.runner"],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
         self.pid = self.process.pid
         self.seen_children: set[int] = set()
 
-    def training_process(self) -> int:
-        """The pid of the (one) training process this dispatcher runs now; waits for it."""
-        pids = wait_for(lambda: children_of(self.pid), JOB_TIMEOUT, "a training process")
-        assert len(pids) == 1, pids
+    def job_processes(self) -> list[int]:
+        """Its children now (the warm spare and the training processes)."""
+        pids = children_of(self.pid)
         self.seen_children.update(pids)
-        return pids[0]
+        return pids
+
+    def training_process(self, job_id: str) -> int:
+        """The pid of the child that trains ``job_id``; waits for the assignment."""
+        wait_for(lambda: f"job {job_id} assigned" in self.log(), JOB_TIMEOUT, "the assignment")
+        line = next(line for line in self.log().splitlines() if f"job {job_id} assigned" in line)
+        pid = int(line.rsplit(" ", 1)[1])
+        self.seen_children.add(pid)
+        return pid
 
     def log(self) -> str:
-        """Everything the dispatcher and its children printed so far."""
+        """Everything the runner and its children printed so far."""
         return self.log_path.read_text(errors="replace")
 
-    def terminate(self, timeout: float = 30.0) -> int:
+    def terminate(self, timeout: float = 60.0) -> int:
         """SIGTERM and the exit status."""
         self.process.send_signal(signal.SIGTERM)
         return self.process.wait(timeout=timeout)

@@ -10,16 +10,16 @@ import pytest
 
 from squarenet.store import ModelStore
 from trainer_service.errors import JobAlreadyFinished, JobNotFound, PlotNotFound, QueueFull
-from trainer_service.job_records import (
-    JobFiles,
-    JobRecord,
-    Progress,
-    format_time,
-    is_job_id,
-    new_job_id,
-)
-from trainer_service.jobs import JobBook, JobState
 from trainer_service.params import TrainingParams
+from trainer_service.runner.book import JobBook, JobState
+from trainer_service.runner.local import LocalExecutor
+from trainer_service.runner.records import Job, JobFiles, Progress, is_job_id, new_job_id
+
+
+def cancel(book: JobBook, job_id: str, timeout: float = 0) -> Job:
+    """Cancel as the API does with the local executor."""
+    return LocalExecutor(book, timeout).cancel(job_id)
+
 
 TINY = TrainingParams.model_validate({"n_samples": 200, "epochs": 3, "batch_size": 20, "seed": 1})
 
@@ -48,7 +48,7 @@ def test_submit_records_a_queued_job_with_every_effective_parameter(store: Model
     assert shown["params"]["num_neurons"] == 10  # defaults filled in
     assert shown["created_at"].endswith("Z")
     assert book.get(job.id) == job
-    assert (store.jobs_dir / "queue" / job.id).exists()
+    assert JobFiles(store).record_path(job.id).is_file()
 
 
 def test_another_book_on_the_same_store_sees_the_same_jobs(store: ModelStore) -> None:
@@ -75,7 +75,7 @@ def test_queue_bound_raises_queue_full_with_the_limit(store: ModelStore) -> None
 def test_a_cancelled_queued_job_frees_its_queue_place(store: ModelStore) -> None:
     book = JobBook(store, max_queued=1)
     first = book.submit(TINY)
-    book.cancel(first.id)
+    cancel(book, first.id)
     assert book.submit(TINY).state is JobState.QUEUED
 
 
@@ -126,7 +126,7 @@ def test_unknown_or_malformed_ids_are_job_not_found(store: ModelStore, job_id: s
     with pytest.raises(JobNotFound):
         book.get(job_id)
     with pytest.raises(JobNotFound):
-        book.cancel(job_id)
+        cancel(book, job_id)
     with pytest.raises(JobNotFound):
         book.epochs_since(job_id, 0)
     with pytest.raises(JobNotFound):
@@ -136,33 +136,33 @@ def test_unknown_or_malformed_ids_are_job_not_found(store: ModelStore, job_id: s
 def test_cancel_of_a_queued_job_cancels_it_at_once(store: ModelStore) -> None:
     book = JobBook(store)
     job = book.submit(TINY)
-    cancelled = book.cancel(job.id, timeout=0)
+    cancelled = cancel(book, job.id)
     assert cancelled.state is JobState.CANCELLED
     assert cancelled.finished_at is not None
     assert book.get(job.id) == cancelled
-    assert not (store.jobs_dir / "queue" / job.id).exists()
+    assert book.count(JobState.QUEUED) == 0
 
 
 def test_cancel_of_a_finished_job_raises_already_finished_with_the_job(
     store: ModelStore,
 ) -> None:
     book = JobBook(store)
-    job = book.cancel(book.submit(TINY).id)
+    job = cancel(book, book.submit(TINY).id)
     with pytest.raises(JobAlreadyFinished) as refused:
-        book.cancel(job.id)
+        cancel(book, job.id)
     assert refused.value.job == job
 
 
-def test_cancel_of_a_claimed_job_leaves_a_request_and_returns_it_when_nobody_answers(
+def test_cancel_of_a_running_job_leaves_a_request_and_returns_it_when_nobody_answers(
     store: ModelStore,
 ) -> None:
     book = JobBook(store)
     job = book.submit(TINY)
-    files = JobFiles(store)
-    (files.queue_dir / job.id).rename(files.running_dir / job.id)  # as a runner's claim does
-    answer = book.cancel(job.id, timeout=0.1)
-    assert answer.state is JobState.QUEUED
-    assert files.cancel_path(job.id).exists()
+    assert book.start(job.id) is not None  # as a runner does when it hands the job out
+    answer = cancel(book, job.id, timeout=0.1)
+    assert answer.state is JobState.RUNNING
+    assert JobFiles(store).cancel_path(job.id).exists()
+    assert book.cancel_requested(job.id)
 
 
 def test_epochs_since_returns_later_epochs_and_skips_a_line_being_written(
@@ -170,22 +170,36 @@ def test_epochs_since_returns_later_epochs_and_skips_a_line_being_written(
 ) -> None:
     book = JobBook(store)
     job = book.submit(TINY)
-    files = JobFiles(store)
-    files.append_epochs(
+    write_progress(
+        JobFiles(store),
         job.id,
-        [
-            {"epoch": 1, "loss": 3.0, "val_loss": 2.5},
-            {"epoch": 2, "loss": 1.0, "val_loss": None},
-        ],
+        '{"epoch": 1, "epochs": 3, "loss": 3.0, "val_loss": 2.5}\n'
+        '{"epoch": 2, "epochs": 3, "loss": 1.0, "val_loss": null}\n'
+        '{"epoch": 3, "lo',
     )
-    with files.epochs_path(job.id).open("a") as handle:
-        handle.write('{"epoch": 3, "lo')
     assert book.epochs_since(job.id, 0) == [
         {"epoch": 1, "loss": 3.0, "val_loss": 2.5},
         {"epoch": 2, "loss": 1.0, "val_loss": None},
     ]
     assert book.epochs_since(job.id, 1) == [{"epoch": 2, "loss": 1.0, "val_loss": None}]
     assert book.epochs_since(job.id, 2) == []
+
+
+def write_progress(files: JobFiles, job_id: str, text: str) -> None:
+    """Progress lines as the job's process appends them."""
+    path = files.progress_path(job_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        handle.write(text)
+
+
+def test_a_running_jobs_progress_comes_from_its_process_report(store: ModelStore) -> None:
+    book = JobBook(store)
+    job = book.submit(TINY)
+    book.start(job.id)
+    write_progress(JobFiles(store), job.id, '{"epoch": 2, "epochs": 3, "loss": 1.0}\n')
+    assert book.get(job.id).progress == Progress(epoch=2, epochs=3)
+    assert [listed.progress.epoch for listed in book.list()] == [2]
 
 
 def test_epochs_since_is_empty_before_the_first_epoch(store: ModelStore) -> None:
@@ -199,19 +213,21 @@ def test_artifact_path_finds_a_drawn_plot(store: ModelStore, name: str) -> None:
     job = book.submit(TINY)
     with pytest.raises(PlotNotFound):
         book.artifact_path(job.id, name)
-    folder = JobFiles(store).artifacts_dir(job.id)
+    folder = JobFiles(store).job_dir(job.id)
     folder.mkdir(parents=True)
     (folder / name).write_bytes(b"\x89PNG")
     assert book.artifact_path(job.id, name) == folder / name
 
 
-@pytest.mark.parametrize("name", ["epochs.jsonl", "../x.json", "loss.svg", "", "fit.png/"])
+@pytest.mark.parametrize(
+    "name", ["progress.jsonl", "cancel", "../x.json", "loss.svg", "", "fit.png/"]
+)
 def test_artifact_path_refuses_anything_but_the_plots(store: ModelStore, name: str) -> None:
     book = JobBook(store)
     job = book.submit(TINY)
-    folder = JobFiles(store).artifacts_dir(job.id)
+    folder = JobFiles(store).job_dir(job.id)
     folder.mkdir(parents=True)
-    (folder / "epochs.jsonl").write_text("")
+    (folder / "progress.jsonl").write_text("")
     with pytest.raises(PlotNotFound):
         book.artifact_path(job.id, name)
 
@@ -219,7 +235,7 @@ def test_artifact_path_refuses_anything_but_the_plots(store: ModelStore, name: s
 def test_counts_has_every_state(store: ModelStore) -> None:
     book = JobBook(store)
     book.submit(TINY)
-    book.cancel(book.submit(TINY).id)
+    cancel(book, book.submit(TINY).id)
     assert book.counts() == {
         JobState.QUEUED: 1,
         JobState.RUNNING: 0,
@@ -246,20 +262,20 @@ def test_an_empty_store_has_no_jobs(tmp_path: Path) -> None:
 
 
 def finished_record(files: JobFiles, created: datetime, state: JobState) -> str:
-    """A finished job's record and history as the runner leaves them, created at ``created``."""
+    """A finished job's record and progress as the runner leaves them, created at ``created``."""
     job_id = new_job_id(created)
-    files.ensure_layout()
+    stamp = created.isoformat().replace("+00:00", "Z")
     files.write(
-        JobRecord(
+        Job(
             id=job_id,
             state=state,
             params=TINY,
             progress=Progress(epoch=1, epochs=3),
-            created_at=format_time(created),
-            finished_at=format_time(created + timedelta(seconds=5)),
+            created_at=stamp,
+            finished_at=stamp,
         )
     )
-    files.append_epochs(job_id, [{"epoch": 1, "loss": 1.0, "val_loss": 1.0}])
+    write_progress(files, job_id, '{"epoch": 1, "epochs": 3, "loss": 1.0}\n')
     return job_id
 
 
@@ -275,8 +291,8 @@ def test_the_oldest_finished_jobs_are_forgotten_beyond_keep_finished(store: Mode
     assert [job.id for job in book.list()] == [waiting.id, old[2], old[1]]
     with pytest.raises(JobNotFound):
         book.get(old[0])
-    assert not files.artifacts_dir(old[0]).exists()
-    assert files.artifacts_dir(old[1]).exists()
+    assert not files.job_dir(old[0]).exists()
+    assert files.job_dir(old[1]).exists()
 
     later = book.submit(TINY)  # jobs not finished never count against the kept ones
     assert [job.id for job in book.list()] == [later.id, waiting.id, old[2], old[1]]

@@ -8,7 +8,8 @@ from flask.testing import FlaskClient
 
 from squarenet.store import ModelStore
 from sweeps.sweep_support import StandInRunner
-from trainer_service.app import create_app
+from trainer_service.api.app import create_app
+from trainer_service.runner.executor import Executor
 from trainer_service.settings import Settings
 
 
@@ -30,6 +31,13 @@ def client(app: Flask) -> FlaskClient:
 
 
 @pytest.fixture
-def runner(store: ModelStore) -> StandInRunner:
-    """Plays the job runner's part on the same store."""
-    return StandInRunner(store)
+def executor(app: Flask) -> Executor:
+    """The app's own (local) executor: what the controller submits and cancels through."""
+    found: Executor = app.extensions["squarenet"].executor
+    return found
+
+
+@pytest.fixture
+def runner(executor: Executor) -> StandInRunner:
+    """Plays the job runner's part on the app's job book."""
+    return StandInRunner(executor.book)

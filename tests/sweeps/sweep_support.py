@@ -1,18 +1,19 @@
 """Helpers of the sweep tests (import as ``sweeps.sweep_support``).
 
-``StandInRunner`` plays the job runner's part on a real job book: it claims QUEUED jobs and
-records their end through the runner's own book (``RunnerBook``), so the controller meets
+``StandInRunner`` plays the job runner's part on the real job book: it starts QUEUED jobs and
+ends them through the book's own ``start`` and ``finish`` (after writing what a job process
+writes: its progress lines and, on success, a published version), so the controller meets
 the same records a real runner leaves, without training anything. It is the one place that
 knows the runner's interface.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from squarenet.store import METADATA_FILE, SAVED_MODEL_FILE, TFLITE_FILE, ModelStore
-from trainer_service.job_records import JobRecord, JobState
-from trainer_service.leases import Runner, RunnerBook
+from squarenet.store import SAVED_MODEL_FILE, TFLITE_FILE
+from trainer_service.runner.book import CANCELLED, EXITED, Ending, Job, JobBook, JobState
 
 GRID_2x2: dict[str, Any] = {
     "base": {"n_samples": 200, "epochs": 2, "batch_size": 20, "seed": 1},
@@ -26,21 +27,30 @@ GRID_2x2: dict[str, Any] = {
 
 
 class StandInRunner:
-    """Claims and ends jobs the way the job runner records them."""
+    """Starts and ends jobs the way the job runner records them."""
 
-    def __init__(self, store: ModelStore) -> None:
-        self.store = store
-        self.book = RunnerBook(store, Runner.here())
+    def __init__(self, book: JobBook) -> None:
+        self.book = book
+        self.store = book.store
 
-    def claim(self) -> JobRecord:
-        """Take the oldest QUEUED job (RUNNING now); fail the test when there is none."""
-        record = self.book.claim_next()
-        assert record is not None, "no QUEUED job to claim"
-        return record
+    def claim(self) -> Job:
+        """Start the oldest QUEUED job (RUNNING now); fail the test when there is none."""
+        for job in self.book.unfinished():
+            if job.state is JobState.QUEUED:
+                started = self.book.start(job.id)
+                assert started is not None
+                return started
+        raise AssertionError("no QUEUED job to start")
 
-    def succeed(self, record: JobRecord, mse_in_domain: float) -> int:
-        """Publish a placeholder version under the job's model and end the job SUCCEEDED."""
-        model_name = record.params.model_name
+    def _report(self, job: Job, *rows: dict[str, Any]) -> None:
+        path = self.book.files.progress_path(job.id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a", encoding="utf-8") as progress:
+            progress.writelines(json.dumps(row) + "\n" for row in rows)
+
+    def succeed(self, job: Job, mse_in_domain: float) -> int:
+        """Publish a placeholder version as the job and end it SUCCEEDED."""
+        model_name = job.params.model_name
         staging = self.store.staging_dir(model_name, tag="standin")
         (staging / SAVED_MODEL_FILE).write_bytes(b"saved model placeholder")
         (staging / TFLITE_FILE).write_bytes(b"tflite placeholder")
@@ -48,23 +58,25 @@ class StandInRunner:
                    "mse_out_of_domain": 100 * mse_in_domain}  # fmt: skip
         version = self.store.publish_version(
             staging,
-            {"domain": list(record.params.domain), "job_id": record.id, "metrics": metrics},
+            {"domain": list(job.params.domain), "job_id": job.id, "metrics": metrics},
             model_name,
         ).version
-        assert (self.store.version_dir(model_name, version) / METADATA_FILE).is_file()
-        self.book.files.append_epochs(
-            record.id,
-            [{"epoch": 1, "loss": 2 * mse_in_domain, "val_loss": None},
-             {"epoch": 2, "loss": mse_in_domain, "val_loss": None}],
-        )  # fmt: skip
-        self.book.finish(record.id, JobState.SUCCEEDED, metrics=metrics, model_version=version)
+        self._report(
+            job,
+            {"epoch": 1, "loss": 2 * mse_in_domain, "val_loss": None},
+            {"epoch": 2, "loss": mse_in_domain, "val_loss": None},
+            {"result": "succeeded", "version": version, "metrics": metrics},
+        )
+        ended = self.book.finish(job.id, EXITED)
+        assert ended is not None and ended.state is JobState.SUCCEEDED
         return version
 
-    def fail(self, record: JobRecord, error: str = "training diverged") -> None:
-        """End the job FAILED with ``error``."""
-        self.book.finish(record.id, JobState.FAILED, error=error)
+    def fail(self, job: Job, error: str = "training diverged") -> None:
+        """End the job FAILED with ``error`` (as a lost, killed or interrupted job ends)."""
+        ended = self.book.finish(job.id, Ending("failed", error))
+        assert ended is not None and ended.state is JobState.FAILED
 
-    def confirm_cancel(self, record: JobRecord) -> None:
+    def confirm_cancel(self, job: Job) -> None:
         """What a runner does when it finds a cancel request for its job."""
-        assert self.book.cancel_requested(record.id)
-        self.book.finish(record.id, JobState.CANCELLED)
+        assert self.book.cancel_requested(job.id)
+        self.book.finish(job.id, CANCELLED)

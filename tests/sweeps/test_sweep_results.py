@@ -13,25 +13,25 @@ from rest.rest_helpers import parse_sse
 from squarenet.limits import mse_limit
 from squarenet.store import ModelStore
 from sweeps.sweep_support import GRID_2x2, StandInRunner
-from trainer_service.jobs import JobBook
+from trainer_service.runner.executor import Executor
 from trainer_service.sweeps import reconcile_sweeps
 
 SCORES = [0.3, 0.02, 0.5, 0.004]
 
 
-def _run_to_the_end(client: FlaskClient, store: ModelStore, runner: StandInRunner) -> str:
+def _run_to_the_end(client: FlaskClient, executor: Executor, runner: StandInRunner) -> str:
     sweep_id = str(client.post("/v1/sweeps", json=copy.deepcopy(GRID_2x2)).get_json()["id"])
     for score in SCORES:
         runner.succeed(runner.claim(), mse_in_domain=score)
-        reconcile_sweeps(store, JobBook(store, max_queued=8))
+        reconcile_sweeps(executor)
     assert client.get(f"/v1/sweeps/{sweep_id}").get_json()["state"] == "SUCCEEDED"
     return sweep_id
 
 
 def test_trials_table_and_csv_carry_metrics_and_the_architecture_limit(
-    client: FlaskClient, store: ModelStore, runner: StandInRunner
+    client: FlaskClient, executor: Executor, store: ModelStore, runner: StandInRunner
 ) -> None:
-    sweep_id = _run_to_the_end(client, store, runner)
+    sweep_id = _run_to_the_end(client, executor, runner)
     trials = client.get(f"/v1/sweeps/{sweep_id}/trials").get_json()["trials"]
     assert [trial["objective"] for trial in trials] == SCORES
     assert trials[3]["mseLimit"] == mse_limit(12.0, 4) == (12 / 5) ** 4 / 180
@@ -46,9 +46,9 @@ def test_trials_table_and_csv_carry_metrics_and_the_architecture_limit(
 
 
 def test_plots_are_pngs_once_trials_have_finished(
-    client: FlaskClient, store: ModelStore, runner: StandInRunner
+    client: FlaskClient, executor: Executor, store: ModelStore, runner: StandInRunner
 ) -> None:
-    sweep_id = _run_to_the_end(client, store, runner)
+    sweep_id = _run_to_the_end(client, executor, runner)
     early = client.post("/v1/sweeps", json=copy.deepcopy(GRID_2x2)).get_json()["id"]
     assert client.get(f"/v1/sweeps/{early}/plots/objective.png").status_code == 404
     for name in ("objective", "loss"):
@@ -62,9 +62,9 @@ def test_plots_are_pngs_once_trials_have_finished(
 
 
 def test_events_replay_every_trial_change_then_the_final_sweep(
-    client: FlaskClient, store: ModelStore, runner: StandInRunner
+    client: FlaskClient, executor: Executor, store: ModelStore, runner: StandInRunner
 ) -> None:
-    sweep_id = _run_to_the_end(client, store, runner)
+    sweep_id = _run_to_the_end(client, executor, runner)
     response = client.get(f"/v1/sweeps/{sweep_id}/events")
     assert response.mimetype == "text/event-stream"
     events = parse_sse(response.get_data(as_text=True))
@@ -74,9 +74,9 @@ def test_events_replay_every_trial_change_then_the_final_sweep(
 
 
 def test_promote_publishes_the_best_trial_and_delete_keeps_it(
-    client: FlaskClient, store: ModelStore, runner: StandInRunner
+    client: FlaskClient, executor: Executor, store: ModelStore, runner: StandInRunner
 ) -> None:
-    sweep_id = _run_to_the_end(client, store, runner)
+    sweep_id = _run_to_the_end(client, executor, runner)
     response = client.post(f"/v1/sweeps/{sweep_id}/promote")
     assert response.status_code == 201, response.get_json()
     promotion = response.get_json()

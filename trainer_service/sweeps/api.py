@@ -14,8 +14,15 @@ import time
 from flask import Blueprint, Response, request, send_file, url_for
 from pydantic import BaseModel, ConfigDict, Field
 
-from trainer_service.api import read_json_body, services
-from trainer_service.sweeps.controller import create_sweep, reconcile_sweeps, request_cancel
+from trainer_service.api.problems import Problem
+from trainer_service.api.views import read_json_body, services
+from trainer_service.params import TrainingParams
+from trainer_service.sweeps.controller import (
+    create_sweep,
+    reconcile_sweeps,
+    request_cancel,
+    sweep_files,
+)
 from trainer_service.sweeps.errors import SweepError, SweepNotFound, sweep_problem
 from trainer_service.sweeps.events import sweep_events
 from trainer_service.sweeps.plots import sweep_plot
@@ -46,7 +53,7 @@ def _refused(exc: SweepError) -> Response:
 
 
 def _files() -> SweepFiles:
-    return SweepFiles(services().store)
+    return sweep_files(services().executor)
 
 
 def _record(sweep_id: str) -> SweepRecord:
@@ -62,7 +69,26 @@ def _json(document: object, status: int = 200, headers: dict[str, str] | None = 
 
 
 def _document(record: SweepRecord) -> dict[str, object]:
-    return sweep_document(record, live_trials(record, services().book))
+    trials = live_trials(record, services().book)
+    return sweep_document(record, trials, _files().read_promotions(record.id))
+
+
+def capped(spec: SweepSpec, cap: int) -> SweepSpec:
+    """``base.max_train_seconds`` within this trainer's cap, as for a single job."""
+    asked = spec.base.get("max_train_seconds")
+    if asked is None:
+        if TrainingParams.model_fields["max_train_seconds"].default <= cap:
+            return spec
+        return spec.model_copy(update={"base": {**spec.base, "max_train_seconds": cap}})
+    if isinstance(asked, int) and not isinstance(asked, bool) and asked > cap:
+        message = f"must be at most {cap} on this trainer (its --max-train-seconds)"
+        raise Problem(
+            422,
+            f"base.max_train_seconds: {message}",
+            kind="validation-error",
+            errors=[{"field": "base.max_train_seconds", "message": message}],
+        )
+    return spec
 
 
 @bp.post("/v1/sweeps")
@@ -70,7 +96,7 @@ def submit_sweep() -> Response:
     """Create a sweep (202): every trial is planned now and released as jobs by the controller."""
     spec = SweepSpec.model_validate(read_json_body(empty={}))
     svc = services()
-    record = create_sweep(svc.store, svc.book, spec)
+    record = create_sweep(svc.executor, capped(spec, svc.settings.max_train_seconds))
     log.info("sweep %s submitted trials=%d", record.id, len(record.trials))
     location = url_for("sweeps.get_sweep", sweep_id=record.id)
     return _json(_document(record), 202, {"Location": location})
@@ -97,7 +123,7 @@ def get_sweep(sweep_id: str) -> Response:
 @bp.delete("/v1/sweeps/<sweep_id>")
 def remove_sweep(sweep_id: str) -> Response:
     """Delete a finished sweep and its trials' model (204); promoted versions stay."""
-    delete_sweep(services().store, sweep_id)
+    delete_sweep(_files(), sweep_id)
     return Response(status=204)
 
 
@@ -125,11 +151,12 @@ def trials_table(sweep_id: str) -> Response:
 def cancel_sweep(sweep_id: str) -> Response:
     """Cancel a sweep: 200 once every trial has ended; 202 while running ones still stop."""
     svc = services()
-    record = request_cancel(svc.store, svc.book, sweep_id)
+    record = request_cancel(svc.executor, sweep_id)
     deadline = time.monotonic() + svc.settings.cancel_wait
     while not record.settled and time.monotonic() < deadline:
         time.sleep(_CANCEL_POLL_SECONDS)
-        reconcile_sweeps(svc.store, svc.book)
+        if svc.book.local_lock:  # else the elected finalizer's pass does it
+            reconcile_sweeps(svc.executor)
         record = _record(sweep_id)
     log.info("sweep %s cancel answered state=%s", sweep_id, record.state)
     return _json(_document(record), 200 if record.settled else 202)
@@ -138,7 +165,7 @@ def cancel_sweep(sweep_id: str) -> Response:
 @bp.post("/v1/sweeps/<sweep_id>/promote")
 def promote_sweep(sweep_id: str) -> Response:
     """Publish the best trial's model as a new version of ``base.model_name`` (201)."""
-    _, promotion = promote_best(services().store, services().book, sweep_id)
+    promotion = promote_best(_files(), services().book, sweep_id)
     return _json(promotion.model_dump(mode="json"), 201)
 
 

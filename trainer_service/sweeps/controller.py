@@ -5,12 +5,15 @@ and then does what is due: copies a finished trial's outcome into the sweep, rel
 PENDING trials as jobs (at most ``parallelTrialCount`` at a time per sweep, and never more
 queued trials than a share of the job queue's bound, so single jobs still get in), cancels
 the rest of a sweep that was cancelled or failed too often, and ends a sweep whose trials
-have all ended. It keeps no state of its own: call it as often as you like, from any
-process, after any crash. It is called after a sweep is created or cancelled, and by the
-job runner whenever a job finishes and every few seconds.
+have all ended. It keeps no state of its own: call it as often as you like, after any
+crash. The job runner calls it whenever a job ends (the job book's ``on_finished``) and
+every couple of seconds (``SweepTicker``); with the ``local`` executor the API also calls it
+right after a sweep is created or cancelled (with ``kubernetes`` only the replica elected
+to finalize jobs runs it, so a sweep's record has one writer).
 
-It uses the job book only through ``submit`` (with a job id it chose), ``get``, ``cancel``,
-``artifact_path`` and ``epochs_since``, so it works whatever executor runs the jobs.
+It uses the executor only through ``submit`` (with a job id it chose) and ``cancel``, and
+the job book through ``get``, ``artifact_path`` and ``epochs_since``, so it works whatever
+executor runs the jobs.
 Crash safety: a trial's job id is recorded in the sweep *before* the job is submitted under
 that id, and ``submit`` returns the existing job for an id it has; a pass that dies between
 the two submits the same job next time, so no job is orphaned and none runs twice.
@@ -22,13 +25,15 @@ import contextlib
 import json
 import logging
 import shutil
-from collections.abc import Callable
-from typing import Any
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from squarenet.store import ModelStore, write_json_atomic
 from trainer_service.errors import JobAlreadyFinished, JobNotFound, PlotNotFound, QueueFull
-from trainer_service.job_records import new_job_id, utc_now
-from trainer_service.jobs import Job, JobBook
+from trainer_service.runner.book import Job, JobBook
+from trainer_service.runner.records import new_job_id, utc_now
 from trainer_service.sweeps.errors import SweepAlreadyFinished, SweepNotFound
 from trainer_service.sweeps.records import (
     SweepFiles,
@@ -40,6 +45,9 @@ from trainer_service.sweeps.records import (
     sweep_model_name,
 )
 from trainer_service.sweeps.spec import SweepSpec, plan_trials, trial_params
+
+if TYPE_CHECKING:
+    from trainer_service.runner.executor import Executor
 
 _log = logging.getLogger("squarenet.trainer.sweeps")
 
@@ -53,9 +61,16 @@ STOP_CANCELLED = "cancelled"
 STOP_FAILED = "failed"
 FIT_FILE = "fit.png"
 EPOCHS_FILE = "epochs.json"
+TICK_SECONDS = 2.0  # the runner's periodic pass; a job's end triggers one at once
+_PASS = threading.local()  # a pass that cancels a job may hear of its end: no pass inside one
 
 
-def create_sweep(store: ModelStore, book: JobBook, spec: SweepSpec) -> SweepRecord:
+def sweep_files(executor: Executor) -> SweepFiles:
+    """The sweep records of the executor's store, locked the way its job book is."""
+    return SweepFiles(executor.book.store, local_lock=executor.book.local_lock)
+
+
+def create_sweep(executor: Executor, spec: SweepSpec) -> SweepRecord:
     """Plan every trial of ``spec`` (ValidationError when one cannot run), record it, start it."""
     sweep_id = new_sweep_id()
     planned = plan_trials(spec, sweep_model_name(sweep_id))
@@ -69,68 +84,109 @@ def create_sweep(store: ModelStore, book: JobBook, spec: SweepSpec) -> SweepReco
         ],
         created_at=utc_now(),
     )
-    files = SweepFiles(store)
-    with files.lock():
-        files.write(record)
+    files = sweep_files(executor)
+    files.write(record)  # a new file: no other writer knows this id yet
     _log.info("sweep %s created: %d trials", sweep_id, len(record.trials))
-    reconcile_sweeps(store, book)
+    if files.local_lock:
+        reconcile_sweeps(executor)
     return files.read(sweep_id) or record
 
 
-def request_cancel(store: ModelStore, book: JobBook, sweep_id: str) -> SweepRecord:
-    """Stop releasing trials and cancel the running ones; raise when already finished."""
-    files = SweepFiles(store)
-    with files.lock():
-        record = files.read(sweep_id)
-        if record is None:
-            raise SweepNotFound(sweep_id)
-        if record.state.finished:
-            raise SweepAlreadyFinished(f"sweep {sweep_id} has already finished: {record.state}")
-        if record.stop_reason is None:
-            record = record.model_copy(update={"stop_reason": STOP_CANCELLED})
-            files.write(record)
-            _log.info("sweep %s cancel requested", sweep_id)
-    reconcile_sweeps(store, book)
+def request_cancel(executor: Executor, sweep_id: str) -> SweepRecord:
+    """Leave a cancel request (no more trials, running ones cancelled); 409 when finished."""
+    files = sweep_files(executor)
+    record = files.read(sweep_id)
+    if record is None:
+        raise SweepNotFound(sweep_id)
+    if record.state.finished:
+        raise SweepAlreadyFinished(f"sweep {sweep_id} has already finished: {record.state}")
+    files.cancel_path(sweep_id).touch()
+    _log.info("sweep %s cancel requested", sweep_id)
+    if files.local_lock:
+        reconcile_sweeps(executor)
     return files.read(sweep_id) or record
 
 
-def reconcile_sweeps(store: ModelStore, book: JobBook) -> None:
+class SweepTicker:
+    """The job runner's side: a pass when a job ends, and one every ``TICK_SECONDS``."""
+
+    def __init__(self, store: ModelStore, executor: Executor) -> None:
+        self.store = store
+        self.executor = executor
+        self.next_pass = 0.0
+
+    def job_finished(self, job: Job) -> None:
+        """A job ended (the job book's listener): its sweep moves on now."""
+        if job.sweep_id is not None:
+            self.next_pass = 0.0
+            self.tick()
+
+    def tick(self) -> None:
+        """Run a pass when one is due; never let a failure reach the runner's loop."""
+        now = time.monotonic()
+        if now < self.next_pass:
+            return
+        self.next_pass = now + TICK_SECONDS
+        try:
+            reconcile_sweeps(self.executor)
+        except Exception:  # the store away, or a bug: the runner's own work goes on
+            _log.exception("sweep controller: pass failed, retrying")
+
+
+@contextlib.contextmanager
+def _one_pass() -> Iterator[bool]:
+    """True for the outermost pass of this thread, False inside one."""
+    if getattr(_PASS, "active", False):
+        yield False
+        return
+    _PASS.active = True
+    try:
+        yield True
+    finally:
+        _PASS.active = False
+
+
+def reconcile_sweeps(executor: Executor) -> None:
     """Bring every unfinished sweep one step closer to its end (idempotent; see the module)."""
-    files = SweepFiles(store)
+    files = sweep_files(executor)
     if not files.root.is_dir():
         return  # no sweep was ever made: the runner's periodic call costs one stat
-    with files.lock():
-        records = [record for record in files.records() if not record.settled]
-        if not records:
-            return
-        observed = [_guarded(_look, files, book, record) for record in records]
-        queued = sum(
-            trial.state is TrialState.QUEUED for record in observed for trial in record.trials
-        )
-        budget = max(1, int(book.max_queued * TRIAL_QUEUE_SHARE)) - queued
-        for before, current in zip(records, observed, strict=True):
-            try:
-                released, budget = _release(files, book, current, budget)
-                after = _settle(released)
-                if after != before:
-                    files.write(after)
-            except Exception:  # one sweep's trouble must not stop the others, nor the runner
-                _log.exception("sweep %s: reconcile failed, retrying on the next pass", before.id)
+    with _one_pass() as outermost:
+        if outermost:
+            with files.lock():
+                _pass(files, executor)
 
 
-def _look(files: SweepFiles, book: JobBook, record: SweepRecord) -> SweepRecord:
-    return _decide(files, book, _observe(book, record))
+def _pass(files: SweepFiles, executor: Executor) -> None:
+    records = [record for record in files.records() if not record.settled]
+    if not records:
+        return
+    observed = [_guarded(_look, files, executor, record) for record in records]
+    queued = sum(trial.state is TrialState.QUEUED for record in observed for trial in record.trials)
+    budget = max(1, int(executor.book.max_queued * TRIAL_QUEUE_SHARE)) - queued
+    for before, current in zip(records, observed, strict=True):
+        try:
+            released, budget = _release(files, executor, current, budget)
+            after = _settle(released)
+            if after != before:
+                files.write(after)
+        except Exception:  # one sweep's trouble must not stop the others, nor the runner
+            _log.exception("sweep %s: reconcile failed, retrying on the next pass", before.id)
+
+
+def _look(files: SweepFiles, executor: Executor, record: SweepRecord) -> SweepRecord:
+    return _decide(files, executor, _observe(executor, record))
 
 
 def _guarded(
-    step: Callable[[SweepFiles, JobBook, SweepRecord], SweepRecord],
+    step: Callable[[SweepFiles, Executor, SweepRecord], SweepRecord],
     files: SweepFiles,
-    book: JobBook,
+    executor: Executor,
     record: SweepRecord,
 ) -> SweepRecord:
     """``step`` of one sweep; on an error the sweep stays as it was until the next pass."""
     try:
-        return step(files, book, record)
+        return step(files, executor, record)
     except Exception:
         _log.exception("sweep %s: reconcile failed, retrying on the next pass", record.id)
         return record
@@ -139,19 +195,19 @@ def _guarded(
 # --- one sweep ------------------------------------------------------------------------------
 
 
-def _observe(book: JobBook, record: SweepRecord) -> SweepRecord:
+def _observe(executor: Executor, record: SweepRecord) -> SweepRecord:
     """Each released trial takes its job's state; finished ones keep its outcome."""
-    trials = [_observe_trial(book, record, trial) for trial in record.trials]
+    trials = [_observe_trial(executor, record, trial) for trial in record.trials]
     return record.model_copy(update={"trials": trials})
 
 
-def _observe_trial(book: JobBook, record: SweepRecord, trial: Trial) -> Trial:
+def _observe_trial(executor: Executor, record: SweepRecord, trial: Trial) -> Trial:
     if trial.job_id is None or trial.state.finished:
         return trial
     if not trial.submitted and record.stop_reason is None:
-        return _submit(book, record, trial)  # the intent of a pass that died: finish it
+        return _submit(executor, record, trial)  # the intent of a pass that died: finish it
     try:
-        job = book.get(trial.job_id)
+        job = executor.book.get(trial.job_id)
     except JobNotFound:
         if trial.submitted:
             return _ended(trial, TrialState.FAILED, error="its job record is gone")
@@ -192,19 +248,22 @@ def _follow(record: SweepRecord, trial: Trial, job: Job) -> Trial:
     return trial.model_copy(update=update)
 
 
-def _decide(files: SweepFiles, book: JobBook, record: SweepRecord) -> SweepRecord:
+def _decide(files: SweepFiles, executor: Executor, record: SweepRecord) -> SweepRecord:
     """Keep the books: started, too many failures, stopping; copy finished trials' artefacts."""
     for trial in record.trials:
         if trial.state.finished and trial.job_id is not None:
-            _keep_artefacts(files, book, record.id, trial)
+            _keep_artefacts(files, executor.book, record.id, trial)
     update: dict[str, Any] = {}
+    if record.stop_reason is None and files.cancel_path(record.id).exists():
+        update["stop_reason"] = STOP_CANCELLED
     if record.state is SweepState.QUEUED and any(
         trial.started_at is not None or trial.state.finished for trial in record.trials
     ):
         update.update(state=SweepState.RUNNING, started_at=utc_now())
     failed = sum(trial.state is TrialState.FAILED for trial in record.trials)
     limit = record.spec.maxFailedTrialCount
-    if record.stop_reason is None and limit is not None and failed > limit:
+    stopping = record.stop_reason or update.get("stop_reason")
+    if stopping is None and limit is not None and failed > limit:
         update.update(
             stop_reason=STOP_FAILED,
             message=f"{failed} trials failed, more than maxFailedTrialCount ({limit})",
@@ -212,18 +271,18 @@ def _decide(files: SweepFiles, book: JobBook, record: SweepRecord) -> SweepRecor
         _log.warning("sweep %s: %s; cancelling the rest", record.id, update["message"])
     record = record.model_copy(update=update)
     if record.stop_reason is not None:
-        record = record.model_copy(update={"trials": [_stop(book, t) for t in record.trials]})
+        record = record.model_copy(update={"trials": [_stop(executor, t) for t in record.trials]})
     return record
 
 
-def _stop(book: JobBook, trial: Trial) -> Trial:
+def _stop(executor: Executor, trial: Trial) -> Trial:
     """A trial of a stopping sweep: never released if PENDING, its job cancelled if active."""
     if trial.state is TrialState.PENDING:
         return _ended(trial, TrialState.CANCELLED)
     if not trial.state.active or trial.job_id is None:
         return trial
     try:
-        job = book.cancel(trial.job_id, timeout=0)  # the runner confirms later; we look again
+        job = executor.cancel(trial.job_id, wait=0)  # the runner confirms later; we look again
     except JobAlreadyFinished as exc:
         job = exc.job
     except JobNotFound:
@@ -238,7 +297,7 @@ def _stop(book: JobBook, trial: Trial) -> Trial:
 
 
 def _release(
-    files: SweepFiles, book: JobBook, record: SweepRecord, budget: int
+    files: SweepFiles, executor: Executor, record: SweepRecord, budget: int
 ) -> tuple[SweepRecord, int]:
     """Submit PENDING trials while the sweep's parallel slots and the queue budget allow."""
     if record.stop_reason is not None:
@@ -254,7 +313,7 @@ def _release(
         )
         record = _with_trial(record, intent)
         files.write(record)  # the intent first: a crash from here on resubmits the same id
-        submitted = _submit(book, record, intent)
+        submitted = _submit(executor, record, intent)
         record = _with_trial(record, submitted)
         if not submitted.submitted:
             break  # the queue is full: the intent stays and the next pass submits it
@@ -263,12 +322,12 @@ def _release(
     return record, budget
 
 
-def _submit(book: JobBook, record: SweepRecord, trial: Trial) -> Trial:
+def _submit(executor: Executor, record: SweepRecord, trial: Trial) -> Trial:
     """Submit the trial's job under its recorded id (idempotent); unchanged when the queue is full."""
     assert trial.job_id is not None  # noqa: S101 - only trials with an intent get here
     params = trial_params(record.spec, trial.assignments, record.model_name)
     try:
-        job = book.submit(params, job_id=trial.job_id, sweep_id=record.id)
+        job = executor.submit(params, job_id=trial.job_id, sweep_id=record.id)
     except QueueFull:
         return trial
     _log.info("sweep %s trial %d released as job %s", record.id, trial.number, job.id)

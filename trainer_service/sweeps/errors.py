@@ -6,8 +6,8 @@ the controller and the store code raise them without knowing about HTTP.
 
 from __future__ import annotations
 
+from trainer_service.api.problems import Problem
 from trainer_service.errors import TrainerError
-from trainer_service.problems import Problem
 
 
 class SweepError(TrainerError):

@@ -12,8 +12,8 @@ import json
 import time
 from collections.abc import Iterator
 
-from trainer_service.events import RETRY_MILLISECONDS, STREAMS_CLOSING, format_event
-from trainer_service.jobs import JobBook
+from trainer_service.api.events import RETRY_MILLISECONDS, STREAMS_CLOSING, format_event
+from trainer_service.runner.book import JobBook
 from trainer_service.sweeps.records import SweepFiles, TrialState
 from trainer_service.sweeps.views import live_trials, sweep_document, trial_document
 
@@ -44,7 +44,8 @@ def sweep_events(
             yield format_event("trial", _json(trial_document(record, trial)), event_id=counter)
             quiet_since = time.monotonic()
         if record.settled:
-            yield format_event("state", _json(sweep_document(record, trials)))
+            promotions = files.read_promotions(sweep_id)
+            yield format_event("state", _json(sweep_document(record, trials, promotions)))
             return
         if time.monotonic() - quiet_since >= keepalive:
             yield ": keep-alive\n\n"

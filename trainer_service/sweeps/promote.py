@@ -14,18 +14,18 @@ import logging
 import shutil
 
 from squarenet.store import METADATA_FILE, BrokenVersion, ModelStore, ModelVersion
-from trainer_service.job_records import utc_now
-from trainer_service.jobs import JobBook
+from trainer_service.runner.book import JobBook
+from trainer_service.runner.records import utc_now
 from trainer_service.sweeps.errors import NothingToPromote, SweepNotFinished, SweepNotFound
-from trainer_service.sweeps.records import Promotion, SweepFiles, SweepRecord
+from trainer_service.sweeps.records import Promotion, SweepFiles
 from trainer_service.sweeps.views import best_trial, live_trials
 
 _log = logging.getLogger("squarenet.trainer.sweeps")
 
 
-def promote_best(store: ModelStore, book: JobBook, sweep_id: str) -> tuple[SweepRecord, Promotion]:
+def promote_best(files: SweepFiles, book: JobBook, sweep_id: str) -> Promotion:
     """Publish the best trial's model as a new version of ``base.model_name``."""
-    files = SweepFiles(store)
+    store = files.store
     record = files.read(sweep_id)
     if record is None:
         raise SweepNotFound(sweep_id)
@@ -47,10 +47,8 @@ def promote_best(store: ModelStore, book: JobBook, sweep_id: str) -> tuple[Sweep
         version=published.version,
         promoted_at=utc_now(),
     )
-    with files.lock():
-        current = files.read(sweep_id) or record
-        record = current.model_copy(update={"promotions": [*current.promotions, promotion]})
-        files.write(record)
+    with files.lock():  # two promotions at once keep both entries (on one machine)
+        files.add_promotion(sweep_id, promotion)
     _log.info(
         "sweep %s trial %d promoted: %s version %d",
         sweep_id,
@@ -58,7 +56,7 @@ def promote_best(store: ModelStore, book: JobBook, sweep_id: str) -> tuple[Sweep
         target,
         published.version,
     )
-    return record, promotion
+    return promotion
 
 
 def _publish_copy(
@@ -92,9 +90,9 @@ def _publish_copy(
         shutil.rmtree(staging, ignore_errors=True)  # gone after a publish: its rename moved it
 
 
-def delete_sweep(store: ModelStore, sweep_id: str) -> None:
+def delete_sweep(files: SweepFiles, sweep_id: str) -> None:
     """Remove a finished sweep's record, its folder and its trials' model (never a promotion)."""
-    files = SweepFiles(store)
+    store = files.store
     with files.lock():
         record = files.read(sweep_id)
         if record is None:

@@ -2,16 +2,22 @@
 
 Layout under ``<store>/sweeps/``::
 
-    <id>.json                  the record (``SweepRecord``), replaced atomically on every change
+    <id>.json                  the record (``SweepRecord``), written by the controller only
+    <id>.cancel                a client's cancel request, turned into the record's stop reason
+    <id>/promotions.json       the versions promoted from it (written by the API)
     <id>/trial-<n>/fit.png     a finished trial's figure and epoch history, copied from its job
     <id>/trial-<n>/epochs.json   so the sweep's plots outlive the job book's forgetting
     <id>/plots/<name>-<k>.png  drawn plots, cached by the number of finished trials
-    .lock                      every change of a sweep happens under it
+    .lock                      (``local`` executor) the lock every controller pass takes
 
 Sweep ids look like ``20261130-134800-3f9a1c2b``: lowercase so that ``sweep-<id>`` is a valid
 model name, sorted by creation time; text of any other shape is an unknown sweep, so no
-request builds a path from client text. The lock is the job book's kind (``fcntl`` plus a
-thread lock); the controller takes it before the job book's, never the other way round.
+request builds a path from client text. Only the controller rewrites a record, so the API
+never races it: a create writes a new file, a cancel leaves a marker, a promotion its own
+file. With the ``local`` executor the controller may run in any process of the machine and
+takes the lock (``flock`` plus a thread lock, before the job book's, never the other way
+round); with ``kubernetes`` it runs only on the replica elected to finalize jobs and takes
+no lock on the shared volume (no NFS lock anywhere).
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from squarenet.store import SWEEPS_DIR, ModelStore, write_json_atomic
 from trainer_service.sweeps.spec import SweepSpec, Value
@@ -124,7 +130,6 @@ class SweepRecord(BaseModel):
     finished_at: str | None = None
     stop_reason: str | None = None  # set when cancelled or failed: no trial is released after
     message: str | None = None
-    promotions: list[Promotion] = []
 
     @property
     def model_name(self) -> str:
@@ -139,6 +144,9 @@ class SweepRecord(BaseModel):
     def settled(self) -> bool:
         """Final, and every trial with it: nothing will change again."""
         return self.state.finished and all(trial.state.finished for trial in self.trials)
+
+
+_PROMOTIONS = TypeAdapter(list[Promotion])
 
 
 def sweep_model_name(sweep_id: str) -> str:
@@ -171,22 +179,49 @@ def _thread_lock(path: Path) -> threading.Lock:
 class SweepFiles:
     """Paths, the lock and plain reads and writes of sweep records; no policy."""
 
-    def __init__(self, store: ModelStore) -> None:
+    def __init__(self, store: ModelStore, *, local_lock: bool = True) -> None:
         self.store = store
         self.root = store.root / SWEEPS_DIR
+        self.local_lock = local_lock
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
-        """Hold the sweeps lock: every change of a sweep happens inside it."""
+        """Hold the sweeps lock (a thread lock only when ``local_lock`` is off)."""
         self.root.mkdir(parents=True, exist_ok=True)
         path = self.root / LOCK_FILE
         with _thread_lock(path):
+            if not self.local_lock:
+                yield
+                return
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o660)
             try:
-                fcntl.lockf(fd, fcntl.LOCK_EX)
+                fcntl.flock(fd, fcntl.LOCK_EX)
                 yield
             finally:
                 os.close(fd)
+
+    def cancel_path(self, sweep_id: str) -> Path:
+        """Present once a client asked to cancel the sweep."""
+        return self.root / f"{sweep_id}.cancel"
+
+    def promotions_path(self, sweep_id: str) -> Path:
+        """The versions promoted from the sweep, newest last."""
+        return self.folder(sweep_id) / "promotions.json"
+
+    def read_promotions(self, sweep_id: str) -> list[Promotion]:
+        """Every promotion of the sweep (none when the file is missing or unreadable)."""
+        try:
+            return _PROMOTIONS.validate_json(self.promotions_path(sweep_id).read_bytes())
+        except (OSError, ValidationError):
+            return []
+
+    def add_promotion(self, sweep_id: str, promotion: Promotion) -> None:
+        """Append a promotion (replaces the file atomically)."""
+        promotions = [*self.read_promotions(sweep_id), promotion]
+        self.folder(sweep_id).mkdir(parents=True, exist_ok=True)
+        write_json_atomic(
+            self.promotions_path(sweep_id), _PROMOTIONS.dump_python(promotions, mode="json")
+        )
 
     def record_path(self, sweep_id: str) -> Path:
         """The sweep's JSON record."""
@@ -219,8 +254,9 @@ class SweepFiles:
         write_json_atomic(self.record_path(record.id), record.model_dump(mode="json"))
 
     def remove(self, sweep_id: str) -> None:
-        """Forget a sweep: the record first (readers see it gone), then its folder."""
+        """Forget a sweep: the record first (readers see it gone), then the rest."""
         self.record_path(sweep_id).unlink(missing_ok=True)
+        self.cancel_path(sweep_id).unlink(missing_ok=True)
         shutil.rmtree(self.folder(sweep_id), ignore_errors=True)
 
     def ids(self) -> list[str]:

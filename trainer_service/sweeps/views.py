@@ -15,8 +15,8 @@ from typing import Any
 
 from squarenet.limits import mse_limit
 from trainer_service.errors import JobNotFound
-from trainer_service.jobs import JobBook
-from trainer_service.sweeps.records import SweepRecord, Trial, TrialState
+from trainer_service.runner.book import JobBook
+from trainer_service.sweeps.records import Promotion, SweepRecord, Trial, TrialState
 from trainer_service.sweeps.spec import trial_params
 
 
@@ -102,7 +102,9 @@ def trial_document(record: SweepRecord, trial: Trial) -> dict[str, Any]:
     }
 
 
-def sweep_document(record: SweepRecord, trials: list[Trial]) -> dict[str, Any]:
+def sweep_document(
+    record: SweepRecord, trials: list[Trial], promotions: list[Promotion]
+) -> dict[str, Any]:
     """``GET /v1/sweeps/{id}``: state, effective spec, trial counts, the current best."""
     tally = {state: 0 for state in TrialState}
     for trial in trials:
@@ -139,7 +141,7 @@ def sweep_document(record: SweepRecord, trials: list[Trial]) -> dict[str, Any]:
         "trialsFailed": tally[TrialState.FAILED],
         "trialsCancelled": tally[TrialState.CANCELLED],
         "currentOptimalTrial": optimal,
-        "promotions": [promotion.model_dump(mode="json") for promotion in record.promotions],
+        "promotions": [promotion.model_dump(mode="json") for promotion in promotions],
     }
 
 

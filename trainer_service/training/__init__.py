@@ -35,6 +35,10 @@ def _never_report(report: EpochReport) -> None:
     """Default ``on_epoch``: progress goes nowhere."""
 
 
+def _nothing() -> None:
+    """Default ``before_publish``: publish without a last check."""
+
+
 def _never_stop() -> bool:
     """Default ``should_stop``: run every planned epoch."""
     return False
@@ -48,12 +52,16 @@ def train_and_publish(
     artifacts_dir: Path,
     on_epoch: Callable[[EpochReport], None] = _never_report,
     should_stop: Callable[[], bool] = _never_stop,
+    staging: Path | None = None,
+    before_publish: Callable[[], None] = _nothing,
 ) -> TrainingOutcome:
     """Train the article's network, export SavedModel + model.tflite, publish a version.
 
     Writes loss.png and fit.png into ``artifacts_dir``. Raises TrainingCancelled (leaving no
     version and no staging folder) when ``should_stop`` returns True between epochs, and
-    TrainingDiverged when the loss stops being finite.
+    TrainingDiverged when the loss stops being finite. ``staging`` is the folder the version
+    is written into before it is published (a new hidden one in the model's folder if None);
+    ``before_publish`` may raise to stop the publishing at the last moment.
     """
     # TensorFlow's C++ INFO and WARNING lines would interleave with the job's one-line
     # events; a caller that wants them sets TF_CPP_MIN_LOG_LEVEL itself.
@@ -68,4 +76,6 @@ def train_and_publish(
         artifacts_dir=artifacts_dir,
         on_epoch=on_epoch,
         should_stop=should_stop,
+        staging=staging,
+        before_publish=before_publish,
     )

@@ -24,6 +24,7 @@ from trainer_service.training.data import make_data
 from trainer_service.training.evaluate import model_metrics
 from trainer_service.training.export import export_model, load_saved_model
 from trainer_service.training.fit import FitResult, fit, use_one_intra_op_thread
+from trainer_service.training.fit_curve import FIT_DATA, fit_curve, write_fit_curve
 from trainer_service.training.model import build_model
 from trainer_service.training.plots import FIT_PLOT, LOSS_PLOT, plot_fit, plot_loss
 from trainer_service.training.reports import (
@@ -63,6 +64,8 @@ def run_training(
     artifacts_dir: Path,
     on_epoch: Callable[[EpochReport], None],
     should_stop: Callable[[], bool],
+    staging: Path | None = None,
+    before_publish: Callable[[], None] = lambda: None,
 ) -> TrainingOutcome:
     """See ``trainer_service.training.train_and_publish``."""
     tf_log = logging.getLogger("tensorflow")
@@ -78,8 +81,10 @@ def run_training(
         _describe(params),
         ", one intra-op thread" if single_threaded else "",
     )
+    clock = _Phases()
     data = make_data(params, streams.data)
     model = build_model(params, streams.init)
+    clock.lap("prepare")
     result = fit(model, data, params, streams.order, on_epoch=on_epoch, should_stop=should_stop)
     log.info(
         "job %s: %d epochs trained in %.2f s, last loss %.6g",
@@ -88,18 +93,22 @@ def run_training(
         result.seconds,
         result.history[-1].loss,
     )
-
-    staging = store.staging_dir(params.model_name, tag=job_id)
+    clock.lap("train")
+    if staging is None:
+        staging = store.staging_dir(params.model_name, tag=job_id)
     try:
-        export_started = time.perf_counter()
         export_model(model, staging)
-        export_seconds = time.perf_counter() - export_started
+        export_seconds = clock.lap("export")
         predict = load_saved_model(staging)
         metrics = model_metrics(predict, data, params.domain)
         _check_finite(metrics)
+        clock.lap("measure")
         artifacts_dir.mkdir(parents=True, exist_ok=True)
         plot_loss(result.history, artifacts_dir / LOSS_PLOT)
         plot_fit(predict, data, params.domain, artifacts_dir / FIT_PLOT, streams.plots)
+        curve = fit_curve(predict, data, params.domain, streams.plots)
+        write_fit_curve(curve, artifacts_dir / FIT_DATA)
+        clock.lap("plots")
         metadata = _metadata(
             params,
             job_id=job_id,
@@ -108,8 +117,10 @@ def run_training(
             metrics=metrics,
             export_seconds=export_seconds,
         )
+        metadata["timings"]["phases"] = clock.laps
         if should_stop():  # a cancel that arrived while exporting still wins
             raise TrainingCancelled(f"job {job_id} cancelled before publishing")
+        before_publish()
         version = store.publish_version(staging, metadata, params.model_name)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -123,6 +134,21 @@ def run_training(
         metrics["mse_out_of_domain"],
     )
     return TrainingOutcome(version, {**metrics, "train_seconds": result.seconds})
+
+
+class _Phases:
+    """Seconds spent in each phase of a job, for metadata.json and the benchmarks."""
+
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self.mark = time.perf_counter()
+
+    def lap(self, name: str) -> float:
+        """Close the phase ``name`` now; its seconds."""
+        now = time.perf_counter()
+        self.laps[name] = round(now - self.mark, 4)
+        self.mark = now
+        return self.laps[name]
 
 
 def _metadata(

@@ -1,0 +1,81 @@
+// Every published version: metrics, ok or broken (with the reason), the newest marked,
+// and its labels when the API reports them.
+
+import { getJson } from "../api.js";
+import { badge, h, jobLink, notice, number, when } from "../format.js";
+
+/** Labels of one version, whichever shape the API gives them in. */
+function labelsOf(entry, listing) {
+  const found = [];
+  const add = (mapping) => {
+    if (!mapping || typeof mapping !== "object") return;
+    if (Array.isArray(mapping)) {
+      found.push(...mapping.map(String));
+      return;
+    }
+    for (const [label, version] of Object.entries(mapping)) {
+      if (Number(version) === entry.version) found.push(label);
+    }
+  };
+  add(entry.labels);  // per entry: ["stable"] or {"stable": 3}
+  if (listing.labels && typeof listing.labels === "object" && !Array.isArray(listing.labels)) {
+    add(listing.labels[entry.model_name]);  // per model: {"square": {"stable": 3}}
+  }
+  return [...new Set(found)].sort();
+}
+
+export async function renderModels(main, query) {
+  document.title = "Models · squarenet";
+  const listing = await getJson("/v1/models");
+  const entries = listing.models || [];
+  main.append(h("h1", {}, "Models"));
+  if (!entries.length) {
+    main.append(notice("No version has been published yet: submit a job on the Jobs page."));
+    return undefined;
+  }
+  const byModel = new Map();
+  for (const entry of entries) {
+    if (!byModel.has(entry.model_name)) byModel.set(entry.model_name, []);
+    byModel.get(entry.model_name).push(entry);
+  }
+  const focusModel = query.get("model");
+  const focusVersion = Number(query.get("version"));
+  let focusRow = null;
+  for (const [name, versions] of byModel) {
+    versions.sort((a, b) => b.version - a.version);
+    const newest = versions.find((v) => v.status === "ok");
+    const tbody = h("tbody");
+    for (const entry of versions) {
+      const meta = entry.metadata || {};
+      const metrics = meta.metrics || {};
+      const marks = [badge(entry.status)];
+      if (entry === newest) marks.push(" ", badge("newest", "newest"));
+      for (const label of labelsOf(entry, listing)) marks.push(" ", badge(label, "label"));
+      const row = h("tr", { id: `version-${name}-${entry.version}`, "data-version": entry.version, "data-status": entry.status, tabindex: "-1" },
+        h("th", { scope: "row" }, `v${entry.version}`),
+        h("td", {}, ...marks, entry.status === "broken" ? h("span", { className: "reason" }, ` ${entry.reason}`) : ""),
+        h("td", { className: "muted" }, when(meta.created_at)),
+        h("td", {}, meta.job_id ? (/^\d{8}T\d{6}Z-[0-9a-f]{8}$/.test(meta.job_id) ? jobLink(meta.job_id) : meta.job_id) : "–"),
+        h("td", { className: "num" }, number(metrics.mse_in_domain)),
+        h("td", { className: "num" }, number(metrics.mse_out_of_domain)),
+        h("td", { className: "num" }, number(metrics.val_loss)),
+        h("td", { className: "mono" }, meta.domain ? `[${meta.domain.map((d) => number(d)).join(", ")}]` : "–"));
+      if (name === focusModel && entry.version === focusVersion) {
+        row.classList.add("best");
+        focusRow = row;
+      }
+      tbody.append(row);
+    }
+    main.append(h("section", { "aria-labelledby": `model-${name}` },
+      h("h2", { id: `model-${name}` }, `${name} `, h("span", { className: "muted" }, `(${versions.length} versions)`)),
+      h("table", {},
+        h("thead", {}, h("tr", {}, ...["version", "status", "created", "job", "mse_in_domain", "mse_out_of_domain", "val_loss", "domain"].map(
+          (title, i) => h("th", { scope: "col", className: i >= 4 && i <= 6 ? "num" : "" }, title)))),
+        tbody)));
+  }
+  if (focusRow) {
+    focusRow.scrollIntoView({ block: "center" });
+    focusRow.focus();
+  }
+  return undefined;
+}

@@ -1,0 +1,333 @@
+"""The job book: every job's record on the store, and the one place its state changes.
+
+Readers (the REST API, any worker of any replica) read records and the progress files the
+jobs' processes write. A record is written at submit (QUEUED) and then only by ``start`` and
+``finish``, which the executor's runner calls: the local runner process, or the one trainer
+replica elected to finalize Kubernetes Jobs. ``finish`` is where a job's end is decided and
+observed: it fences the job's publishing (``fence``), settles its final state, and tells
+the ``on_finished`` listeners (a sweep controller, for one).
+
+Finished jobs are history: the book keeps the newest ``keep_finished`` of them and forgets
+older ones (record, progress, figures) when a job is submitted. The models those jobs
+published stay: versions are the store's, not the job book's.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import fcntl
+import logging
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from squarenet.store import ModelStore
+from trainer_service.errors import JobAlreadyFinished, JobNotFound, PlotNotFound, QueueFull
+from trainer_service.params import TrainingParams
+from trainer_service.runner import fence
+from trainer_service.runner.records import (
+    ARTIFACT_NAMES,
+    Job,
+    JobFiles,
+    JobState,
+    Progress,
+    finite_or_none,
+    is_job_id,
+    new_job_id,
+    utc_now,
+)
+
+__all__ = ["Ending", "Job", "JobBook", "JobState", "Progress"]
+
+DEFAULT_MAX_QUEUED = 16
+DEFAULT_KEEP_FINISHED = 1000
+SHUTDOWN_ERROR = "interrupted: trainer shutting down"
+_WAIT_POLL_SECONDS = 0.05
+_log = logging.getLogger("trainer_service.runner")
+_THREAD_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Ending:
+    """Why the runner ends a job; ``finish`` turns it into the final state.
+
+    ``kind`` is ``exited`` (the process ended by itself: its report decides), ``cancelled``,
+    ``time_limit`` or ``failed`` (lost, killed, interrupted: ``reason`` says how).
+    """
+
+    kind: str
+    reason: str = ""
+
+
+EXITED = Ending("exited")
+CANCELLED = Ending("cancelled")
+TIME_LIMIT = Ending("time_limit")
+
+
+class JobBook:
+    """Submit, read and settle jobs kept on the store."""
+
+    def __init__(
+        self,
+        store: ModelStore,
+        *,
+        max_queued: int = DEFAULT_MAX_QUEUED,
+        keep_finished: int = DEFAULT_KEEP_FINISHED,
+        local_lock: bool = True,
+    ) -> None:
+        if max_queued < 1 or keep_finished < 1:
+            raise ValueError("max_queued and keep_finished must be at least 1")
+        self.store = store
+        self.max_queued = max_queued
+        self.keep_finished = keep_finished
+        self.local_lock = local_lock
+        self.files = JobFiles(store)
+        self.on_finished: list[Callable[[Job], None]] = []
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Serialise state changes between the processes of one machine (``local``).
+
+        The ``kubernetes`` executor has a single writer of states (the elected finalizer)
+        and takes no lock on a shared volume.
+        """
+        if not self.local_lock:
+            yield
+            return
+        self.files.root.mkdir(parents=True, exist_ok=True)
+        with _THREAD_LOCK:
+            fd = os.open(self.files.root / ".lock", os.O_RDWR | os.O_CREAT, 0o660)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                yield
+            finally:
+                os.close(fd)
+
+    # --- submit --------------------------------------------------------------------------
+
+    def new_job(
+        self, params: TrainingParams, *, job_id: str | None = None, sweep_id: str | None = None
+    ) -> Job:
+        """A QUEUED job not yet recorded; raise QueueFull when ``max_queued`` jobs wait.
+
+        ``job_id`` (from ``new_job_id``) lets a caller name the job before it exists, so it
+        can submit again after a crash (see ``submit``); ``sweep_id`` marks a sweep's trial.
+        """
+        if job_id is not None and not is_job_id(job_id):
+            raise ValueError(f"not a job id: {job_id!r}")
+        if self.count(JobState.QUEUED) >= self.max_queued:
+            raise QueueFull(self.max_queued)
+        return Job(
+            id=job_id or new_job_id(),
+            state=JobState.QUEUED,
+            params=params,
+            progress=Progress(epoch=0, epochs=params.epochs),
+            created_at=utc_now(),
+            sweep_id=sweep_id,
+        )
+
+    def record(self, job: Job) -> None:
+        """Write a new job's record, then forget the oldest finished jobs beyond the bound."""
+        self.files.write(job)
+        self._forget_oldest_finished()
+        _log.info("job %s queued: %s", job.id, job.params.model_dump_json())
+
+    def submit(
+        self, params: TrainingParams, *, job_id: str | None = None, sweep_id: str | None = None
+    ) -> Job:
+        """Record a new QUEUED job (bound checked under the local lock).
+
+        A job id the book already has returns that job unchanged: submitting a named job
+        again never makes a second one.
+        """
+        with self.lock():
+            if job_id is not None and (existing := self.files.read(job_id)) is not None:
+                return existing
+            job = self.new_job(params, job_id=job_id, sweep_id=sweep_id)
+            self.record(job)
+        return job
+
+    def _forget_oldest_finished(self) -> None:
+        records = [job for job_id in self.files.record_ids() if (job := self.files.read(job_id))]
+        finished = [job for job in records if job.state.finished]  # oldest first
+        for job in finished[: max(0, len(finished) - self.keep_finished)]:
+            self.files.record_path(job.id).unlink(missing_ok=True)  # gone for readers first
+            shutil.rmtree(self.files.job_dir(job.id), ignore_errors=True)
+            fence.forget(self.store, job.params.model_name, job.id)
+            _log.info("job %s forgotten: more than %d finished jobs", job.id, self.keep_finished)
+
+    # --- read ----------------------------------------------------------------------------
+
+    def get(self, job_id: str) -> Job:
+        """The job as it is now (a RUNNING job's progress from its process's report)."""
+        record = self._record(job_id)
+        if record.state is JobState.RUNNING:
+            epoch = self.files.read_report(job_id).last_epoch
+            if epoch > record.progress.epoch:
+                progress = Progress(epoch=epoch, epochs=record.progress.epochs)
+                return record.model_copy(update={"progress": progress})
+        return record
+
+    def list(self) -> builtins.list[Job]:
+        """Every job, newest first."""
+        jobs = [job for job_id in self.files.record_ids() if (job := self.files.read(job_id))]
+        jobs = [self.get(job.id) if job.state is JobState.RUNNING else job for job in jobs]
+        jobs.sort(key=lambda job: (job.created_at, job.id), reverse=True)
+        return jobs
+
+    def unfinished(self) -> builtins.list[Job]:
+        """QUEUED and RUNNING jobs, oldest first."""
+        jobs = [job for job_id in self.files.record_ids() if (job := self.files.read(job_id))]
+        return sorted(
+            (job for job in jobs if not job.state.finished),
+            key=lambda job: (job.created_at, job.id),
+        )
+
+    def count(self, state: JobState) -> int:
+        """How many jobs are in ``state``."""
+        return self.counts()[state]
+
+    def counts(self) -> dict[JobState, int]:
+        """How many jobs are in each state (every state present, zeros included)."""
+        tally = dict.fromkeys(JobState, 0)
+        for job_id in self.files.record_ids():
+            record = self.files.read(job_id)
+            if record is not None:
+                tally[record.state] += 1
+        return tally
+
+    def epochs_since(self, job_id: str, after: int) -> builtins.list[dict[str, float | None]]:
+        """Finished epochs numbered above ``after``: {"epoch", "loss", "val_loss"} each."""
+        self._record(job_id)
+        return [
+            {
+                "epoch": row["epoch"],
+                "loss": finite_or_none(row.get("loss")),
+                "val_loss": finite_or_none(row.get("val_loss")),
+            }
+            for row in self.files.read_report(job_id).epochs
+            if row["epoch"] > after
+        ]
+
+    def artifact_path(self, job_id: str, name: str) -> Path:
+        """Where a figure of the job is (``loss.png``, ``fit.png``), once it is drawn."""
+        self._record(job_id)
+        path = self.files.job_dir(job_id) / name
+        if name not in ARTIFACT_NAMES or not path.is_file():
+            raise PlotNotFound(job_id, name)
+        return path
+
+    def _record(self, job_id: str) -> Job:
+        record = self.files.read(job_id)
+        if record is None:
+            raise JobNotFound(job_id)
+        return record
+
+    # --- cancel (asked by the API, carried out by the runner) -----------------------------
+
+    def request_cancel(self, job_id: str) -> Job:
+        """Leave a cancel request for the runner; raise JobAlreadyFinished when it ended."""
+        record = self._record(job_id)
+        if record.state.finished:
+            raise JobAlreadyFinished(record)
+        path = self.files.cancel_path(job_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
+        _log.info("job %s cancel requested", job_id)
+        return record
+
+    def cancel_requested(self, job_id: str) -> bool:
+        """True when a client asked to cancel this job."""
+        return self.files.cancel_path(job_id).exists()
+
+    def wait_until_finished(self, job_id: str, timeout: float) -> Job:
+        """The job once final, or as it is after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.get(job_id)
+            if job.state.finished or time.monotonic() >= deadline:
+                return job
+            time.sleep(_WAIT_POLL_SECONDS)
+
+    # --- the runner's state changes: the only writes after submit --------------------------
+
+    def start(self, job_id: str) -> Job | None:
+        """QUEUED -> RUNNING; None when the job is no longer QUEUED."""
+        with self.lock():
+            record = self.files.read(job_id)
+            if record is None or record.state is not JobState.QUEUED:
+                return None
+            record = record.model_copy(update={"state": JobState.RUNNING, "started_at": utc_now()})
+            self.files.write(record)
+        _log.info("job %s started", job_id)
+        return record
+
+    def finish(self, job_id: str, ending: Ending, *, only_if: JobState | None = None) -> Job | None:
+        """Fence the job's publishing, record its final state, tell the listeners.
+
+        A version the job published before it was stopped makes it SUCCEEDED whatever the
+        ending; otherwise the ending decides, and for a process that ended by itself its
+        own report. Return None when the job was final already (or not in ``only_if``).
+        """
+        with self.lock():
+            record = self.files.read(job_id)
+            if record is None or record.state.finished:
+                return None
+            if only_if is not None and record.state is not only_if:
+                return None
+            model_name = record.params.model_name
+            report = self.files.read_report(job_id)
+            result = report.result or {}
+            if result.get("result") != "succeeded":
+                fence.revoke(self.store, model_name, job_id)
+            update: dict[str, Any] = {"finished_at": utc_now()}
+            if report.epochs:
+                update["progress"] = Progress(epoch=report.last_epoch, epochs=record.params.epochs)
+            published = fence.published_version(self.store, model_name, job_id)
+            if published is not None:
+                update.update(state=JobState.SUCCEEDED, model_version=published[0])
+                update["metrics"] = _metrics(result.get("metrics")) or published[1]
+            elif ending.kind == "cancelled":
+                update.update(state=JobState.CANCELLED)
+            elif ending.kind == "time_limit":
+                update.update(state=JobState.FAILED, error=time_limit_error(record.params))
+            elif result.get("result") == "failed" and ending.kind == "exited":
+                update.update(state=JobState.FAILED, error=str(result.get("error")))
+            elif result.get("result") == "cancelled" and ending.kind == "exited":
+                update.update(state=JobState.CANCELLED)
+            else:
+                update.update(state=JobState.FAILED, error=ending.reason or "training ended early")
+            if record.started_at is None:
+                update["started_at"] = update["finished_at"]
+            record = record.model_copy(update=update)
+            self.files.write(record)
+        outcome = record.error or (
+            f"version {record.model_version}" if record.model_version else ""
+        )
+        _log.info("job %s %s%s", job_id, record.state, f": {outcome}" if outcome else "")
+        for listener in self.on_finished:  # the one place a job's end is observed
+            try:
+                listener(record)
+            except Exception:
+                _log.exception("job %s: a listener of finished jobs failed", job_id)
+        return record
+
+
+def time_limit_error(params: TrainingParams) -> str:
+    """The error of a job stopped by its time limit."""
+    return (
+        f"time limit exceeded: the job ran longer than max_train_seconds="
+        f"{params.max_train_seconds} s and was stopped; nothing was published"
+    )
+
+
+def _metrics(raw: object) -> dict[str, float]:
+    if not isinstance(raw, dict):
+        return {}
+    return {str(k): v for k, value in raw.items() if (v := finite_or_none(value)) is not None}

@@ -1,0 +1,80 @@
+"""The executor seam: how the API hands jobs to whatever runs them, and the runner process.
+
+``--executor local`` (one machine) runs jobs in child processes of the trainer's runner;
+``--executor kubernetes`` makes each job a ``batch/v1`` Job on the cluster. The API talks to
+either through ``Executor``; the runner process (``python -m trainer_service.runner``,
+started by ``squarenet-trainer`` next to gunicorn) runs the executor's loop.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from squarenet.store import ModelStore
+from trainer_service.params import TrainingParams
+from trainer_service.runner.book import Job, JobBook
+from trainer_service.settings import Settings
+from trainer_service.sweeps.controller import SweepTicker
+
+
+class Executor(Protocol):
+    """What the REST API asks of an executor."""
+
+    book: JobBook
+
+    def submit(
+        self, params: TrainingParams, *, job_id: str | None = None, sweep_id: str | None = None
+    ) -> Job:
+        """Record a job and have it run; raise QueueFull when too many wait.
+
+        A ``job_id`` already recorded returns that job (a named submit is idempotent).
+        """
+
+    def cancel(self, job_id: str, *, wait: float | None = None) -> Job:
+        """The job CANCELLED, or as it is when the runner has not confirmed within ``wait``
+        seconds (None: the trainer's cancel wait)."""
+
+
+def make_book(settings: Settings, store: ModelStore) -> JobBook:
+    """The job book of this trainer's executor."""
+    return JobBook(
+        store,
+        max_queued=settings.max_queued_jobs,
+        keep_finished=settings.keep_finished_jobs,
+        local_lock=settings.executor == "local",
+    )
+
+
+def make_executor(settings: Settings, store: ModelStore) -> Executor:
+    """The executor the settings name, for the API's side."""
+    return executor_for(settings, make_book(settings, store))
+
+
+def executor_for(settings: Settings, book: JobBook) -> Executor:
+    """The settings' executor over ``book`` (the runner's own, for its sweep controller)."""
+    if settings.executor == "kubernetes":
+        from trainer_service.runner.kubernetes import KubernetesExecutor  # noqa: PLC0415
+
+        return KubernetesExecutor(book, settings)
+    from trainer_service.runner.local import LocalExecutor  # noqa: PLC0415
+
+    return LocalExecutor(book, settings.cancel_wait)
+
+
+def run_runner(settings: Settings) -> int:
+    """The runner process's loop for the settings' executor; its exit status.
+
+    The sweep controller runs here: whenever a job ends (``on_finished``) and on the loop's
+    periodic ``sweeps`` call, so trials are released by whoever settles jobs.
+    """
+    store = ModelStore(settings.model_store)
+    book = make_book(settings, store)
+    sweeps = SweepTicker(store, executor_for(settings, book))
+    book.on_finished.append(sweeps.job_finished)
+    if settings.executor == "kubernetes":
+        from trainer_service.runner.kubernetes import Finalizer  # noqa: PLC0415
+
+        return Finalizer(book, settings, sweeps=sweeps.tick).run()
+    from trainer_service.runner.local import LocalRunner  # noqa: PLC0415
+
+    return LocalRunner(book, settings.max_concurrent_jobs, sweeps=sweeps.tick).run()

@@ -1,0 +1,141 @@
+"""The publish fence: a job that was cancelled, timed out or lost never publishes afterwards.
+
+A job's process writes its version into one staging folder with a fixed name,
+``<model>/.tmp-<job id>-run`` (``claim``), and publishes by renaming that folder to the next
+version number (``ModelStore.publish_version``). Whoever ends the job without success
+revokes it (``revoke``): it leaves the mark ``.tmp-<job id>-revoked`` and then renames the
+staging folder away. Both sides act on the same names with single ``mkdir``s, renames and
+lookups, which the file system applies one after the other; no lock is taken and no clock is
+compared:
+
+- revoked before the claim: the process sees the mark right after its ``mkdir`` and stops;
+- revoked while it writes: its folder is gone, so its writes and its final rename fail; a
+  folder of the same name made again meanwhile (TensorFlow's writer creates missing
+  folders) is another inode, which ``check`` refuses just before publishing;
+- published before the revocation: the version stands and the job counts as SUCCEEDED
+  (``published_version`` finds it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import secrets
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from squarenet.store import TMP_PREFIX, BrokenVersion, ModelStore
+
+_PUBLISHED_LOOKBACK = 20
+_JOB_STAGING = re.compile(
+    "^" + re.escape(TMP_PREFIX) + r"([0-9]{8}T[0-9]{6}Z-[0-9a-f]{8})-"
+)  # versions searched for a job's own, newest first
+
+
+class Revoked(Exception):
+    """The job's staging name is fenced: this process must not publish."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A job's right to publish from its staging folder, as long as nobody revoked it."""
+
+    path: Path
+    mark: Path
+    inode: int
+
+    def check(self) -> None:
+        """Raise Revoked unless the staging folder is still ours and unrevoked."""
+        try:
+            same = os.stat(self.path).st_ino == self.inode
+        except FileNotFoundError:
+            same = False
+        if not same or self.mark.exists():
+            raise Revoked("the job was stopped: it may no longer publish")
+
+
+def staging_path(store: ModelStore, model_name: str, job_id: str) -> Path:
+    """The one staging folder a job may publish from."""
+    return store.model_dir(model_name) / f"{TMP_PREFIX}{job_id}-run"
+
+
+def revoked_mark(store: ModelStore, model_name: str, job_id: str) -> Path:
+    """Present once the job was revoked."""
+    return store.model_dir(model_name) / f"{TMP_PREFIX}{job_id}-revoked"
+
+
+def claim(store: ModelStore, model_name: str, job_id: str) -> Claim:
+    """The job's side: create its staging folder, or raise Revoked when it was fenced."""
+    path = staging_path(store, model_name, job_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir()
+    except FileExistsError:
+        raise Revoked(f"job {job_id} has a staging folder already") from None
+    found = Claim(path, revoked_mark(store, model_name, job_id), path.stat().st_ino)
+    found.check()
+    return found
+
+
+def revoke(store: ModelStore, model_name: str, job_id: str) -> None:
+    """The finalizer's side: after this returns, the job can never publish."""
+    mark = revoked_mark(store, model_name, job_id)
+    try:
+        mark.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        return  # no model folder can exist there, so no staging folder either
+    mark.touch()
+    path = staging_path(store, model_name, job_id)
+    away = path.with_name(f"{TMP_PREFIX}{job_id}-discarded-{secrets.token_hex(4)}")
+    try:
+        os.rename(path, away)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(away, ignore_errors=True)  # a half-written version nobody can publish now
+
+
+def forget(store: ModelStore, model_name: str, job_id: str) -> None:
+    """Remove what the fence left of a job whose processes are gone for good (retention)."""
+    with contextlib.suppress(OSError, ValueError):
+        revoked_mark(store, model_name, job_id).unlink()
+        shutil.rmtree(staging_path(store, model_name, job_id), ignore_errors=True)
+
+
+def sweep(store: ModelStore, running: set[str]) -> None:
+    """Remove what jobs not in ``running`` left in the model folders (after a crash)."""
+    for model_name in store.model_names():
+        with contextlib.suppress(OSError):
+            for entry in store.model_dir(model_name).iterdir():
+                match = _JOB_STAGING.match(entry.name)
+                if match is None or match.group(1) in running:
+                    continue  # another publisher's folder, or a live job's
+                if entry.is_dir():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
+
+
+def published_version(
+    store: ModelStore, model_name: str, job_id: str
+) -> tuple[int, dict[str, float]] | None:
+    """The version this job published and its metrics, if it got that far."""
+    try:
+        versions = store.list_versions(model_name)
+    except (ValueError, OSError):
+        return None
+    for version in reversed(versions[-_PUBLISHED_LOOKBACK:]):
+        try:
+            metadata = store.read_metadata(model_name, version)
+        except BrokenVersion:
+            continue
+        if metadata.get("job_id") == job_id:
+            raw = metadata.get("metrics")
+            metrics = raw if isinstance(raw, dict) else {}
+            return version, {
+                str(name): float(value)
+                for name, value in metrics.items()
+                if isinstance(value, int | float) and not isinstance(value, bool)
+            }
+    return None

@@ -1,0 +1,224 @@
+"""The process that trains one job: a local runner's child, or a Kubernetes Job's container.
+
+``python -m trainer_service.runner.job_process --model-store DIR --job-id ID --params JSON``
+trains the job at once (what a Kubernetes Job runs). With ``--warm`` instead it imports
+TensorFlow first and then waits for its assignment, one JSON line ``{"job_id", "params"}``
+on standard input, written by the local runner when a job arrives (``WarmProcess.assign``);
+end of input before that means "not needed", and it exits 0. Either way one process trains
+one job and exits.
+
+It is the single writer of the job's progress file (``records.PROGRESS_FILE``): a line per
+epoch, batched, then one result line ``{"result": "succeeded" | "failed" | "cancelled", ...}``.
+It publishes only through the job's fenced staging folder (``fence.claim``), and stops
+between epochs past ``max_train_seconds`` (timed from its assignment), on SIGTERM (a
+deleted Kubernetes Job), or when its local parent is gone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import errno
+import json
+import logging
+import os
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import IO, Any
+
+from squarenet.store import ModelStore
+from trainer_service.params import TrainingParams
+from trainer_service.runner import fence
+from trainer_service.runner.book import time_limit_error
+from trainer_service.runner.records import JobFiles, finite_or_none
+
+_log = logging.getLogger("trainer_service.job_process")
+_PR_SET_PDEATHSIG = 1
+_FLUSH_SECONDS = 0.25  # epochs reach the file in batches: a write per batch, not per epoch
+
+
+class TimeLimitExceeded(Exception):
+    """The job ran past its ``max_train_seconds``."""
+
+
+class ProgressFile:
+    """The job's progress file, appended by this process alone."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.stream: IO[str] = path.open("a", encoding="utf-8")
+        self.pending: list[str] = []
+        self.flushed_at = time.monotonic()
+
+    def epoch(self, report: Any) -> None:
+        """An epoch finished (written within ``_FLUSH_SECONDS``)."""
+        self.pending.append(
+            _line(
+                epoch=report.epoch,
+                epochs=report.epochs,
+                loss=finite_or_none(report.loss),
+                val_loss=finite_or_none(report.val_loss),
+            )
+        )
+        if time.monotonic() - self.flushed_at >= _FLUSH_SECONDS:
+            self.flush()
+
+    def result(self, result: str, **fields: Any) -> None:
+        """The last line: how the job ended."""
+        self.pending.append(_line(result=result, **fields))
+        self.flush()
+
+    def flush(self) -> None:
+        """Write the pending lines in one go, so readers see whole lines."""
+        if self.pending:
+            self.stream.write("".join(self.pending))
+            self.stream.flush()
+            self.pending = []
+        self.flushed_at = time.monotonic()
+
+
+def _line(**fields: Any) -> str:
+    return json.dumps(fields, allow_nan=False) + "\n"
+
+
+def public_error(exc: BaseException, store_root: Path) -> str:
+    """The job's error as clients read it: the cause, without the server's file layout.
+
+    The log keeps the full message. A job record is served to anyone who can read the API,
+    so an OS error is told by its cause (``No space left on device (ENOSPC)``) and a path
+    inside the store by its place in the store, never by the volume's mount point.
+    """
+    if isinstance(exc, OSError) and exc.strerror:
+        code = errno.errorcode.get(exc.errno or 0)
+        cause = f"{exc.strerror} ({code})" if code else exc.strerror
+        return f"{cause} while training or publishing the model"
+    message = str(exc) or type(exc).__name__
+    for root in {str(store_root), str(store_root.resolve())}:
+        message = message.replace(root + os.sep, "").replace(root, "<model store>")
+    return message
+
+
+def train_job(store: ModelStore, job_id: str, params: TrainingParams, parent_pid: int) -> int:
+    """Train and publish one job, report how it ended; exit status 0 unless it failed."""
+    from trainer_service.training import TrainingCancelled, train_and_publish  # noqa: PLC0415
+
+    deadline = time.monotonic() + params.max_train_seconds
+    terminated: list[int] = []
+    signal.signal(signal.SIGTERM, lambda signum, frame: terminated.append(signum))
+    files = JobFiles(store)
+    progress = ProgressFile(files.progress_path(job_id))
+
+    def should_stop() -> bool:
+        if time.monotonic() > deadline:
+            raise TimeLimitExceeded
+        return bool(terminated) or (parent_pid > 0 and os.getppid() != parent_pid)
+
+    try:
+        claim = fence.claim(store, params.model_name, job_id)
+        outcome = train_and_publish(
+            params,
+            store,
+            job_id=job_id,
+            artifacts_dir=files.job_dir(job_id),
+            on_epoch=progress.epoch,
+            should_stop=should_stop,
+            staging=claim.path,
+            before_publish=claim.check,
+        )
+    except (TrainingCancelled, fence.Revoked) as exc:
+        _log.info("job %s: stopped: %s", job_id, exc)
+        progress.result("cancelled")
+        return 0
+    except TimeLimitExceeded:
+        _log.info("job %s: time limit of %d s exceeded", job_id, params.max_train_seconds)
+        progress.result("failed", error=time_limit_error(params))
+        return 1
+    except Exception as exc:  # every failure becomes the job's error, not a crash
+        _log.error("job %s: training failed: %s: %s", job_id, type(exc).__name__, exc)
+        progress.result("failed", error=public_error(exc, store.root))
+        return 1
+    metrics = {name: v for name, v in outcome.metrics.items() if finite_or_none(v) is not None}
+    progress.result("succeeded", version=outcome.version.version, metrics=metrics)
+    return 0
+
+
+def warm_up() -> None:
+    """Run a tiny job end to end into a throwaway store before any real job arrives.
+
+    It imports TensorFlow, Keras, the TFLite converter and matplotlib and walks every code
+    path once, so the real job pays for none of that.
+    """
+    from trainer_service.training import train_and_publish  # noqa: PLC0415
+
+    params = TrainingParams.model_validate(
+        {"n_samples": 50, "epochs": 2, "batch_size": 10, "seed": 0}
+    )
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="squarenet-warm-up-") as folder:
+        root = Path(folder)
+        train_and_publish(params, ModelStore(root / "store"), job_id="warm-up", artifacts_dir=root)
+    _log.info("job process %d warm in %.1f s", os.getpid(), time.perf_counter() - started)
+
+
+def read_assignment(stream: IO[str]) -> tuple[str, TrainingParams] | None:
+    """The warm process's side of the assignment pipe: (job id, params), or None at its end."""
+    line = stream.readline()
+    if not line.strip():
+        return None
+    message = json.loads(line)
+    return str(message["job_id"]), TrainingParams.model_validate(message["params"])
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Ask the kernel to SIGKILL us when the runner dies; exit if it died already."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent_pid:
+        raise SystemExit(3)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the job's process."""
+    parser = argparse.ArgumentParser(prog="python -m trainer_service.runner.job_process")
+    parser.add_argument("--model-store", type=Path, required=True)
+    parser.add_argument("--job-id", help="the job to train now (with --params)")
+    parser.add_argument("--params", help="the job's hyperparameters as JSON")
+    parser.add_argument("--warm", action="store_true", help="wait for the job on stdin")
+    parser.add_argument("--parent-pid", type=int, default=0, help="die with this process")
+    args = parser.parse_args(argv)
+    if args.parent_pid:
+        die_with_parent(args.parent_pid)
+    logging.basicConfig(
+        stream=sys.stdout,
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    store = ModelStore(args.model_store)
+    if args.warm:
+        warm_up()
+        assignment = read_assignment(sys.stdin)
+        if assignment is None:
+            return 0
+        job_id, params = assignment
+    elif args.job_id and args.params:
+        job_id, params = args.job_id, TrainingParams.model_validate_json(args.params)
+    else:
+        parser.error("give --warm, or --job-id and --params")
+    return train_job(store, job_id, params, args.parent_pid)
+
+
+def exit_now(status: int) -> None:
+    """Leave without TensorFlow's slow interpreter teardown: the result is reported already."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
+if __name__ == "__main__":
+    exit_now(main())

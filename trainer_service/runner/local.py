@@ -1,0 +1,313 @@
+"""The ``local`` executor: jobs run in child processes of one runner on this machine.
+
+The API side (``LocalExecutor``, in every gunicorn worker) records a job and pokes the
+runner through a named pipe in the jobs folder, so a job starts without waiting for a poll.
+The runner (``LocalRunner``, one process next to gunicorn) keeps a warm job process ready
+(TensorFlow imported before the job arrives), hands it the next QUEUED job through its
+assignment pipe, and starts a fresh one when a slot frees up: each process trains one job.
+
+One loop waits on the poke pipe, the children's pidfds, the signal pipe and the nearest
+time limit, and reacts at once. Coordination is local only: an ``flock`` makes one runner
+per store the active one (a second one on the same machine waits as a standby), state
+changes go through the job book's local lock, and a child dies with the runner
+(``PR_SET_PDEATHSIG``). The store must therefore be on this machine's disk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import IO
+
+from trainer_service.errors import JobAlreadyFinished
+from trainer_service.params import TrainingParams
+from trainer_service.runner import fence
+from trainer_service.runner.book import (
+    CANCELLED,
+    SHUTDOWN_ERROR,
+    TIME_LIMIT,
+    Ending,
+    Job,
+    JobBook,
+    JobState,
+)
+
+_log = logging.getLogger("trainer_service.runner")
+WAKE_FIFO = ".wake"
+RUNNER_LOCK = ".runner.lock"
+_IDLE_SECONDS = 5.0  # a look at the store now and then, in case a poke was missed
+_STANDBY_SECONDS = 1.0
+
+
+def poke(book: JobBook) -> None:
+    """Wake the runner on this machine (if none listens, it finds the job when it starts)."""
+    try:
+        fd = os.open(book.files.root / WAKE_FIFO, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError:  # no runner listening (ENXIO), or no pipe yet (ENOENT)
+        return
+    try:
+        os.write(fd, b"\n")
+    except BlockingIOError:
+        pass  # the pipe is full of pokes already: the runner is awake anyway
+    finally:
+        os.close(fd)
+
+
+class LocalExecutor:
+    """The API's side of the ``local`` executor."""
+
+    def __init__(self, book: JobBook, cancel_wait: float) -> None:
+        self.book = book
+        self.cancel_wait = cancel_wait
+
+    def submit(
+        self, params: TrainingParams, *, job_id: str | None = None, sweep_id: str | None = None
+    ) -> Job:
+        """Record the job QUEUED and wake the runner."""
+        job = self.book.submit(params, job_id=job_id, sweep_id=sweep_id)
+        poke(self.book)
+        return job
+
+    def cancel(self, job_id: str, *, wait: float | None = None) -> Job:
+        """A QUEUED job ends CANCELLED here; a RUNNING one when the runner has killed it."""
+        self.book.request_cancel(job_id)
+        job = self.book.finish(job_id, CANCELLED, only_if=JobState.QUEUED)
+        if job is not None:
+            return job
+        poke(self.book)
+        job = self.book.wait_until_finished(job_id, self.cancel_wait if wait is None else wait)
+        if job.state.finished and job.state is not JobState.CANCELLED:
+            raise JobAlreadyFinished(job)
+        return job
+
+
+@dataclass
+class WarmProcess:
+    """The runner's side of one job process: started warm, assigned one job, then reaped."""
+
+    process: subprocess.Popen[bytes]
+    assignment: IO[str]  # the write end of the child's standard input
+    pidfd: int
+    job: Job | None = None
+    deadline: float = field(default=float("inf"))
+    ending: Ending | None = None  # set once the runner has stopped it
+
+    @classmethod
+    def start(cls, book: JobBook) -> WarmProcess:
+        """A new job process that imports TensorFlow now and waits for its job."""
+        command = [
+            sys.executable,
+            *("-m", "trainer_service.runner.job_process", "--warm"),
+            *("--model-store", str(book.store.root), "--parent-pid", str(os.getpid())),
+        ]
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+        process = subprocess.Popen(  # noqa: S603 - our own module, no shell
+            command, stdin=subprocess.PIPE, env=env, start_new_session=True
+        )
+        stdin = process.stdin
+        if stdin is None:  # never: stdin=PIPE
+            raise OSError("the job process has no standard input")
+        assignment = open(stdin.fileno(), "w", encoding="utf-8", closefd=False)  # noqa: SIM115
+        return cls(process=process, assignment=assignment, pidfd=os.pidfd_open(process.pid))
+
+    def assign(self, job: Job) -> None:
+        """Hand the process its job; its time limit starts now."""
+        self.job = job
+        self.deadline = time.monotonic() + job.params.max_train_seconds
+        line = json.dumps({"job_id": job.id, "params": job.params.model_dump(mode="json")})
+        try:
+            self.assignment.write(line + "\n")
+            self.assignment.flush()
+        except BrokenPipeError:
+            pass  # it died while warming up: its exit is noticed and the job fails with it
+
+    def exited(self) -> bool:
+        """True once the process has ended."""
+        return self.process.poll() is not None
+
+    def stop(self) -> int:
+        """SIGKILL the process (if alive), reap it, and return its exit status (idempotent)."""
+        with contextlib.suppress(ProcessLookupError):
+            self.process.kill()
+        code = self.process.wait()
+        if self.pidfd >= 0:
+            with contextlib.suppress(OSError):
+                self.process.stdin.close()  # type: ignore[union-attr]
+            os.close(self.pidfd)
+            self.pidfd = -1
+        return code
+
+
+def describe_exit(returncode: int) -> str:
+    """Why a job process ended without reporting a result."""
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        hint = " (out of memory?)" if returncode == -signal.SIGKILL else ""
+        return f"training process killed by {name}{hint}"
+    return f"training process exited with status {returncode} without a result"
+
+
+class LocalRunner:
+    """Runs QUEUED jobs, at most ``max_concurrent`` at once, each in its own process."""
+
+    def __init__(
+        self, book: JobBook, max_concurrent: int, sweeps: Callable[[], None] | None = None
+    ) -> None:
+        self.book = book
+        self.max_concurrent = max_concurrent
+        self.sweeps = sweeps  # the sweep controller's periodic pass, before QUEUED jobs start
+        self.running: dict[str, WarmProcess] = {}
+        self.spare: WarmProcess | None = None
+        self.stopping = False
+        self.parent_pid = os.getppid()
+
+    def run(self) -> int:
+        """Run until SIGTERM / SIGINT (or the launcher is gone); return 0."""
+        signal_read, signal_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(signal_write, warn_on_full_buffer=False)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._on_signal)
+        root = self.book.files.root
+        root.mkdir(parents=True, exist_ok=True)
+        lock_fd = os.open(root / RUNNER_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o660)
+        if not self._become_active(lock_fd, signal_read):
+            return 0
+        with contextlib.suppress(FileExistsError):
+            os.mkfifo(root / WAKE_FIFO, 0o660)
+        wake = os.open(root / WAKE_FIFO, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        _log.info("local runner %d active on %s", os.getpid(), self.book.store.root)
+        try:
+            self._recover()
+            while not self.stopping:
+                self._tick()
+                self._wait([wake, signal_read])
+        finally:
+            self._shutdown()
+            os.close(lock_fd)
+        _log.info("local runner stopped")
+        return 0
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.stopping = True
+
+    def _become_active(self, lock_fd: int, signal_read: int) -> bool:
+        """Hold the store's runner lock; wait as a standby while another runner has it."""
+        announced = False
+        while not self.stopping:
+            try:
+                fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if not announced:
+                    _log.info("local runner %d: standby, another runner has the store", os.getpid())
+                    announced = True
+                self._wait([signal_read], _STANDBY_SECONDS)
+                continue
+            return True
+        return False
+
+    def _recover(self) -> None:
+        """Jobs RUNNING under a runner that is gone can never finish: fail them now."""
+        for job in self.book.unfinished():
+            if job.state is JobState.RUNNING:
+                reason = "trainer process lost: the job runner stopped while the job was training"
+                self.book.finish(job.id, Ending("failed", reason))
+        fence.sweep(self.book.store, running=set())  # no job process of ours exists yet
+
+    def _wait(self, fds: list[int], timeout: float | None = None) -> None:
+        """Sleep until a poke, a signal, a child's exit, or the nearest time limit."""
+        if timeout is None:
+            deadlines = [child.deadline for child in self.running.values()]
+            timeout = max(
+                0.0, min([time.monotonic() + _IDLE_SECONDS, *deadlines]) - time.monotonic()
+            )
+        children = [child.pidfd for child in self.running.values() if child.pidfd >= 0]
+        if self.spare is not None:
+            children.append(self.spare.pidfd)
+        with contextlib.suppress(InterruptedError):
+            readable, _, _ = select.select([*fds, *children], [], [], timeout)
+            for fd in set(readable) & set(fds):
+                with contextlib.suppress(BlockingIOError):
+                    os.read(fd, 4096)
+
+    def _tick(self) -> None:
+        if os.getppid() != self.parent_pid:
+            _log.warning("local runner: the trainer that started it is gone, stopping")
+            self.stopping = True
+            return
+        try:
+            self._check_running()
+            if self.sweeps is not None:
+                self.sweeps()
+            self._start_queued()
+        except OSError as exc:  # the store may be briefly unavailable: keep going
+            _log.error("local runner: store error, retrying: %s", exc)
+        if self.spare is not None and self.spare.exited():
+            _log.warning("local runner: the warm job process exited; starting another")
+            self.spare.stop()
+            self.spare = None
+        if self.spare is None and len(self.running) < self.max_concurrent and not self.stopping:
+            self.spare = WarmProcess.start(self.book)
+
+    def _check_running(self) -> None:
+        """End jobs whose process exited, that were cancelled, or that ran out of time."""
+        now = time.monotonic()
+        for job_id, child in list(self.running.items()):
+            if child.exited() or child.ending is not None:
+                self._end(job_id, None)
+            elif self.book.cancel_requested(job_id):  # the one place the cancel path reads
+                self._end(job_id, CANCELLED)
+            elif now >= child.deadline:
+                self._end(job_id, TIME_LIMIT)
+
+    def _start_queued(self) -> None:
+        for job in self.book.unfinished():
+            if job.state is not JobState.QUEUED:
+                continue
+            if self.book.cancel_requested(job.id):
+                self.book.finish(job.id, CANCELLED, only_if=JobState.QUEUED)
+                continue
+            if len(self.running) >= self.max_concurrent or self.stopping:
+                return
+            started = self.book.start(job.id)
+            if started is None:
+                continue  # cancelled meanwhile
+            child, self.spare = self.spare or WarmProcess.start(self.book), None
+            child.assign(started)
+            self.running[job.id] = child
+            _log.info("job %s assigned to process %d", job.id, child.process.pid)
+
+    def _end(self, job_id: str, ending: Ending | None) -> None:
+        """Stop the job's process (it can no longer publish once reaped) and settle the job.
+
+        Should the store fail while settling, the job stays here and the next tick retries.
+        """
+        child = self.running[job_id]
+        code = child.stop()
+        child.ending = child.ending or ending or Ending("exited", describe_exit(code))
+        self.book.finish(job_id, child.ending)
+        del self.running[job_id]
+
+    def _shutdown(self) -> None:
+        for job_id in list(self.running):
+            _log.info("job %s: interrupted by shutdown", job_id)
+            try:
+                self._end(job_id, Ending("failed", SHUTDOWN_ERROR))
+            except OSError as exc:  # the next runner fails it as lost
+                _log.error("job %s: could not record the interruption: %s", job_id, exc)
+        if self.spare is not None:
+            self.spare.stop()
+            self.spare = None

@@ -1,0 +1,183 @@
+"""Job records and the files of a job on the store; no policy (that is ``book``).
+
+Layout under ``<store>/jobs/``::
+
+    <id>.json            the record (``Job``), replaced atomically; written by the job book only
+    <id>/progress.jsonl  one line per finished epoch, then one result line; written by the job's
+                         own process only (a single writer, whichever executor ran it)
+    <id>/loss.png        the figures, drawn by the job's process
+    <id>/fit.png
+    <id>/cancel          present once a client asked to cancel the job
+
+Job ids look like ``20261129T051500Z-3f9a1c2b``: URL-safe, sorted by creation time; a string
+of any other shape is an unknown job, so no request ever builds a path from client text.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import re
+import secrets
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from squarenet.store import ModelStore, write_json_atomic
+from trainer_service.params import TrainingParams
+
+JOB_ID_PATTERN = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}$")
+ARTIFACT_NAMES = frozenset({"loss.png", "fit.png", "fit.json"})
+PROGRESS_FILE = "progress.jsonl"
+CANCEL_FILE = "cancel"
+
+
+class JobState(StrEnum):
+    """Where a job is in its life; the last three are final."""
+
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def finished(self) -> bool:
+        """True once the job can no longer change."""
+        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
+
+
+class Progress(BaseModel):
+    """Epochs done out of epochs planned."""
+
+    model_config = ConfigDict(frozen=True)
+
+    epoch: int
+    epochs: int
+
+
+class Job(BaseModel):
+    """A training job as clients see it: ``model_dump(mode="json")`` is the REST shape."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    id: str
+    state: JobState
+    params: TrainingParams
+    progress: Progress
+    metrics: dict[str, float] | None = None
+    model_version: int | None = None
+    error: str | None = None
+    created_at: str
+    started_at: str | None = None
+    finished_at: str | None = None
+    sweep_id: str | None = None  # set on a sweep's trials
+
+
+@dataclass
+class Report:
+    """What a job's process wrote to its progress file: epochs, then (once) its result."""
+
+    epochs: list[dict[str, Any]] = field(default_factory=list)
+    result: dict[str, Any] | None = None
+
+    @property
+    def last_epoch(self) -> int:
+        """The newest finished epoch (0 before the first)."""
+        return int(self.epochs[-1]["epoch"]) if self.epochs else 0
+
+
+def utc_now() -> str:
+    """Now as RFC 3339 UTC, e.g. ``2026-11-29T05:15:00.123456Z`` (microseconds keep order)."""
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def new_job_id(now: datetime | None = None) -> str:
+    """A URL-safe id that sorts by creation time, e.g. ``20261129T051500Z-3f9a1c2b``."""
+    moment = (now or datetime.now(UTC)).astimezone(UTC)
+    return f"{moment:%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
+
+
+def is_job_id(text: str) -> bool:
+    """True when ``text`` is shaped like a job id (so it is safe as a file name)."""
+    return JOB_ID_PATTERN.fullmatch(text) is not None
+
+
+def finite_or_none(value: object) -> float | None:
+    """JSON has no NaN or infinity: a diverged loss is recorded as null."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+class JobFiles:
+    """Paths and plain reads and writes of a job's files."""
+
+    def __init__(self, store: ModelStore) -> None:
+        self.store = store
+        self.root = store.jobs_dir
+
+    def record_path(self, job_id: str) -> Path:
+        """The job's JSON record."""
+        return self.root / f"{job_id}.json"
+
+    def job_dir(self, job_id: str) -> Path:
+        """The job's own folder: progress, figures, cancel request."""
+        return self.root / job_id
+
+    def progress_path(self, job_id: str) -> Path:
+        """Epochs and the result, one JSON object a line, written by the job's process."""
+        return self.job_dir(job_id) / PROGRESS_FILE
+
+    def cancel_path(self, job_id: str) -> Path:
+        """Present once a client asked to cancel the job."""
+        return self.job_dir(job_id) / CANCEL_FILE
+
+    def read(self, job_id: str) -> Job | None:
+        """The record, or None when there is none (or it cannot be parsed)."""
+        if not is_job_id(job_id):
+            return None
+        try:
+            return Job.model_validate_json(self.record_path(job_id).read_bytes())
+        except (FileNotFoundError, NotADirectoryError, ValidationError):
+            return None
+
+    def write(self, record: Job) -> None:
+        """Replace the record atomically."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self.record_path(record.id), record.model_dump(mode="json"))
+
+    def record_ids(self) -> list[str]:
+        """Ids of every stored record, oldest first."""
+        try:
+            names = os.listdir(self.root)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        return sorted(
+            job_id for name in names if is_job_id(job_id := name.removesuffix(".json"))
+            and name.endswith(".json")
+        )  # fmt: skip
+
+    def read_report(self, job_id: str) -> Report:
+        """Every complete line of the progress file (a line being written is left out)."""
+        report = Report()
+        try:
+            text = self.progress_path(job_id).read_text(encoding="utf-8")
+        except (FileNotFoundError, NotADirectoryError):
+            return report
+        for line in text.splitlines(keepends=True):
+            if not line.endswith("\n"):
+                break
+            with contextlib.suppress(ValueError):
+                row = json.loads(line)
+                if isinstance(row, dict) and isinstance(row.get("result"), str):
+                    report.result = row
+                elif isinstance(row, dict) and isinstance(row.get("epoch"), int):
+                    report.epochs.append(row)
+        return report
