@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 EXTRAS ?= trainer,predictor,predictor-tensorflow,dev
 PYTEST_ARGS ?=
 
-.PHONY: venv proto vendor-js test test-fast lint demo bench images clean
+.PHONY: venv proto vendor-js test test-fast lint demo bench bench-venvs images cluster-build cluster-up cluster-down clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,9 +17,11 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 venv: $(VENV)/.installed ## create or update the virtualenv
 
-proto: venv ## regenerate squarenet/v1 from protos/ (the committed code must match)
-	$(PY) -m grpc_tools.protoc -Iprotos --python_out=. --pyi_out=. --grpc_python_out=. \
-		protos/squarenet/v1/predictor.proto
+PROTOS := protos/squarenet/v1/predictor.proto $(sort $(shell find protos/squarenet/third_party -name '*.proto'))
+
+proto: venv ## regenerate squarenet/v1 and squarenet/third_party from protos/ (the committed code must match)
+	$(PY) -m grpc_tools.protoc -Iprotos --python_out=. --pyi_out=. --grpc_python_out=. $(PROTOS)
+	find squarenet/third_party -type d -exec sh -c 'test -e "$$1/__init__.py" || : > "$$1/__init__.py"' _ {} \;
 
 vendor-js: ## fetch the dashboard's Chart.js and the tests' axe-core from npm (pinned; committed)
 	bash scripts/vendor-js.sh
@@ -27,8 +29,8 @@ vendor-js: ## fetch the dashboard's Chart.js and the tests' axe-core from npm (p
 test: venv ## the whole suite: unit, integration (real processes), containers, manifests
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test-fast: venv ## the quick subset for the edit-test loop (no training-heavy or container tests)
-	$(PY) -m pytest -m "not slow and not docker" $(PYTEST_ARGS)
+test-fast: venv ## the quick subset for the edit-test loop (no training-heavy, container or cluster tests)
+	$(PY) -m pytest -m "not slow and not docker and not cluster" $(PYTEST_ARGS)
 
 lint: venv ## ruff and mypy
 	$(VENV)/bin/ruff check .
@@ -38,11 +40,25 @@ lint: venv ## ruff and mypy
 demo: venv ## train with the article's settings, serve it, print predictions, stop everything
 	$(PY) scripts/demo.py
 
-bench: venv ## speed and accuracy against baselines measured in the same run
+bench-venvs: ## the virtualenvs of the servers bench/protocols.py compares with (cached)
+	bash scripts/client-venv.sh mlserver >/dev/null || echo "MLServer cannot be installed: see above"
+	bash scripts/client-venv.sh kserve >/dev/null || echo "KServe cannot be installed: see above"
+
+bench: venv bench-venvs ## speed and accuracy against baselines measured in the same run
 	$(PY) bench/run_all.py
 
 images: ## build the trainer and predictor images (needs a Docker engine)
 	bash scripts/build-images.sh
 
+cluster-build: ## build the control plane's binaries once per version (~/.cache/squarenet-cluster)
+	bash scripts/cluster/cluster.sh build
+
+cluster-up: ## start etcd, API server, controller manager, scheduler, kwok nodes; var/cluster/kubeconfig
+	bash scripts/cluster/cluster.sh up
+
+cluster-down: ## stop the control plane (by PID) and remove var/cluster
+	bash scripts/cluster/cluster.sh down
+
 clean:
+	bash scripts/cluster/cluster.sh down
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache

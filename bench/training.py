@@ -187,6 +187,7 @@ def measure_end_to_end(params: dict[str, Any], repeats: int, root: Path) -> EndT
     recorded, plus waiting for the runner and what is left (publishing, finalizing, the
     client's look).
     """
+    root.mkdir(parents=True, exist_ok=True)
     store, log_path = root / "store", root / "trainer.log"
     port = _free_port()
     trainer = Path(sys.executable).with_name("squarenet-trainer")

@@ -33,6 +33,12 @@ _FLAGS: tuple[tuple[str, str, type, str], ...] = (
     ("--workers", "N", int, "server processes sharing the port via SO_REUSEPORT (default 1)"),
     ("--threads", "N", int, "threads per process for calls and watch streams (default 32)"),
     (
+        "--serve-label",
+        "LABEL",
+        str,
+        "serve this version label's version by default (default: the newest version)",
+    ),
+    (
         "--max-connection-age",
         "S",
         float,

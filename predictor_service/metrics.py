@@ -95,10 +95,10 @@ def recorder(method: str, code: grpc.StatusCode) -> Recorder:
         return _recorders.setdefault(key, record)
 
 
-def show_versions(loaded: list[int], unloaded: list[int]) -> None:
-    """Reflect the served versions (newest first) in the gauges."""
+def show_versions(loaded: list[int], unloaded: list[int], served: int | None) -> None:
+    """Reflect the loaded versions (newest first) and the default one in the gauges."""
     LOADED_VERSIONS.set(len(loaded))
-    CURRENT_VERSION.set(loaded[0] if loaded else 0)
+    CURRENT_VERSION.set(served or 0)
     for version in loaded:
         VERSION_LOADED.labels(str(version)).set(1)
     for version in unloaded:

@@ -1,4 +1,4 @@
-"""The loaded versions, swapped atomically, with change notification for WatchModel.
+"""The loaded versions and labels, swapped atomically, with change notification for WatchModel.
 
 What a call sees is one immutable :class:`Snapshot`. The poller builds a new snapshot off
 to the side and replaces the single reference; a call reads that reference once, so calls
@@ -33,16 +33,19 @@ class ServedModel:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """The versions being served, newest first; ``generation`` grows with every change."""
+    """The versions being served, newest first; ``generation`` grows with every change.
+
+    ``default`` answers calls that name no version: the newest, or the version of the
+    label the predictor serves (``--serve-label``). ``labels`` are the model's version
+    labels as the store has them (a label may name a version that is not loaded).
+    """
 
     models: tuple[ServedModel, ...] = ()
     generation: int = 0
     by_version: Mapping[int, ServedModel] = field(default_factory=dict)
-
-    @property
-    def newest(self) -> ServedModel | None:
-        """What a call without a pinned version is answered by."""
-        return self.models[0] if self.models else None
+    labels: Mapping[str, int] = field(default_factory=dict)
+    default: ServedModel | None = None
+    serving_label: str = ""
 
     @property
     def loaded_versions(self) -> list[int]:
@@ -50,13 +53,41 @@ class Snapshot:
         return [model.version for model in self.models]
 
 
+#: How many versions that ended (unloaded or failed) stay listed in the lifecycle.
+_ENDED_KEPT = 20
+
+
+@dataclass(frozen=True)
+class VersionState:
+    """Where one version is in its life: LOADING, AVAILABLE or END (with why, if it failed)."""
+
+    version: int
+    state: str
+    error: str = ""
+
+
 class Registry:
-    """Holds the current snapshot; lets watchers wait for the next one."""
+    """Holds the current snapshot; lets watchers wait for the next one; tracks each version's life."""
 
     def __init__(self) -> None:
         self._snapshot = Snapshot()
         self._changed = threading.Condition()
         self._closed = False
+        self._states: dict[int, VersionState] = {}
+        self._states_lock = threading.Lock()
+
+    def set_state(self, version: int, state: str, error: str = "") -> None:
+        """Record a version's lifecycle step (the poller calls this as it loads and unloads)."""
+        with self._states_lock:
+            self._states[version] = VersionState(version, state, error)
+            ended = sorted(v for v, s in self._states.items() if s.state == "END")
+            for old in ended[:-_ENDED_KEPT]:
+                del self._states[old]
+
+    def states(self) -> list[VersionState]:
+        """Every version's lifecycle step, newest version first."""
+        with self._states_lock:
+            return sorted(self._states.values(), key=lambda s: s.version, reverse=True)
 
     @property
     def snapshot(self) -> Snapshot:
@@ -68,18 +99,38 @@ class Registry:
         """True once the server is shutting down: watchers should end their streams."""
         return self._closed
 
-    def publish(self, models: list[ServedModel]) -> Snapshot | None:
-        """Serve ``models`` (newest first) if they differ from now; return the new snapshot."""
+    def publish(
+        self,
+        models: list[ServedModel],
+        *,
+        labels: Mapping[str, int] | None = None,
+        default: ServedModel | None = None,
+        serving_label: str = "",
+    ) -> Snapshot | None:
+        """Serve ``models`` (newest first) if anything differs from now; return the new snapshot.
+
+        ``default`` must be one of ``models``; None means the newest.
+        """
+        labels = dict(labels or {})
+        if default is None and models:
+            default = models[0]
         with self._changed:
             current = self._snapshot
-            if [m.version for m in models] == current.loaded_versions and all(
-                new is old for new, old in zip(models, current.models, strict=True)
+            if (
+                [m.version for m in models] == current.loaded_versions
+                and all(new is old for new, old in zip(models, current.models, strict=True))
+                and labels == current.labels
+                and default is current.default
+                and serving_label == current.serving_label
             ):
                 return None
             self._snapshot = Snapshot(
                 models=tuple(models),
                 generation=current.generation + 1,
                 by_version={model.version: model for model in models},
+                labels=labels,
+                default=default,
+                serving_label=serving_label,
             )
             self._changed.notify_all()
             return self._snapshot

@@ -20,6 +20,8 @@ from grpc_reflection.v1alpha import reflection
 
 from predictor_service.draining_health import DrainingHealthServicer
 from predictor_service.metrics import serve_metrics
+from predictor_service.open_inference import SERVICE_NAME as V2_SERVICE
+from predictor_service.open_inference import OpenInferenceServicer, add_open_inference
 from predictor_service.poller import Poller
 from predictor_service.registry import Registry, Snapshot
 from predictor_service.servicer import PredictorServicer
@@ -52,6 +54,33 @@ def server_options(settings: PredictorSettings) -> list[tuple[str, int]]:
     return options
 
 
+def add_protocols(
+    settings: PredictorSettings, registry: Registry, server: grpc.Server
+) -> list[str]:
+    """Add the Open Inference Protocol and TensorFlow Serving's services; return their names.
+
+    TensorFlow Serving's messages carry TensorFlow's own protobuf names, which cannot be
+    loaded twice into one process: with ``--runtime tensorflow`` those services are left out.
+    """
+    v2 = OpenInferenceServicer(
+        registry,
+        model_name=settings.model_name,
+        max_batch=settings.max_batch,
+        runtime=settings.runtime,
+    )
+    add_open_inference(v2, server)
+    if settings.runtime != "litert":
+        log.info("TensorFlow Serving's services need --runtime litert; not offered")
+        return [V2_SERVICE]
+    from predictor_service import tf_serving  # noqa: PLC0415 (never with TensorFlow loaded)
+
+    tf_servicer = tf_serving.TensorFlowServingServicer(
+        registry, model_name=settings.model_name, max_batch=settings.max_batch
+    )
+    tf_serving.add_tf_serving(tf_servicer, server)
+    return [V2_SERVICE, tf_serving.PREDICTION_SERVICE, tf_serving.MODEL_SERVICE]
+
+
 def serve(settings: PredictorSettings) -> int:
     """Run one predictor process until SIGTERM or SIGINT; return its exit code."""
     registry = Registry()
@@ -69,9 +98,10 @@ def serve(settings: PredictorSettings) -> int:
         ),
         server,
     )
+    protocols = add_protocols(settings, registry, server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        (SERVICE_NAME, *protocols, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
     address = f"{settings.host}:{settings.port}"
     try:
@@ -84,7 +114,7 @@ def serve(settings: PredictorSettings) -> int:
     stopping = threading.Event()
 
     def on_change(snapshot: Snapshot) -> None:
-        if snapshot.newest is not None and not stopping.is_set():
+        if snapshot.default is not None and not stopping.is_set():
             for service in _HEALTH_SERVICES:
                 health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
 
@@ -95,6 +125,7 @@ def serve(settings: PredictorSettings) -> int:
         runtime=settings.runtime,
         versions=settings.versions,
         poll_interval=settings.poll_interval,
+        serve_label=settings.serve_label,
         on_change=on_change,
     )
 

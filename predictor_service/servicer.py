@@ -19,6 +19,13 @@ import numpy as np
 
 from predictor_service import metrics
 from predictor_service.registry import Registry, ServedModel, Snapshot
+from predictor_service.versions import (
+    BadVersionName,
+    NoModelLoaded,
+    VersionError,
+    VersionNotLoaded,
+    resolve,
+)
 from squarenet.v1 import predictor_pb2, predictor_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -40,6 +47,19 @@ class CallError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+#: How every protocol answers a version that cannot be used.
+_VERSION_CODES: dict[type[VersionError], grpc.StatusCode] = {
+    NoModelLoaded: grpc.StatusCode.UNAVAILABLE,
+    VersionNotLoaded: grpc.StatusCode.NOT_FOUND,
+    BadVersionName: grpc.StatusCode.INVALID_ARGUMENT,
+}
+
+
+def version_call_error(error: VersionError) -> CallError:
+    """The status a version error leaves with, whatever the protocol."""
+    return CallError(_VERSION_CODES[type(error)], str(error))
 
 
 def abort_call(
@@ -97,7 +117,7 @@ class PredictorServicer(predictor_pb2_grpc.PredictorServicer):
             value = request.x[0]
             if not -_FLOAT32_MAX <= value <= _FLOAT32_MAX:
                 raise _bad_value(value, 0)
-            model = self._pick(self._registry.snapshot, request.version)
+            model = self._pick(request)
             return predictor_pb2.PredictResponse(
                 y=model.runtime.predict((value,)).tolist(),
                 version=model.version,
@@ -109,7 +129,7 @@ class PredictorServicer(predictor_pb2_grpc.PredictorServicer):
             for index, value in enumerate(values):
                 if not -_FLOAT32_MAX <= value <= _FLOAT32_MAX:  # False for NaN too
                     raise _bad_value(value, index)
-            model = self._pick(self._registry.snapshot, request.version)
+            model = self._pick(request)
             y = model.runtime.predict(values)
             lo, hi = model.domain_min, model.domain_max
             outside: list[bool] = [value < lo or value > hi for value in values]
@@ -119,44 +139,33 @@ class PredictorServicer(predictor_pb2_grpc.PredictorServicer):
             if not usable.all():
                 bad = int(np.argmin(usable))
                 raise _bad_value(float(x[bad]), bad)
-            model = self._pick(self._registry.snapshot, request.version)
+            model = self._pick(request)
             y = model.runtime.predict(x)
             outside = ((x < model.domain_min) | (x > model.domain_max)).tolist()
         return predictor_pb2.PredictResponse(
             y=y.tolist(), version=model.version, extrapolated=outside
         )
 
-    @staticmethod
-    def _pick(snapshot: Snapshot, version: int) -> ServedModel:
-        if version == 0:
-            newest = snapshot.newest
-            if newest is None:
-                raise CallError(
-                    grpc.StatusCode.UNAVAILABLE, "no model loaded yet; retry when health is SERVING"
-                )
-            return newest
-        if version < 0:
-            raise CallError(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"version {version} is negative; use 0 for the newest",
-            )
-        model = snapshot.by_version.get(version)
-        if model is None:
-            raise CallError(
-                grpc.StatusCode.NOT_FOUND,
-                f"version {version} is not loaded; loaded versions: {snapshot.loaded_versions}",
-            )
-        return model
+    def _pick(self, request: predictor_pb2.PredictRequest) -> ServedModel:
+        snapshot = self._registry.snapshot
+        if not request.version and not request.version_label:
+            model = snapshot.default  # the commonest call: no version named
+            if model is not None:
+                return model
+        try:
+            return resolve(snapshot, request.version, request.version_label)
+        except VersionError as exc:
+            raise version_call_error(exc) from None
 
     # --- GetModel and WatchModel --------------------------------------------------------
 
     def GetModel(  # noqa: N802 (the proto's name)
         self, request: predictor_pb2.GetModelRequest, context: grpc.ServicerContext
     ) -> predictor_pb2.Model:
-        """The newest model being served, with every version loaded for pinning."""
+        """The model served by default, with every version loaded for pinning and the labels."""
         started = time.perf_counter()
         snapshot = self._registry.snapshot
-        if snapshot.newest is None:
+        if snapshot.default is None:
             abort_call(
                 context,
                 "GetModel",
@@ -189,7 +198,7 @@ class PredictorServicer(predictor_pb2_grpc.PredictorServicer):
             snapshot = registry.snapshot
             sent_generation: int | None = None
             while context.is_active() and not registry.closed:
-                if snapshot.newest is not None and snapshot.generation != sent_generation:
+                if snapshot.default is not None and snapshot.generation != sent_generation:
                     sent_generation = snapshot.generation
                     yield _model_message(snapshot)
                 snapshot = registry.wait_for_change(snapshot.generation, _WATCH_CHECK_SECONDS)
@@ -212,7 +221,7 @@ def _bad_value(value: float, index: int) -> CallError:
 
 
 def _model_message(snapshot: Snapshot) -> predictor_pb2.Model:
-    model = snapshot.newest
+    model = snapshot.default
     assert model is not None  # noqa: S101 (callers check)
     return predictor_pb2.Model(
         version=model.version,
@@ -222,4 +231,6 @@ def _model_message(snapshot: Snapshot) -> predictor_pb2.Model:
         job_id=model.job_id,
         metrics=dict(model.metrics),
         loaded_versions=snapshot.loaded_versions,
+        labels=dict(snapshot.labels),
+        serving_label=snapshot.serving_label,
     )

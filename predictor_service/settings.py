@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from squarenet.store import DEFAULT_MODEL_NAME, validate_model_name
+from squarenet.store import DEFAULT_MODEL_NAME, validate_label, validate_model_name
 
 Runtime = Literal["litert", "tensorflow"]
 
@@ -59,6 +59,13 @@ class PredictorSettings(BaseSettings):
             "clients behind a plain Kubernetes Service spread over new replicas."
         ),
     )
+    serve_label: str = Field(
+        "",
+        description=(
+            "Serve this version label's version to calls that name none (the newest while "
+            "the label is not set); empty: serve the newest."
+        ),
+    )
     reuse_port: bool = Field(
         False, description="Share the port with sibling processes (set by --workers)."
     )
@@ -67,6 +74,11 @@ class PredictorSettings(BaseSettings):
     @classmethod
     def _model_name_is_safe(cls, value: str) -> str:
         return validate_model_name(value)
+
+    @field_validator("serve_label")
+    @classmethod
+    def _serve_label_is_a_label(cls, value: str) -> str:
+        return validate_label(value) if value else value
 
     @property
     def max_receive_message_length(self) -> int:

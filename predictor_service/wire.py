@@ -55,6 +55,26 @@ def rejecting_malformed(method: Callable[[Any, grpc.ServicerContext], Any]) -> C
     return handle
 
 
+#: One method of a service: (handler, request class, response class, streams responses).
+Method = tuple[Callable[[Any, grpc.ServicerContext], Any], Any, Any, bool]
+
+
+def add_service(server: grpc.Server, service_name: str, methods: dict[str, Method]) -> None:
+    """Register ``methods`` of ``service_name`` with tolerant decoding; others are UNIMPLEMENTED."""
+    handlers = {}
+    for name, (handler, request_type, response_type, streams) in methods.items():
+        make = (
+            grpc.unary_stream_rpc_method_handler if streams else grpc.unary_unary_rpc_method_handler
+        )
+        handlers[name] = make(
+            rejecting_malformed(handler),
+            request_deserializer=tolerant_decoder(request_type),
+            response_serializer=response_type.SerializeToString,
+        )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service_name, handlers),))
+    server.add_registered_method_handlers(service_name, handlers)
+
+
 def add_predictor_to_server(servicer: Any, server: grpc.Server) -> None:
     """Register ``servicer``'s Predict, GetModel and WatchModel with tolerant decoding."""
     handlers = {

@@ -5,6 +5,7 @@ Layout (a valid TensorFlow Serving ``model_base_path`` per model)::
     <root>/<model_name>/<version>/        saved_model.pb, variables/, model.tflite, metadata.json
     <root>/<model_name>/.tmp-<tag>-<rand>/ a version being written (never read)
     <root>/<model_name>/.last_version     high-water mark, so versions are never reused
+    <root>/<model_name>/labels.json       version labels ({"stable": 3, "canary": 4})
     <root>/jobs/                          the trainer's job records
     <root>/sweeps/                        the trainer's sweep records
 
@@ -17,12 +18,15 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import hashlib
 import json
 import os
 import re
 import secrets
 import shutil
+import tempfile
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -35,12 +39,14 @@ TFLITE_FILE = "model.tflite"
 SAVED_MODEL_FILE = "saved_model.pb"
 TMP_PREFIX = ".tmp-"
 LAST_VERSION_FILE = ".last_version"
+LABELS_FILE = "labels.json"
 JOBS_DIR = "jobs"
 SWEEPS_DIR = "sweeps"
 RESERVED_NAMES = frozenset({JOBS_DIR, SWEEPS_DIR})
 METADATA_FORMAT = 1
 
 MODEL_NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+LABEL_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
 _VERSION_PATTERN = re.compile(r"^[1-9][0-9]{0,17}$")
 _PUBLISH_ATTEMPTS = 100
 _HASH_CHUNK = 1 << 20
@@ -58,6 +64,15 @@ class BrokenVersion(StoreError):
         self.model_name = model_name
         self.version = version
         self.reason = reason
+
+
+class UnknownVersion(StoreError):
+    """No numbered folder holds this version (never published, or removed)."""
+
+    def __init__(self, model_name: str, version: int) -> None:
+        super().__init__(f"{model_name} has no version {version}")
+        self.model_name = model_name
+        self.version = version
 
 
 @dataclass(frozen=True)
@@ -88,6 +103,13 @@ def validate_model_name(name: str) -> str:
     if not MODEL_NAME_PATTERN.fullmatch(name):
         raise ValueError(f"invalid model name {name!r}: use [a-z0-9_-], at most 63 characters")
     return name
+
+
+def validate_label(label: str) -> str:
+    """Return ``label`` if it is a valid version label, else raise ValueError."""
+    if not LABEL_PATTERN.fullmatch(label):
+        raise ValueError(f"invalid label {label!r}: a lowercase letter, then up to 31 of [a-z0-9-]")
+    return label
 
 
 def sha256_file(path: Path) -> str:
@@ -239,6 +261,68 @@ class ModelStore:
         good, _ = self.good_versions(model_name, newest=1)
         return good[0] if good else None
 
+    def read_labels(self, model_name: str = DEFAULT_MODEL_NAME) -> dict[str, int]:
+        """The model's version labels; {} when none. Malformed entries are left out.
+
+        Raises OSError when the file exists but cannot be read, and StoreError when it is
+        not a JSON object: a reader then keeps the labels it knew.
+        """
+        path = self.model_dir(model_name) / LABELS_FILE
+        try:
+            document = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise StoreError(f"{path} is not valid JSON: {exc}") from exc
+        if not isinstance(document, dict):
+            raise StoreError(f"{path} is not a JSON object")
+        return {
+            label: version
+            for label, version in document.items()
+            if isinstance(label, str)
+            and LABEL_PATTERN.fullmatch(label)
+            and isinstance(version, int)
+            and not isinstance(version, bool)
+            and version > 0
+        }
+
+    def set_label(self, model_name: str, label: str, version: int) -> dict[str, int]:
+        """Point ``label`` at a good ``version``; return every label of the model.
+
+        Raises ValueError for a bad label, UnknownVersion or BrokenVersion for the version.
+        """
+        validate_label(label)
+        if version not in self.list_versions(model_name):
+            raise UnknownVersion(model_name, version)
+        self.verify_version(model_name, version)
+        return self._update_labels(model_name, label, version)
+
+    def remove_label(self, model_name: str, label: str) -> bool:
+        """Remove ``label``; False when the model had no such label."""
+        validate_label(label)
+        if label not in self.read_labels(model_name):
+            return False
+        self._update_labels(model_name, label, None)
+        return True
+
+    def _update_labels(self, model_name: str, label: str, version: int | None) -> dict[str, int]:
+        """Read, change one label, write atomically, all under this host's label lock.
+
+        The lock is a ``flock`` on a file in the local temp folder, never on the shared
+        volume (no NFS locks): writers on one host (threads, gunicorn workers) never lose
+        each other's changes. Writers on different hosts are not serialised: the last
+        whole-file write wins, which for a label moved by hand is the intended outcome.
+        """
+        path = self.model_dir(model_name) / LABELS_FILE
+        with _host_lock(path):
+            labels = self.read_labels(model_name)
+            if version is None:
+                labels.pop(label, None)
+            else:
+                labels[label] = version
+            write_json_atomic(path, labels)
+            return labels
+
     # --- writing ----------------------------------------------------------------------
 
     def staging_dir(self, model_name: str = DEFAULT_MODEL_NAME, tag: str = "") -> Path:
@@ -325,6 +409,25 @@ class ModelStore:
         tmp = path.with_name(f"{LAST_VERSION_FILE}.{secrets.token_hex(4)}.tmp")
         tmp.write_text(f"{version}\n", encoding="ascii")
         tmp.replace(path)
+
+
+_thread_locks: dict[str, threading.Lock] = {}
+_thread_locks_guard = threading.Lock()
+
+
+@contextlib.contextmanager
+def _host_lock(path: Path) -> Iterator[None]:
+    """Exclusive among this host's threads and processes for one store file."""
+    key = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:32]
+    with _thread_locks_guard:
+        thread_lock = _thread_locks.setdefault(key, threading.Lock())
+    lock_path = Path(tempfile.gettempdir()) / f"squarenet-{key}.lock"
+    with thread_lock, lock_path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _is_inside(folder: Path, path: Path) -> bool:

@@ -1,9 +1,11 @@
-"""Fixtures every test area shares: a temp model store."""
+"""Fixtures every test area shares: a temp model store, and the test control plane."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
+import kube
 import pytest
 
 from squarenet.store import ModelStore
@@ -15,3 +17,25 @@ def store(tmp_path: Path) -> ModelStore:
     root = tmp_path / "store"
     root.mkdir()
     return ModelStore(root)
+
+
+@pytest.fixture(scope="session")
+def control_plane() -> Iterator[Path]:
+    """The admin kubeconfig of this checkout's control plane (scripts/cluster/cluster.sh):
+    started, and built first when needed, on first use; stopped at the end of the session
+    when the session started it."""
+    with kube.running_control_plane() as kubeconfig:
+        yield kubeconfig
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that uses the control plane is a `cluster` test (left out of
+    `make test-fast`). While the binaries are not built yet, such a test waits for the cold
+    build: it gets the build's time limit instead of the default one."""
+    needing = [item for item in items if "control_plane" in getattr(item, "fixturenames", ())]
+    for item in needing:
+        item.add_marker(pytest.mark.cluster)
+    if needing and not kube.built():
+        for item in needing:
+            item.add_marker(pytest.mark.timeout(kube.BUILD_TIMEOUT))

@@ -126,6 +126,17 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     models = commands.add_parser("models", help="list published model versions")
     models.set_defaults(handler=cmd_models)
 
+    label = commands.add_parser(
+        "label", help="point a version label (stable, canary) at a version: promote or roll back"
+    )
+    label.add_argument("label", metavar="LABEL", help="e.g. stable or canary")
+    label.add_argument("version", metavar="VERSION", type=_positive_int, help="a published version")
+    label.add_argument("--model", default="square", help="model name (default %(default)s)")
+    label.set_defaults(handler=cmd_label)
+
+    labels = commands.add_parser("labels", help="list every model's version labels")
+    labels.set_defaults(handler=cmd_labels)
+
     predict = commands.add_parser("predict", help="predict x² for each X with the served model")
     predict.add_argument(
         "xs",
@@ -136,6 +147,9 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     )
     predict.add_argument(
         "--version", type=_positive_int, default=0, help="pin a loaded version (default newest)"
+    )
+    predict.add_argument(
+        "--label", default="", help="answer with the version this label names (e.g. canary)"
     )
     predict.set_defaults(handler=cmd_predict)
 
@@ -272,10 +286,34 @@ def cmd_models(ctx: Context) -> ExitCode:
     return ExitCode.OK
 
 
+def cmd_label(ctx: Context) -> ExitCode:
+    """Point LABEL at VERSION (predictors serving that label follow within a poll)."""
+    with ctx.trainer() as client:
+        answer = client.set_label(ctx.args.model, ctx.args.label, ctx.args.version)
+    if ctx.args.json:
+        ctx.print_json(answer)
+    else:
+        ctx.console.print(f"{ctx.args.model}: {ctx.args.label} -> version {ctx.args.version}")
+    return ExitCode.OK
+
+
+def cmd_labels(ctx: Context) -> ExitCode:
+    """Every model's labels, one line each."""
+    with ctx.trainer() as client:
+        labels = client.list_labels()
+    if ctx.args.json:
+        ctx.print_json({"labels": labels})
+        return ExitCode.OK
+    for model, found in sorted(labels.items()):
+        for name, version in sorted(found.items()):
+            ctx.console.print(f"{model} {name} {version}", highlight=False)
+    return ExitCode.OK
+
+
 def cmd_predict(ctx: Context) -> ExitCode:
     """Predict and show each x against x², marking x outside the training domain."""
     with ctx.predictor() as client:
-        result = client.predict(ctx.args.xs, version=ctx.args.version)
+        result = client.predict(ctx.args.xs, version=ctx.args.version, label=ctx.args.label)
     if ctx.args.json:
         ctx.print_json(predictions_document(result))
     else:

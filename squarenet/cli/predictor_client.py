@@ -93,9 +93,9 @@ class PredictorClient:
             return False
         return True
 
-    def predict(self, xs: Sequence[float], version: int = 0) -> PredictResult:
-        """Predict: y for every x from the newest served version (or the pinned one)."""
-        request = predictor_pb2.PredictRequest(x=list(xs), version=version)
+    def predict(self, xs: Sequence[float], version: int = 0, label: str = "") -> PredictResult:
+        """Predict: y for every x from the default version (or the pinned one, or a label's)."""
+        request = predictor_pb2.PredictRequest(x=list(xs), version=version, version_label=label)
         try:
             response = self._stub.Predict(request, timeout=self.timeout)
         except grpc.RpcError as exc:

@@ -186,6 +186,8 @@ def model_document(model: predictor_pb2.Model) -> dict[str, Any]:
         "job_id": model.job_id,
         "metrics": dict(sorted(model.metrics.items())),
         "loaded_versions": [int(v) for v in model.loaded_versions],
+        "labels": {name: int(v) for name, v in sorted(model.labels.items())},
+        "serving_label": model.serving_label,
     }
 
 
@@ -195,8 +197,9 @@ def model_line(model: predictor_pb2.Model) -> str:
         f"{name}={number(model.metrics[name])}" for name in METRIC_ORDER if name in model.metrics
     )
     loaded = ",".join(str(v) for v in model.loaded_versions) or "-"
+    label = f" ({model.serving_label})" if model.serving_label else ""
     return (
-        f"serving version {model.version} domain [{number(model.domain_min)}, "
+        f"serving version {model.version}{label} domain [{number(model.domain_min)}, "
         f"{number(model.domain_max)}] job {model.job_id or '-'} created {model.created_at or '-'} "
         f"loaded [{loaded}] {metrics}".rstrip()
     )

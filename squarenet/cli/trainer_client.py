@@ -132,6 +132,25 @@ class TrainerClient:
         path = f"/v1/sweeps/{_segment(sweep_id)}/promote"
         return self._json_object(self._request("POST", path))
 
+    def list_labels(self) -> dict[str, dict[str, int]]:
+        """GET /v1/models: each model's version labels."""
+        labels = self._json_object(self._request("GET", "/v1/models")).get("labels")
+        if not isinstance(labels, dict):
+            raise CliError(
+                f"trainer at {self.base_url} answered without a 'labels' object",
+                ExitCode.SERVICE_ERROR,
+            )
+        return {
+            str(model): {str(k): v for k, v in found.items() if isinstance(v, int)}
+            for model, found in labels.items()
+            if isinstance(found, dict)
+        }
+
+    def set_label(self, model_name: str, label: str, version: int) -> JobDocument:
+        """PUT /v1/models/{model}/labels/{label}: point the label at ``version``."""
+        path = f"/v1/models/{_segment(model_name)}/labels/{_segment(label)}"
+        return self._json_object(self._request("PUT", path, json={"version": version}))
+
     def get_plot(self, job_id: str, name: str) -> bytes:
         """GET /v1/jobs/{id}/plots/{name}: a PNG the trainer drew for the job."""
         response = self._request("GET", f"/v1/jobs/{_segment(job_id)}/plots/{_segment(name)}")

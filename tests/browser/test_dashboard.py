@@ -155,6 +155,11 @@ def test_deep_links_survive_a_reload(trainer: RunningTrainer, page: Page) -> Non
 def test_every_page_is_accessible_and_error_free(trainer: RunningTrainer, page: Page) -> None:
     job_id = submit(trainer, QUICK)
     assert finished(trainer, job_id) == "SUCCEEDED"
+    version = httpx.get(f"{trainer.base_url}/v1/jobs/{job_id}", timeout=10).json()["model_version"]
+    labelled = httpx.put(
+        f"{trainer.base_url}/v1/models/square/labels/stable", json={"version": version}, timeout=10
+    )
+    assert labelled.status_code == 200, labelled.text
     views = {
         "jobs": ("#/jobs", "#jobs-table"),
         "job-page": (f"#/jobs/{job_id}", "#fit-chart[data-ready=true]"),
@@ -166,6 +171,7 @@ def test_every_page_is_accessible_and_error_free(trainer: RunningTrainer, page: 
         violations = axe_violations(page)
         assert violations == [], f"{name}: {describe(violations)}"
         screenshot(page, f"axe-{name}")
+    expect(page.locator(f"#version-square-{version}")).to_contain_text("stable")
     # without a sweeps API the Sweeps entry stays hidden and the page says why
     expect(page.locator("#nav-sweeps")).to_be_hidden()
     page.goto(f"{trainer.base_url}/#/sweeps")

@@ -104,6 +104,29 @@ def test_predict_marks_values_outside_the_training_domain(
     assert f"answered by model version {version}" in table.stdout
 
 
+def test_label_labels_and_predict_by_label(services: LiveServices, trained: dict[str, Any]) -> None:
+    version = str(trained["model_version"])
+    done = squarenet(services, "label", "canary", version)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"square: canary -> version {version}"
+    listed = squarenet(services, "labels")
+    assert f"square canary {version}" in listed.stdout.splitlines()
+    as_json = json.loads(squarenet(services, "--json", "labels").stdout)
+    assert as_json["labels"]["square"]["canary"] == int(version)
+    wait_for(
+        lambda: squarenet(services, "--json", "predict", "--label", "canary", "1").returncode == 0,
+        20,
+        "the predictor to see the label",
+    )
+    answer = json.loads(squarenet(services, "--json", "predict", "--label", "canary", "1").stdout)
+    assert answer["version"] == int(version)
+    unknown = squarenet(services, "label", "canary", "999")
+    assert unknown.returncode == 4
+    assert "no version 999" in one_error_line(unknown)
+    bad = squarenet(services, "label", "Canary", version)
+    assert bad.returncode == 4 and "invalid label" in one_error_line(bad)
+
+
 def test_watch_prints_the_served_model(services: LiveServices, trained: dict[str, Any]) -> None:
     done = squarenet(services, "--json", "watch", "--count", "1")
     assert done.returncode == 0, done.stderr

@@ -122,7 +122,7 @@ def test_plot_is_served_as_png_once_drawn(app: Flask, client: FlaskClient) -> No
 def test_models_lists_every_version_newest_first_and_marks_broken_ones(
     client: FlaskClient, store: ModelStore
 ) -> None:
-    assert client.get("/v1/models").get_json() == {"models": []}
+    assert client.get("/v1/models").get_json() == {"models": [], "labels": {}}
     first = publish_fake_version(store)
     second = publish_fake_version(store)
     other = publish_fake_version(store, "cube")

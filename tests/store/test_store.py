@@ -6,18 +6,21 @@ import json
 import multiprocessing
 import os
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.synchronize import Event as EventType
 from pathlib import Path
 
 import pytest
 
 from squarenet.store import (
+    LABELS_FILE,
     METADATA_FILE,
     SAVED_MODEL_FILE,
     TFLITE_FILE,
     BrokenVersion,
     ModelStore,
     StoreError,
+    UnknownVersion,
     validate_model_name,
 )
 
@@ -187,3 +190,52 @@ def test_a_reader_never_sees_a_partial_version(store: ModelStore) -> None:
     assert reader.exitcode == 0, "the reader met a version that failed verification"
     assert scans > 0
     assert store.list_versions() == list(range(1, 41))
+
+
+# --- version labels -------------------------------------------------------------------
+
+
+def test_labels_are_stored_atomically_and_read_back(store: ModelStore) -> None:
+    first, second = publish(store), publish(store)
+    assert store.read_labels() == {}
+    assert store.set_label("square", "stable", first) == {"stable": first}
+    assert store.set_label("square", "canary", second) == {"stable": first, "canary": second}
+    assert store.remove_label("square", "canary") is True
+    assert store.remove_label("square", "canary") is False
+    assert store.read_labels() == {"stable": first}
+    leftovers = [p.name for p in store.model_dir().iterdir() if p.name.endswith(".tmp")]
+    assert leftovers == []
+
+
+def test_a_label_needs_a_published_good_version(store: ModelStore) -> None:
+    version = publish(store)
+    with pytest.raises(UnknownVersion):
+        store.set_label("square", "stable", version + 1)
+    (store.version_dir("square", version) / TFLITE_FILE).write_bytes(b"changed")
+    with pytest.raises(BrokenVersion):
+        store.set_label("square", "stable", version)
+    with pytest.raises(ValueError, match="invalid label"):
+        store.set_label("square", "Stable", version)
+
+
+def test_malformed_entries_in_labels_json_are_left_out(store: ModelStore) -> None:
+    publish(store)
+    (store.model_dir() / LABELS_FILE).write_text(
+        json.dumps({"stable": 1, "Bad": 1, "zero": 0, "flag": True, "text": "1"}), encoding="utf-8"
+    )
+    assert store.read_labels() == {"stable": 1}
+    (store.model_dir() / LABELS_FILE).write_text("[1, 2]", encoding="utf-8")
+    with pytest.raises(StoreError):
+        store.read_labels()
+
+
+def test_concurrent_label_writers_on_one_host_lose_no_change(store: ModelStore) -> None:
+    versions = [publish(store) for _ in range(2)]
+    names = [f"label-{index}" for index in range(12)]
+
+    def set_one(name: str) -> None:
+        store.set_label("square", name, versions[hash(name) % 2])
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        list(pool.map(set_one, names))
+    assert sorted(store.read_labels()) == sorted(names)

@@ -1,6 +1,7 @@
 """Bearer-token check for mutating calls when ``SQUARENET_API_TOKEN`` is set.
 
-Only POST changes anything (submit, cancel), so only POST needs the token; reads stay open
+Every method but GET/HEAD/OPTIONS changes something (submit, cancel, set or remove a
+label), so those need the token; reads stay open
 so probes, dashboards and ``squarenet jobs`` keep working without a secret. The token is
 compared with ``hmac.compare_digest`` so the answer time does not leak how much matched.
 """

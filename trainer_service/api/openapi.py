@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
 
+from squarenet.store import LABEL_PATTERN, MODEL_NAME_PATTERN
 from trainer_service.params import TrainingParams
 from trainer_service.runner.book import Job, JobState
 from trainer_service.runner.records import JOB_ID_PATTERN
@@ -55,12 +56,31 @@ class ModelEntry(BaseModel):
     metadata: dict[str, Any] | None = Field(
         description="metadata.json of the version (null when broken)."
     )
+    labels: list[str] = Field(description="The version labels naming this version.")
 
 
 class ModelList(BaseModel):
-    """The body of ``GET /v1/models``: per model, newest version first."""
+    """The body of ``GET /v1/models``: per model, newest version first, and each model's labels."""
 
     models: list[ModelEntry]
+    labels: dict[str, dict[str, int]] = Field(
+        description="Per model name, its version labels and the version each names."
+    )
+
+
+class LabelRequest(BaseModel):
+    """The body of ``PUT .../labels/{label}``: the version the label names from now on."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    version: int = Field(ge=1, le=10**18 - 1, description="A published, unbroken version.")
+
+
+class LabelAnswer(BaseModel):
+    """What ``PUT`` and ``DELETE`` answer: the model's labels after the change."""
+
+    model_name: str
+    labels: dict[str, int] = Field(description="Every label of the model and its version.")
 
 
 class FieldError(BaseModel):
@@ -94,12 +114,15 @@ def _problems(*statuses: int) -> dict[str, Any]:
     reasons = {
         400: "Malformed JSON.",
         401: "Missing or wrong bearer token (only when SQUARENET_API_TOKEN is set).",
-        404: "No such job, sweep or plot (or fit curve yet).",
+        404: "No such job, sweep or plot (or fit curve yet); for labels: no such model, "
+        "version (or a broken one), or label.",
         409: "The job or sweep has already finished (cancel); the sweep has not finished "
         "(delete); no trial of the sweep succeeded (promote).",
         413: f"Body larger than {MAX_BODY_BYTES} bytes.",
         415: "Body is not application/json.",
-        422: "A field is unknown, of the wrong type or out of range, or breaks a rule that "
+        422: "For labels: the label is not [a-z][a-z0-9-]{0,31} or the body is not "
+        '{"version": N}. For jobs: a field is unknown, of the wrong type or out of range, '
+        "or breaks a rule that "
         "joins fields (batch_size at most the training rows; batch_size × num_neurons at most "
         "2^24; n_samples leaving at least one "
         "validation row; early_stopping_patience needs validation_split > 0); each rejected "
@@ -341,6 +364,7 @@ def _paths() -> dict[str, Any]:
                 },
             }
         },
+        "/v1/models/{model_name}/labels/{label}": _label_operations(),
         **sweeps_openapi.sweep_paths(_problems),
         "/": {
             "get": {
@@ -385,6 +409,40 @@ def _paths() -> dict[str, Any]:
     }
 
 
+def _label_operations() -> dict[str, Any]:
+    parameters = [
+        {
+            "name": "model_name",
+            "in": "path",
+            "required": True,
+            "schema": {"type": "string", "pattern": MODEL_NAME_PATTERN.pattern},
+        },
+        {
+            "name": "label",
+            "in": "path",
+            "required": True,
+            "description": "e.g. stable, canary",
+            "schema": {"type": "string", "pattern": LABEL_PATTERN.pattern},
+        },
+    ]
+    answer = {"description": "The model's labels now.", "content": _json_body("LabelAnswer")}
+    return {
+        "put": {
+            "summary": "Point a version label at a published, unbroken version.",
+            "description": "Predictors started with --serve-label serve the label's version "
+            "by default: promote and roll back by moving the label.",
+            "parameters": parameters,
+            "requestBody": {"required": True, "content": _json_body("LabelRequest")},
+            "responses": {"200": answer, **_problems(400, 401, 404, 413, 415, 422, 503)},
+        },
+        "delete": {
+            "summary": "Remove a version label.",
+            "parameters": parameters,
+            "responses": {"200": answer, **_problems(401, 404, 422, 503)},
+        },
+    }
+
+
 def _status_ok() -> dict[str, Any]:
     return {
         "description": "OK.",
@@ -410,6 +468,8 @@ OPERATION_IDS = {
     ("/v1/jobs/{job_id}/epochs", "get"): "getJobEpochs",
     ("/v1/jobs/{job_id}/fit", "get"): "getJobFit",
     ("/v1/models", "get"): "listModels",
+    ("/v1/models/{model_name}/labels/{label}", "put"): "setLabel",
+    ("/v1/models/{model_name}/labels/{label}", "delete"): "deleteLabel",
     ("/", "get"): "dashboard",
     ("/healthz", "get"): "healthz",
     ("/readyz", "get"): "readyz",
@@ -424,7 +484,7 @@ def _finish_operations(paths: dict[str, Any]) -> dict[str, Any]:
     for path, operations in paths.items():
         for method, operation in operations.items():
             operation["operationId"] = OPERATION_IDS[(path, method)]
-            if method in ("post", "delete"):
+            if method in ("post", "put", "delete"):
                 operation["security"] = [{"bearer": []}, {}]
     return paths
 
@@ -438,6 +498,8 @@ def openapi_document() -> dict[str, Any]:
             (Job, "serialization"),
             (JobList, "serialization"),
             (ModelList, "serialization"),
+            (LabelRequest, "validation"),
+            (LabelAnswer, "serialization"),
             (ProblemDetails, "serialization"),
             *sweeps_openapi.SCHEMA_MODELS,
         ],
@@ -449,7 +511,7 @@ def openapi_document() -> dict[str, Any]:
             "title": "squarenet trainer",
             "version": "1",
             "description": "Train a 1-hidden-layer ReLU network on y = x² and publish it "
-            "to the model store. Reads are open; POSTs need a bearer token when "
+            "to the model store. Reads are open; POST, PUT and DELETE need a bearer token when "
             "SQUARENET_API_TOKEN is set.",
         },
         "paths": _finish_operations(_paths()),

@@ -18,7 +18,7 @@ from flask import Blueprint, Response, current_app, jsonify, request, send_file,
 from gunicorn.http.errors import ParseException
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from squarenet.store import BrokenVersion, ModelStore
+from squarenet.store import BrokenVersion, ModelStore, StoreError
 from trainer_service.api import metrics
 from trainer_service.api.events import job_events, last_event_id
 from trainer_service.api.openapi import JobList, JobQuery, openapi_document
@@ -76,11 +76,11 @@ def _more_body() -> bool:
 
 def read_training_params() -> TrainingParams:
     """The request body as TrainingParams: an empty body means every default."""
-    return TrainingParams.model_validate(read_json_body(empty={}))
+    return TrainingParams.model_validate(read_json_body("the hyperparameters", empty={}))
 
 
-def read_json_body(empty: Any) -> Any:
-    """The request's JSON document, ``empty`` for an empty body; a Problem when it is not JSON."""
+def read_json_body(what: str, *, empty: Any) -> Any:
+    """The request's JSON document (``empty`` for no body), or the problem that says why not."""
     try:
         raw = request.get_data(cache=False)  # 413 past MAX_CONTENT_LENGTH (when announced)
     except ParseException as exc:  # gunicorn met broken chunked framing while reading
@@ -98,7 +98,7 @@ def read_json_body(empty: Any) -> Any:
     ):
         raise Problem(
             415,
-            f"send the body as {JSON_MIMETYPE} (got {mimetype or 'no content type'})",
+            f"send {what} as {JSON_MIMETYPE} (got {mimetype or 'no content type'})",
             kind="unsupported-media-type",
         )
     try:
@@ -210,22 +210,34 @@ def job_plot(job_id: str, plot: str) -> Response:
 # --- models -----------------------------------------------------------------------------
 
 
+def model_labels(store: ModelStore, model_name: str) -> dict[str, int]:
+    """A model's version labels; {} when labels.json is malformed (as the predictor reads it)."""
+    try:
+        return store.read_labels(model_name)
+    except StoreError:
+        return {}
+
+
 def model_entries(store: ModelStore) -> list[dict[str, Any]]:
     """Every numbered version of every model, newest first; broken ones say why."""
     entries: list[dict[str, Any]] = []
     for name in store.model_names():
+        labels: dict[int, list[str]] = {}
+        for label, labelled in sorted(model_labels(store, name).items()):
+            labels.setdefault(labelled, []).append(label)
         for version in reversed(store.list_versions(name)):
             try:
                 found = store.verify_version(name, version)
             except BrokenVersion as exc:
                 entries.append(
                     {"model_name": name, "version": version, "status": "broken",
-                     "reason": exc.reason, "metadata": None}
+                     "reason": exc.reason, "metadata": None, "labels": labels.get(version, [])}
                 )  # fmt: skip
                 continue
             entries.append(
                 {"model_name": name, "version": version, "status": "ok",
-                 "reason": None, "metadata": dict(found.metadata)}
+                 "reason": None, "metadata": dict(found.metadata),
+                 "labels": labels.get(version, [])}
             )  # fmt: skip
     return entries
 
@@ -233,7 +245,9 @@ def model_entries(store: ModelStore) -> list[dict[str, Any]]:
 @bp.get("/v1/models")
 def list_models() -> Response:
     """Published versions with their metadata (``status: broken`` when files do not match)."""
-    return jsonify({"models": model_entries(services().store)})
+    store = services().store
+    labels = {name: model_labels(store, name) for name in store.model_names()}
+    return jsonify({"models": model_entries(store), "labels": labels})
 
 
 # --- operations -------------------------------------------------------------------------

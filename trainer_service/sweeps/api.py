@@ -94,7 +94,7 @@ def capped(spec: SweepSpec, cap: int) -> SweepSpec:
 @bp.post("/v1/sweeps")
 def submit_sweep() -> Response:
     """Create a sweep (202): every trial is planned now and released as jobs by the controller."""
-    spec = SweepSpec.model_validate(read_json_body(empty={}))
+    spec = SweepSpec.model_validate(read_json_body("the sweep spec", empty={}))
     svc = services()
     record = create_sweep(svc.executor, capped(spec, svc.settings.max_train_seconds))
     log.info("sweep %s submitted trials=%d", record.id, len(record.trials))
