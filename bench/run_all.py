@@ -2,8 +2,9 @@
 
 Runs ``training.py`` (goals 1-2), ``serving.py`` (goals 3, 4 and the predictor's cold
 start), ``lifecycle.py train-to-served`` (goal 5), ``lifecycle.py trainer-start``
-(goal 6, trainer side), ``dashboard.py`` (the dashboard in Chromium) and ``protocols.py``
-(V2 against MLServer and KServe) one after another as subprocesses, never side by side (they would
+(goal 6, trainer side), ``dashboard.py`` (the dashboard in Chromium), ``protocols.py``
+(V2 against MLServer and KServe) and ``sweep.py`` (a sweep's overhead) one after another
+as subprocesses, never side by side (they would
 measure each other), each bounded by a timeout inside an overall budget. Their JSON lines
 become the rows of one table, printed and written to ``var/bench/results.md`` and
 ``results.json``; each benchmark's own output goes to ``var/bench/<name>.log``.
@@ -106,6 +107,13 @@ SUITES = (
         ["protocols.py", "--quick", "--json"],
         300,
         (),  # its rows are whatever it measured; an empty set is an error
+    ),
+    Suite(
+        "sweep",
+        ["sweep.py", "--json"],
+        ["sweep.py", "--quick", "--json"],
+        300,
+        ("sweep_overhead",),
     ),
 )
 
@@ -338,12 +346,29 @@ def lifecycle_rows(figure: dict[str, Any]) -> list[Row]:
     ]
 
 
+def sweep_rows(figure: dict[str, Any]) -> list[Row]:
+    """sweep.py: a sweep's wall time against its trials' own time over the parallelism."""
+    return [
+        Row(
+            f"{figure['trials']}-trial sweep, {figure['epochs']} epochs, "
+            f"{figure['parallel']} at a time: wall time",
+            f"{figure['value']:.1f} s",
+            f"{figure['baseline']:.1f} s (trials' own time / {figure['parallel']})",
+            f"{figure['ratio']:.3f}x",
+            "<= 1.10x (overhead <= 10 %)",
+            met_text(figure["met"]),
+            figure,
+        )
+    ]
+
+
 ROW_MAKERS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "training": training_rows,
     "serving": serving_rows,
     "protocols": serving_rows,
     "lifecycle": lifecycle_rows,
     "dashboard": serving_rows,  # the same shape: name, value, unit, baseline, ratio, goal
+    "sweep": sweep_rows,
 }
 
 
