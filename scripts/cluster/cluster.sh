@@ -68,7 +68,7 @@ build() {
         # Into a temp folder first, so an interrupted build never leaves a half-written binary.
         local out
         out="$(mktemp -d "$cache/build.XXXXXX")"
-        (cd "$here" && go build -p "${CLUSTER_BUILD_JOBS:-2}" -trimpath -ldflags=-s -o "$out/" "${packages[@]}")
+        (cd "$here" && go build -p "${SQUARENET_CLUSTER_BUILD_JOBS:-2}" -trimpath -ldflags=-s -o "$out/" "${packages[@]}")
         mv "$out"/* "$bin/"
         rmdir "$out"
     fi
@@ -107,8 +107,16 @@ start() {
     # Its own session: a Ctrl-C in the terminal that ran `up` does not reach it; without
     # the lock's descriptor (9), or the lock would outlive this script.
     setsid "$(binary_of "$component")" "$@" >"$state/logs/$component.log" 2>&1 </dev/null 9>&- &
-    echo $! >"$state/pids/$component.pid"
+    local pid=$!
+    echo "$pid" >"$state/pids/$component.pid"
     started+=("$component")
+    # Until the forked shell has exec'd the binary, /proc/PID/exe is still bash: wait for it,
+    # so `ours` (which checks the binary) means "alive" from here on.
+    for _ in $(seq 1 100); do
+        [[ "$(readlink "/proc/$pid/exe" 2>/dev/null)" == "$(binary_of "$component")" ]] && return
+        [[ -d "/proc/$pid" ]] || return
+        sleep 0.05
+    done
 }
 
 stop_all() {
