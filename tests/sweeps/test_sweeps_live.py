@@ -10,8 +10,9 @@ from typing import Any
 
 import httpx
 import pytest
-from rest.rest_helpers import running_trainer
 from support import wait_for
+
+from squarenet.stack import running_trainer
 
 pytestmark = pytest.mark.slow
 
