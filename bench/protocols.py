@@ -5,7 +5,7 @@ separate process, each with the same LiteRT model (the trained version's ``model
 
 * **squarenet** — ``squarenet-predictor``, V2 on the same port as its own API;
 * **MLServer** 1.7.1 — a small custom ``MLModel`` (bench/competitors/mlserver_model.py),
-  from its own virtualenv (.venv-mlserver), default settings;
+  from its own virtualenv (.venv-mlserver), default settings but ``parallel_workers: 0``;
 * **KServe** 0.21.0 — a small ``kserve.Model`` (bench/competitors/kserve_model.py), from
   .venv-kserve, default settings.
 
@@ -43,13 +43,13 @@ import numpy as np
 from rich.console import Console
 from serving import (
     Figure,
-    free_port,
     interleaved,
-    predictor_command,
     render,
+    serving_predictor,
     trained_store,
 )
 
+from squarenet.stack import free_port
 from squarenet.third_party.open_inference import dataplane_pb2 as v2
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -144,7 +144,15 @@ def mlserver(
     """MLServer serving the custom model class from ``folder`` (its settings written here)."""
     folder.mkdir()
     shutil.copy(COMPETITORS / "mlserver_model.py", folder)
-    settings = {"http_port": free_port(), "grpc_port": port, "metrics_port": free_port()}
+    settings = {
+        "http_port": free_port(),
+        "grpc_port": port,
+        "metrics_port": free_port(),
+        # Its default pool of inference worker processes dies at start here (uvloop: "There
+        # is no current event loop in thread 'MainThread'"); 0 runs the model in the server
+        # process, which its docs advise for light models anyway.
+        "parallel_workers": 0,
+    }
     (folder / "settings.json").write_text(json.dumps(settings))
     model = {
         "name": "square",
@@ -240,10 +248,9 @@ def measure(quick: bool, console: Console) -> list[Figure]:
         console.print("training a model for the store ...")
         store = trained_store(tmp)
         tflite = next(store.glob("square/*/model.tflite"))
-        ports: dict[str, int] = {"squarenet": free_port()}
-        stack.enter_context(
-            server(predictor_command(store, ports["squarenet"]), ports["squarenet"], tmp / "sq.log")
-        )
+        ports: dict[str, int] = {
+            "squarenet": stack.enter_context(serving_predictor(store, tmp / "sq.log"))
+        }
         for name, start in (("MLServer", mlserver), ("KServe", kserve)):
             console.print(f"preparing {name} ...")
             python, error = environment(name.lower())

@@ -14,10 +14,10 @@ from typing import Any
 import httpx
 import pytest
 from playwright.sync_api import Page, Route, expect
-from rest.rest_helpers import RunningTrainer
 from support import wait_for
 
 from browser.browser_support import axe_violations, describe, screenshot
+from squarenet.stack import Trainer
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -25,7 +25,7 @@ SWEEP_ID = "20261130T120000Z-5eed5eed"
 GRID = [(1, 2.0), (4, 2.0), (4, 6.0)]  # (num_neurons, mid_range) per trial
 
 
-def trained_jobs(trainer: RunningTrainer) -> list[dict[str, Any]]:
+def trained_jobs(trainer: Trainer) -> list[dict[str, Any]]:
     """One real job per grid point, trained to the end."""
     ids = []
     for neurons, mid_range in GRID:
@@ -39,7 +39,7 @@ def trained_jobs(trainer: RunningTrainer) -> list[dict[str, Any]]:
         jobs = [httpx.get(f"{trainer.base_url}/v1/jobs/{i}", timeout=10).json() for i in ids]
         return jobs if all(job["state"] == "SUCCEEDED" for job in jobs) else None
 
-    return wait_for(all_done, 240, "the trial jobs to succeed", every=0.5)
+    return wait_for(all_done, 420, "the trial jobs to succeed", every=0.5)
 
 
 def trial(job: dict[str, Any]) -> dict[str, Any]:
@@ -108,7 +108,7 @@ def objective_column(page: Page) -> list[float]:
 
 
 def test_trials_sort_by_the_objective_and_every_picture_is_drawn(
-    trainer: RunningTrainer, page: Page
+    trainer: Trainer, page: Page
 ) -> None:
     jobs = trained_jobs(trainer)
     route_sweeps(page, sweep_documents(jobs))

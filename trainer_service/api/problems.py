@@ -154,7 +154,9 @@ def _http_problem(exc: HTTPException) -> Problem:
 def handle_error(exc: Exception) -> Response:
     """The one error handler: every failure leaves as a problem response."""
     problem = to_problem(exc)
-    if problem.status >= 500 and not isinstance(exc, Problem | HTTPException):
+    if problem.status >= 500 and isinstance(exc, TrainerError):
+        log.error("request failed status=%d path=%s: %s", problem.status, request.path, exc)
+    elif problem.status >= 500 and not isinstance(exc, Problem | HTTPException):
         log.error(
             "request failed status=%d method=%s path=%s",
             problem.status,

@@ -23,9 +23,16 @@ DATA_POINTS_SHOWN = 1_000
 """Training rows drawn in fit.png: enough to show the sampling, few enough to see the curves."""
 
 
+def _figure() -> Figure:
+    """A 700×450 px figure with fixed margins (a layout engine would cost more than drawing)."""
+    figure = Figure(figsize=(7, 4.5))
+    figure.subplots_adjust(left=0.11, right=0.97, top=0.92, bottom=0.11)
+    return figure
+
+
 def plot_loss(history: Sequence[EpochReport], path: Path) -> None:
     """loss and val_loss per epoch on a log scale (the article's training curve)."""
-    figure = Figure(figsize=(7, 4.5), layout="constrained")
+    figure = _figure()
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
     epochs = [report.epoch for report in history]
@@ -59,7 +66,7 @@ def plot_fit(
     x = np.linspace(lo - reach / 2, hi + reach / 2, 801)
     shown = min(DATA_POINTS_SHOWN, len(data.x_train))
     rows = rng.choice(len(data.x_train), size=shown, replace=False)
-    figure = Figure(figsize=(7, 4.5), layout="constrained")
+    figure = _figure()
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
     axes.axvspan(lo, hi, color="tab:green", alpha=0.08, label="training domain")
