@@ -33,9 +33,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from lifecycle import free_port, running, script, wait_ready
 from playwright.sync_api import Browser, sync_playwright
 
+from squarenet.stack import running_trainer
 from squarenet.store import ModelStore
 from trainer_service.params import TrainingParams
 from trainer_service.runner.records import Job, JobFiles, JobState, Progress, new_job_id
@@ -89,13 +89,6 @@ def fill_store(root: Path, count: int) -> None:
                 finished_at=stamp,
             )
         )  # fmt: skip
-
-
-def trainer(root: Path, port: int, log: Any) -> Any:
-    """``squarenet-trainer`` on ``port`` (a context manager: stopped afterwards)."""
-    command = [script("squarenet-trainer"), "--model-store", str(root)]
-    command += ["--host", "127.0.0.1", "--port", str(port)]
-    return running(command, log)
 
 
 def launch(playwright: Any) -> Browser:
@@ -171,17 +164,14 @@ def main(argv: list[str] | None = None) -> int:
     say = (lambda *_: None) if args.json else print
     with (
         tempfile.TemporaryDirectory(prefix="squarenet-bench-dashboard-") as tmp,
-        Path(tmp, "trainer.log").open("wb") as log,
         sync_playwright() as pw,
     ):
         browser = launch(pw)
         # --- a page of 1,000 jobs -------------------------------------------------------------
         crowded = Path(tmp, "crowded")
         fill_store(crowded, JOBS_IN_STORE)
-        port = free_port()
-        base = f"http://127.0.0.1:{port}"
-        with trainer(crowded, port, log) as process:
-            wait_ready(f"{base}/readyz", process)
+        with running_trainer(crowded, Path(tmp, "crowded.log")) as process:
+            base = process.base_url
             pages, apis = jobs_page(browser, base, rounds)
         page, api = statistics.median(pages), statistics.median(apis)
         say(f"jobs page, {JOBS_IN_STORE} jobs: {page:.3f} s (GET /v1/jobs alone {api:.3f} s)")
@@ -191,10 +181,8 @@ def main(argv: list[str] | None = None) -> int:
 
         # --- the trainer's CPU with one dashboard open ----------------------------------------
         fresh = Path(tmp, "fresh")
-        port = free_port()
-        base = f"http://127.0.0.1:{port}"
-        with trainer(fresh, port, log) as process:
-            wait_ready(f"{base}/readyz", process)
+        with running_trainer(fresh, Path(tmp, "fresh.log")) as process:
+            base = process.base_url
             idle, idle_epochs, _ = train_and_measure(base, process.pid, epochs)
             context = browser.new_context()
             tab = context.new_page()

@@ -30,14 +30,12 @@ import json
 import math
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -50,6 +48,7 @@ from rich.console import Console
 from rich.table import Table
 
 from predictor_service.settings import PredictorSettings
+from squarenet.stack import StackError, free_port, local_stack, start_trainer, trainer_ready
 from squarenet.store import DEFAULT_MODEL_NAME
 from squarenet.v1 import predictor_pb2, predictor_pb2_grpc
 
@@ -61,26 +60,10 @@ JOB_PARAMS: dict[str, Any] = {"n_samples": 400, "epochs": 5, "batch_size": 100}
 """A job small enough to train in about a second (most of a job is TensorFlow's import)."""
 PROBE_EVERY = 0.01
 """Seconds between the Predict calls that catch the first answer from a new version."""
-SCRIPTS = Path(sys.executable).parent
 MEASUREMENTS = ("train-to-served", "trainer-start")
 
 
 # --- processes ------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now (the OS picks it)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def script(name: str) -> str:
-    """A console script of this environment (next to the running Python)."""
-    path = SCRIPTS / name
-    if not path.exists():
-        raise SystemExit(f"{name} is not installed next to {sys.executable}")
-    return str(path)
 
 
 def stop(process: subprocess.Popen[bytes], timeout: float = 30) -> None:
@@ -112,16 +95,6 @@ def wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 60) 
             raise RuntimeError(f"{process.args!r} exited with {process.returncode}")
         time.sleep(0.01)
     raise RuntimeError(f"{url} not ready after {timeout} s")
-
-
-@contextlib.contextmanager
-def running(command: list[str], log: IO[bytes]) -> Iterator[subprocess.Popen[bytes]]:
-    """A process whose output goes to ``log``, stopped with SIGTERM afterwards."""
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        yield process
-    finally:
-        stop(process)
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -240,30 +213,13 @@ def train_to_served(args: argparse.Namespace, console: Console) -> None:
         store.mkdir()
         # the interval the predictor will use: its default, or SQUARENET_POLL_INTERVAL
         poll = PredictorSettings(model_store=store).poll_interval
-        log = stack.enter_context((root / "services.log").open("wb"))
-        http_port, grpc_port = free_port(), free_port()
-        trainer = stack.enter_context(
-            running(
-                [script("squarenet-trainer"), "--model-store", str(store),
-                 "--host", "127.0.0.1", "--port", str(http_port)],
-                log,
-            )
-        )  # fmt: skip
-        stack.enter_context(
-            running(
-                [script("squarenet-predictor"), "--model-store", str(store),
-                 "--host", "127.0.0.1", "--port", str(grpc_port), "--metrics-port", "0"],
-                log,
-            )
-        )  # fmt: skip
-        base = f"http://127.0.0.1:{http_port}"
         try:
-            wait_ready(f"{base}/readyz", trainer)
-        except RuntimeError:
-            log.flush()
-            console.print((root / "services.log").read_text(errors="replace")[-3000:])
+            services = stack.enter_context(local_stack(store, root / "logs"))
+        except StackError as exc:
+            console.print(str(exc))
             raise
-        channel = stack.enter_context(grpc.insecure_channel(f"127.0.0.1:{grpc_port}"))
+        base = services.trainer_url
+        channel = stack.enter_context(grpc.insecure_channel(services.predictor_target))
         sightings, done = Sightings(), threading.Event()
         threads = [
             threading.Thread(target=watch_versions, args=(channel, sightings, done), daemon=True),
@@ -355,12 +311,31 @@ def readyz() -> dict[str, str]:
 '''
 
 
-def time_start(command: list[str], port: int, log: IO[bytes]) -> float:
-    """Seconds from starting ``command`` to ``/readyz`` 200 on ``port``."""
+def time_trainer_start(store: Path, log_path: Path) -> float:
+    """Seconds from starting squarenet-trainer to ``/readyz`` 200 (looked at every 10 ms)."""
     started = time.perf_counter()
-    with running(command, log) as process:
+    trainer = start_trainer(store, log_path)
+    try:
+        trainer.wait_until(
+            lambda: trainer_ready(trainer.base_url), "the trainer to be ready", 60, every=0.01
+        )
+        return time.perf_counter() - started
+    finally:
+        trainer.stop()
+
+
+def time_hello_start(root: Path, log: IO[bytes]) -> float:
+    """Seconds from starting the hello app under gunicorn to ``/readyz`` 200."""
+    port = free_port()
+    command = [sys.executable, "-m", "gunicorn", "--chdir", str(root),
+               "--bind", f"127.0.0.1:{port}", "--workers", "2", "hello_app:app"]  # fmt: skip
+    started = time.perf_counter()
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    try:
         wait_ready(f"http://127.0.0.1:{port}/readyz", process)
         return time.perf_counter() - started
+    finally:
+        stop(process)
 
 
 def time_import() -> float:
@@ -382,16 +357,12 @@ def trainer_start(args: argparse.Namespace, console: Console) -> None:
         store.mkdir()
         with (root / "services.log").open("wb") as log:
             for round_ in range(starts):
-                port = free_port()
-                trainer = [script("squarenet-trainer"), "--model-store", str(store),
-                           "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
-                hello_port = free_port()
-                hello = [sys.executable, "-m", "gunicorn", "--chdir", str(root),
-                         "--bind", f"127.0.0.1:{hello_port}", "--workers", "2",
-                         "hello_app:app"]  # fmt: skip
-                pair = [(trainer, port, trainer_s), (hello, hello_port, hello_s)]
-                for command, bound, into in pair if round_ % 2 == 0 else reversed(pair):
-                    into.append(time_start(command, bound, log))
+                trainer_first = round_ % 2 == 0
+                for is_trainer in (trainer_first, not trainer_first):
+                    if is_trainer:
+                        trainer_s.append(time_trainer_start(store, root / "trainer.log"))
+                    else:
+                        hello_s.append(time_hello_start(root, log))
         imports = [time_import() for _ in range(starts)]
     trainer_p50, hello_p50 = statistics.median(trainer_s), statistics.median(hello_s)
     import_p50 = statistics.median(imports)

@@ -43,13 +43,13 @@ import numpy as np
 from rich.console import Console
 from serving import (
     Figure,
-    free_port,
     interleaved,
-    predictor_command,
     render,
+    serving_predictor,
     trained_store,
 )
 
+from squarenet.stack import free_port
 from squarenet.third_party.open_inference import dataplane_pb2 as v2
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -248,10 +248,9 @@ def measure(quick: bool, console: Console) -> list[Figure]:
         console.print("training a model for the store ...")
         store = trained_store(tmp)
         tflite = next(store.glob("square/*/model.tflite"))
-        ports: dict[str, int] = {"squarenet": free_port()}
-        stack.enter_context(
-            server(predictor_command(store, ports["squarenet"]), ports["squarenet"], tmp / "sq.log")
-        )
+        ports: dict[str, int] = {
+            "squarenet": stack.enter_context(serving_predictor(store, tmp / "sq.log"))
+        }
         for name, start in (("MLServer", mlserver), ("KServe", kserve)):
             console.print(f"preparing {name} ...")
             python, error = environment(name.lower())

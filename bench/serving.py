@@ -47,6 +47,7 @@ from rich.console import Console
 from rich.table import Table
 
 from predictor_service.settings import PredictorSettings
+from squarenet.stack import free_port, start_predictor
 from squarenet.v1 import predictor_pb2, predictor_pb2_grpc
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -126,15 +127,6 @@ def run_reference_server(kind: str, port: int) -> None:
 # --- processes ------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    """A port nobody listens on right now."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def health_status(port: int) -> int | None:
     """Health of the server on ``port``, None while it does not answer."""
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
@@ -179,11 +171,15 @@ def reference_command(kind: str, port: int) -> list[str]:
     return [sys.executable, str(Path(__file__).resolve()), "--serve", kind, "--port", str(port)]
 
 
-def predictor_command(store: Path, port: int, *extra: str) -> list[str]:
-    return [
-        sys.executable, "-m", "predictor_service.cli", "--model-store", str(store),
-        "--host", "127.0.0.1", "--port", str(port), "--metrics-port", "0", *extra,
-    ]  # fmt: skip
+@contextmanager
+def serving_predictor(store: Path, log_path: Path, *extra: str) -> Iterator[int]:
+    """squarenet-predictor (started by squarenet.stack), SERVING; yields its port."""
+    service = start_predictor(store, log_path, *extra)
+    try:
+        wait_serving(service.port, service.process)
+        yield service.port
+    finally:
+        service.stop()
 
 
 # --- load -----------------------------------------------------------------------------------
@@ -294,13 +290,11 @@ def measure(quick: bool, console: Console) -> list[Figure]:
         console.print("training a model for the store ...")
         store = trained_store(tmp)
         console.print("starting echo, naive Keras, squarenet-predictor (--workers 1 and 2) ...")
-        echo, naive, single, double = (free_port() for _ in range(4))
+        echo, naive = free_port(), free_port()
         stack.enter_context(server_process(reference_command("echo", echo), echo))
         stack.enter_context(server_process(reference_command("naive", naive), naive))
-        stack.enter_context(server_process(predictor_command(store, single), single))
-        stack.enter_context(
-            server_process(predictor_command(store, double, "--workers", "2"), double)
-        )
+        single = stack.enter_context(serving_predictor(store, tmp / "single.log"))
+        double = stack.enter_context(serving_predictor(store, tmp / "double.log", "--workers", "2"))
         pool = stack.enter_context(multiprocessing.get_context("spawn").Pool(LOAD_PROCESSES))
 
         console.print("latency at concurrency 1 ...")
@@ -365,15 +359,11 @@ def measure(quick: bool, console: Console) -> list[Figure]:
 
 def cold_start(store: Path) -> float:
     """Seconds from starting squarenet-predictor to health SERVING with one model in store."""
-    port = free_port()
-    process = subprocess.Popen(
-        predictor_command(store, port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    service = start_predictor(store, store.parent / "cold-start.log")
     try:
-        return wait_serving(port, process)
+        return wait_serving(service.port, service.process)
     finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(20)
+        service.stop()
 
 
 def _p99(times: list[float]) -> float:

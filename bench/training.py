@@ -25,10 +25,9 @@ against the article's script run as a process (import, data, fit: its whole wall
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -47,6 +46,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from squarenet.stack import Trainer, running_trainer
 from squarenet.store import ModelStore
 from trainer_service.params import TrainingParams
 from trainer_service.training import train_and_publish
@@ -161,18 +161,9 @@ class EndToEnd:
         return statistics.median(self.seconds)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait(condition: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise SystemExit(f"end-to-end bench: timed out waiting for {what}")
-        time.sleep(0.05)
+def warm_processes_beyond(trainer: Trainer, count: int) -> bool:
+    """Whether the trainer's runner has warmed more than ``count`` job processes so far."""
+    return trainer.log().count(" warm in ") > count
 
 
 def _moment(text: str) -> float:
@@ -189,30 +180,22 @@ def measure_end_to_end(params: dict[str, Any], repeats: int, root: Path) -> EndT
     """
     root.mkdir(parents=True, exist_ok=True)
     store, log_path = root / "store", root / "trainer.log"
-    port = _free_port()
-    trainer = Path(sys.executable).with_name("squarenet-trainer")
-    command = [str(trainer), "--model-store", str(store), "--host", "127.0.0.1"]
-    command += ["--port", str(port), "--workers", "1"]
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    base = f"http://127.0.0.1:{port}"
-
-    def warm_processes() -> int:
-        return log_path.read_text(errors="replace").count(" warm in ")
-
     seconds: list[float] = []
     phases: list[dict[str, float]] = []
     mse = float("nan")
-    try:
+    with running_trainer(store, log_path, "--workers", "1", timeout=READY_TIMEOUT) as trainer:
         for run in range(repeats):
-            _wait(lambda run=run: warm_processes() > run, READY_TIMEOUT, "a warm job process")
+            # each job uses up the warm process; the runner warms the next one
+            trainer.wait_until(
+                functools.partial(warm_processes_beyond, trainer, run),
+                "a warm job process",
+                READY_TIMEOUT,
+            )
             started = time.perf_counter()
-            job = httpx.post(f"{base}/v1/jobs", json=params, timeout=30).json()
+            job = httpx.post(f"{trainer.base_url}/v1/jobs", json=params, timeout=30).json()
             while job["state"] not in ("SUCCEEDED", "FAILED", "CANCELLED"):
                 time.sleep(POLL_SECONDS)
-                job = httpx.get(f"{base}/v1/jobs/{job['id']}", timeout=30).json()
+                job = httpx.get(f"{trainer.base_url}/v1/jobs/{job['id']}", timeout=30).json()
             total = time.perf_counter() - started
             if job["state"] != "SUCCEEDED":
                 raise SystemExit(f"end-to-end bench: the job ended {job['state']}: {job['error']}")
@@ -224,9 +207,6 @@ def measure_end_to_end(params: dict[str, Any], repeats: int, root: Path) -> EndT
             seconds.append(total)
             phases.append(split)
             mse = float(job["metrics"]["mse_in_domain"])
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=60)
     median_phases = {name: statistics.median(p[name] for p in phases) for name in phases[0]}
     return EndToEnd(seconds, median_phases, mse)
 

@@ -4,34 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
-from pathlib import Path
 
 import numpy as np
 
-from predictor_service.registry import Fingerprint, ServedModel
+from predictor_service.registry import ServedModel
 from predictor_service.runtime import ModelLoadError, load_runtime
-from squarenet.store import TFLITE_FILE, BrokenVersion, ModelStore
+from squarenet.store import TFLITE_FILE, BrokenVersion, Fingerprint, ModelStore
 
 _WARM_INPUT = [0.0, 1.0]
-
-
-def fingerprint(folder: Path) -> Fingerprint:
-    """A cheap summary of a folder's files; it changes when any file is replaced or rewritten.
-
-    A broken version is retried only when its fingerprint changes (someone fixed or
-    finished copying it), never on every poll.
-    """
-    entries: list[tuple[str, int, int]] = []
-    for dirpath, _dirnames, filenames in os.walk(folder):
-        for name in filenames:
-            path = os.path.join(dirpath, name)
-            try:
-                stat = os.stat(path, follow_symlinks=False)
-            except OSError:
-                continue
-            entries.append((os.path.relpath(path, folder), stat.st_size, stat.st_mtime_ns))
-    return tuple(sorted(entries))
 
 
 def load_version(

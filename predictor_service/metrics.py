@@ -73,6 +73,11 @@ LOAD_FAILURES = Counter(
     "Broken versions skipped (each distinct folder content counted once).",
 )
 
+STORE_POLLS = Counter(
+    "squarenet_predictor_store_polls_total",
+    "Looks at the store the poller finished (it stops rising when the poller stalls).",
+)
+
 Recorder = Callable[[float], None]
 _recorders: dict[tuple[str, grpc.StatusCode], Recorder] = {}
 _recorders_lock = threading.Lock()

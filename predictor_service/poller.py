@@ -18,9 +18,9 @@ import time
 from collections.abc import Callable
 
 from predictor_service import metrics
-from predictor_service.loader import fingerprint, load_version
-from predictor_service.registry import Fingerprint, Registry, ServedModel, Snapshot
-from squarenet.store import BrokenVersion, ModelStore, StoreError
+from predictor_service.loader import load_version
+from predictor_service.registry import Registry, ServedModel, Snapshot
+from squarenet.store import BrokenVersion, Fingerprint, ModelStore, StoreError, folder_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,12 @@ class Poller:
 
     def poll_once(self) -> None:
         """One look at the store; publish a new snapshot if what should be served changed."""
+        try:
+            self._look()
+        finally:
+            metrics.STORE_POLLS.inc()
+
+    def _look(self) -> None:
         try:
             on_disk = sorted(self._store.list_versions(self._model_name), reverse=True)
         except OSError as exc:
@@ -137,7 +143,7 @@ class Poller:
     def _good_model(self, version: int, loaded: ServedModel | None) -> ServedModel | None:
         """The served model for ``version``: the loaded one if unchanged, else a fresh load."""
         folder = self._store.version_dir(self._model_name, version)
-        print_ = fingerprint(folder)
+        print_ = folder_fingerprint(folder)
         if loaded is not None and loaded.fingerprint == print_:
             return loaded
         if self._broken.get(version) == print_:

@@ -12,9 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from predictor_service.runtime import Runtime
-
-#: What a version folder looked like when loaded: (relative path, size, mtime_ns) per file.
-Fingerprint = tuple[tuple[str, int, int], ...]
+from squarenet.store import Fingerprint  # what a version folder looked like when loaded
 
 
 @dataclass(frozen=True)

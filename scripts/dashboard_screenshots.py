@@ -24,7 +24,8 @@ from playwright.sync_api import Page, sync_playwright
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 from dashboard import CHROMIUM, FLAGS  # noqa: E402
-from lifecycle import free_port, running, script, wait_ready  # noqa: E402
+
+from squarenet.stack import running_trainer  # noqa: E402
 
 ARTICLE: dict[str, Any] = {"seed": 1}
 EXPERIMENTS: list[dict[str, Any]] = [
@@ -64,39 +65,37 @@ def main() -> int:
     parser.add_argument("--output", type=Path, default=ROOT / "docs")
     args = parser.parse_args()
     args.output.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    with tempfile.TemporaryDirectory() as tmp, Path(tmp, "trainer.log").open("wb") as log:
-        command = [script("squarenet-trainer"), "--model-store", str(Path(tmp, "store"))]
-        command += ["--host", "127.0.0.1", "--port", str(port)]
-        with running(command, log) as process:
-            wait_ready(f"{base}/readyz", process)
-            article = submit(base, ARTICLE)
-            for params in EXPERIMENTS:
-                wait_state(base, submit(base, params), {"SUCCEEDED"})
-            cancelled = submit(base, LONG)
-            wait_state(base, cancelled, {"RUNNING"})
-            httpx.post(f"{base}/v1/jobs/{cancelled}/cancel", timeout=30)
-            live = submit(base, LONG)
-            wait_state(base, live, {"RUNNING"})
-            with sync_playwright() as pw:
-                browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-                page = browser.new_page(viewport={"width": 1280, "height": 860})
-                page.goto(f"{base}/#/jobs")
-                page.wait_for_function(
-                    "() => Number(document.querySelector('#jobs-table progress')?.value) > 40"
-                )
-                page.evaluate("() => document.querySelector('details.submit').open = false")
-                save(page, args.output / "dashboard-jobs.png")
-                page.goto(f"{base}/#/jobs/{article}")
-                page.wait_for_selector("#fit-chart[data-ready=true]")
-                page.evaluate("() => document.querySelector('#loss-title').scrollIntoView()")
-                save(page, args.output / "dashboard-job.png")
-                page.goto(f"{base}/#/models")
-                page.wait_for_selector("table")
-                save(page, args.output / "dashboard-models.png")
-                browser.close()
-            httpx.post(f"{base}/v1/jobs/{live}/cancel", timeout=30)
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        running_trainer(Path(tmp, "store"), Path(tmp, "trainer.log")) as trainer,
+    ):
+        base = trainer.base_url
+        article = submit(base, ARTICLE)
+        for params in EXPERIMENTS:
+            wait_state(base, submit(base, params), {"SUCCEEDED"})
+        cancelled = submit(base, LONG)
+        wait_state(base, cancelled, {"RUNNING"})
+        httpx.post(f"{base}/v1/jobs/{cancelled}/cancel", timeout=30)
+        live = submit(base, LONG)
+        wait_state(base, live, {"RUNNING"})
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+            page = browser.new_page(viewport={"width": 1280, "height": 860})
+            page.goto(f"{base}/#/jobs")
+            page.wait_for_function(
+                "() => Number(document.querySelector('#jobs-table progress')?.value) > 40"
+            )
+            page.evaluate("() => document.querySelector('details.submit').open = false")
+            save(page, args.output / "dashboard-jobs.png")
+            page.goto(f"{base}/#/jobs/{article}")
+            page.wait_for_selector("#fit-chart[data-ready=true]")
+            page.evaluate("() => document.querySelector('#loss-title').scrollIntoView()")
+            save(page, args.output / "dashboard-job.png")
+            page.goto(f"{base}/#/models")
+            page.wait_for_selector("table")
+            save(page, args.output / "dashboard-models.png")
+            browser.close()
+        httpx.post(f"{base}/v1/jobs/{live}/cancel", timeout=30)
     return 0
 
 

@@ -15,22 +15,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import secrets
-import shutil
 import signal
 import socket
-import subprocess
 import sys
-import time
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import IO, Any
 
-import grpc
-import httpx
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from rich.console import Console
 
 from squarenet.cli.errors import CliError
@@ -39,15 +30,12 @@ from squarenet.cli.predictor_client import PredictorClient
 from squarenet.cli.progress import follow_job
 from squarenet.cli.render import metrics_table, predictions_table
 from squarenet.cli.trainer_client import TrainerClient
+from squarenet.stack import LocalStack, StackError, local_stack
 
 DEMO_XS = (-10.0, -7.5, -5.0, -2.5, 0.0, 2.5, 5.0, 7.5, 10.0)
 PLOTS = ("loss.png", "fit.png")
 START_TIMEOUT = 120.0  # TensorFlow's import alone takes seconds on a busy 2-core machine
 SERVE_TIMEOUT = 60.0
-STOP_TIMEOUT = 20.0
-# Every process the demo starts (and everything they start) carries this variable, so the
-# demo can find and stop any that outlive their parent.
-RUN_MARKER = "SQUARENET_DEMO_RUN"
 
 
 class DemoFailed(Exception):
@@ -95,60 +83,7 @@ def parse_args(argv: Sequence[str] | None, env: Mapping[str, str]) -> argparse.N
     return args
 
 
-# --- the services -----------------------------------------------------------------------
-
-
-@dataclass
-class Service:
-    """One service process, in its own session so a Ctrl-C reaches the demo only."""
-
-    name: str
-    argv: list[str]
-    log_path: Path
-    env: dict[str, str]
-    process: subprocess.Popen[bytes] | None = None
-    _log: IO[bytes] | None = field(default=None, repr=False)
-
-    def start(self) -> None:
-        """Launch it with its output going to its log file."""
-        self._log = self.log_path.open("ab")
-        self.process = subprocess.Popen(  # noqa: S603 - our own console scripts, no shell
-            self.argv,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            env=self.env,
-            start_new_session=True,
-        )
-
-    def check_alive(self) -> None:
-        """Fail with the log's last lines when the process has exited."""
-        if self.process is not None and self.process.poll() is not None:
-            raise DemoFailed(
-                f"{self.name} exited with code {self.process.returncode}; its log "
-                f"{shown(self.log_path)} ends with:\n{tail(self.log_path)}"
-            )
-
-    def terminate(self) -> None:
-        """SIGTERM its whole process group (gunicorn workers, the job runner)."""
-        if self.process is not None and self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.process.pid, signal.SIGTERM)
-
-    def wait_or_kill(self, timeout: float) -> None:
-        """Wait for a clean exit; SIGKILL the group if it takes longer than ``timeout``."""
-        if self.process is None:
-            return
-        try:
-            self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.process.pid, signal.SIGKILL)  # workers that outlived their master
-        if self._log is not None:
-            self._log.close()
+# --- the services (started, waited for and stopped by squarenet.stack) -------------------
 
 
 def shown(path: Path) -> str:
@@ -159,95 +94,12 @@ def shown(path: Path) -> str:
         return str(path)
 
 
-def tail(path: Path, lines: int = 15) -> str:
-    """The last lines of a log, for failure messages."""
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return "(no log)"
-    return "\n".join(text.splitlines()[-lines:])
-
-
-def console_script(name: str) -> str:
-    """The venv's console script next to this interpreter, else the one on PATH."""
-    beside = Path(sys.executable).parent / name
-    if beside.exists():
-        return str(beside)
-    found = shutil.which(name)
-    if found is None:
-        raise DemoFailed(f"{name} is not installed; run `make venv` first")
-    return found
-
-
 def port_is_free(port: int) -> bool:
-    """Whether nothing listens on the port (the services bind every interface)."""
+    """Whether nothing listens on the port, on any interface."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         try:
-            sock.bind(("0.0.0.0", port))  # noqa: S104 - probing the address the services use
+            sock.bind(("0.0.0.0", port))  # noqa: S104 - probing every interface
         except OSError:
-            return False
-    return True
-
-
-def processes_marked(marker: str) -> list[int]:
-    """PIDs of processes whose environment carries ``RUN_MARKER=marker`` (Linux /proc)."""
-    needle = f"{RUN_MARKER}={marker}".encode()
-    found = []
-    for entry in Path("/proc").glob("[0-9]*"):
-        with contextlib.suppress(OSError):
-            if needle in (entry / "environ").read_bytes().split(b"\0"):
-                found.append(int(entry.name))
-    return found
-
-
-@contextlib.contextmanager
-def running(services: list[Service], marker: str, console: Console) -> Iterator[None]:
-    """Start the services; on leaving, however it happens, stop them and their children."""
-    try:
-        for service in services:
-            service.start()
-            pid = service.process.pid if service.process else "?"
-            console.print(f"started {service.name} (pid {pid}, log {shown(service.log_path)})")
-        yield
-    finally:
-        for service in services:
-            service.terminate()
-        for service in services:
-            service.wait_or_kill(STOP_TIMEOUT)
-        for pid in processes_marked(marker):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-        console.print("stopped " + " and ".join(service.name for service in services))
-
-
-def wait_until(what: str, check: Any, services: list[Service], timeout: float) -> Any:
-    """Poll ``check`` until it returns something truthy, failing fast if a service died."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for service in services:
-            service.check_alive()
-        result = check()
-        if result:
-            return result
-        time.sleep(0.25)
-    raise DemoFailed(f"timed out after {timeout:g}s waiting for {what}")
-
-
-def trainer_ready(url: str) -> bool:
-    """GET /readyz answers 200 (workers up, store writable, job runner alive)."""
-    try:
-        return httpx.get(f"{url}/readyz", timeout=2.0).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
-def predictor_up(target: str) -> bool:
-    """The health service answers (NOT_SERVING is expected while the store has no model)."""
-    with grpc.insecure_channel(target) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        try:
-            stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=2.0)
-        except grpc.RpcError:
             return False
     return True
 
@@ -286,65 +138,63 @@ def run_demo(args: argparse.Namespace, console: Console) -> int:
                 "(SQUARENET_DEMO_TRAINER_PORT, _PREDICTOR_PORT, _METRICS_PORT)"
             )
 
-    marker = secrets.token_hex(8)
-    env = {**os.environ, RUN_MARKER: marker, "PYTHONUNBUFFERED": "1"}
-    trainer_url = f"http://127.0.0.1:{args.trainer_port}"
-    predictor_target = f"127.0.0.1:{args.predictor_port}"
-    services = [
-        Service(
-            "squarenet-trainer",
-            [console_script("squarenet-trainer"), "--model-store", str(store),
-             "--port", str(args.trainer_port)],
-            logs / "trainer.log",
-            env,
-        ),
-        Service(
-            "squarenet-predictor",
-            [console_script("squarenet-predictor"), "--model-store", str(store),
-             "--port", str(args.predictor_port), "--metrics-port", str(args.metrics_port)],
-            logs / "predictor.log",
-            env,
-        ),
-    ]  # fmt: skip
     console.print(f"model store {shown(store)}")
-    with running(services, marker, console):
-        wait_until(
-            "the trainer to be ready", lambda: trainer_ready(trainer_url), services, START_TIMEOUT
-        )
-        wait_until("the predictor to answer health checks", lambda: predictor_up(predictor_target), services, START_TIMEOUT)  # fmt: skip
-        console.print(f"trainer ready at {trainer_url}, predictor at {predictor_target}")
-
-        token = os.environ.get("SQUARENET_API_TOKEN") or None
-        with TrainerClient(trainer_url, token=token) as trainer:
-            body = job_body(args)
-            job = trainer.submit_job(body)
-            job_id = str(job["id"])
-            params = job.get("params") or {}
-            settings = " ".join(f"{k}={v}" for k, v in sorted(params.items()) if v is not None)
-            console.print(f"submitted job {job_id}: {settings}", soft_wrap=True, highlight=False)
-            try:
-                job = follow_job(trainer, job, console)
-            except KeyboardInterrupt:
-                with contextlib.suppress(CliError):
-                    trainer.cancel_job(job_id)
-                raise
-            if job.get("state") != "SUCCEEDED":
-                raise DemoFailed(f"job {job_id} ended {job.get('state')}: {job.get('error')}")
-            version = int(job["model_version"])
-            console.print(f"job {job_id} published model version {version}")
-
-            wait_until_served(predictor_target, version, SERVE_TIMEOUT)
-            console.print(f"the predictor serves version {version}")
-            with PredictorClient(predictor_target) as predictor:
-                result = predictor.predict(DEMO_XS, version=version)
-            console.print(predictions_table(result))
+    try:
+        with local_stack(
+            store, logs,
+            trainer_port=args.trainer_port, predictor_port=args.predictor_port,
+            metrics_port=args.metrics_port, timeout=START_TIMEOUT,
+        ) as services:  # fmt: skip
+            for service in (services.trainer, services.predictor):
+                console.print(
+                    f"started {service.name} (pid {service.pid}, log {shown(service.log_path)})"
+                )
             console.print(
-                metrics_table(job.get("metrics") or {}, title=f"metrics of version {version}")
+                f"trainer ready at {services.trainer_url}, predictor at {services.predictor_target}"
             )
+            return follow_and_show(args, services, plots, console)
+    except StackError as exc:
+        raise DemoFailed(str(exc)) from exc
+    finally:
+        console.print("stopped squarenet-trainer and squarenet-predictor")
 
-            for name in PLOTS:
-                (plots / name).write_bytes(trainer.get_plot(job_id, name))
-            console.print(f"plots: {shown(plots / PLOTS[0])} and {shown(plots / PLOTS[1])}")
+
+def follow_and_show(
+    args: argparse.Namespace, services: LocalStack, plots: Path, console: Console
+) -> int:
+    """Submit the job, follow it, wait until it is served, print predictions and plots."""
+    trainer_url, predictor_target = services.trainer_url, services.predictor_target
+    token = os.environ.get("SQUARENET_API_TOKEN") or None
+    with TrainerClient(trainer_url, token=token) as trainer:
+        body = job_body(args)
+        job = trainer.submit_job(body)
+        job_id = str(job["id"])
+        params = job.get("params") or {}
+        settings = " ".join(f"{k}={v}" for k, v in sorted(params.items()) if v is not None)
+        console.print(f"submitted job {job_id}: {settings}", soft_wrap=True, highlight=False)
+        try:
+            job = follow_job(trainer, job, console)
+        except KeyboardInterrupt:
+            with contextlib.suppress(CliError):
+                trainer.cancel_job(job_id)
+            raise
+        if job.get("state") != "SUCCEEDED":
+            raise DemoFailed(f"job {job_id} ended {job.get('state')}: {job.get('error')}")
+        version = int(job["model_version"])
+        console.print(f"job {job_id} published model version {version}")
+
+        wait_until_served(predictor_target, version, SERVE_TIMEOUT)
+        console.print(f"the predictor serves version {version}")
+        with PredictorClient(predictor_target) as predictor:
+            result = predictor.predict(DEMO_XS, version=version)
+        console.print(predictions_table(result))
+        console.print(
+            metrics_table(job.get("metrics") or {}, title=f"metrics of version {version}")
+        )
+
+        for name in PLOTS:
+            (plots / name).write_bytes(trainer.get_plot(job_id, name))
+        console.print(f"plots: {shown(plots / PLOTS[0])} and {shown(plots / PLOTS[1])}")
     return 0
 
 

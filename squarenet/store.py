@@ -4,13 +4,20 @@ Layout (a valid TensorFlow Serving ``model_base_path`` per model)::
 
     <root>/<model_name>/<version>/        saved_model.pb, variables/, model.tflite, metadata.json
     <root>/<model_name>/.tmp-<tag>-<rand>/ a version being written (never read)
-    <root>/<model_name>/.last_version     high-water mark, so versions are never reused
+    <root>/<model_name>/.claims/<version>  numbers taken by publishers: the high-water mark
     <root>/<model_name>/labels.json       version labels ({"stable": 3, "canary": 4})
     <root>/jobs/                          the trainer's job records
+    <root>/sweeps/                        the trainer's sweep records
 
 Readers never see a half-written version because a version only ever appears through a
 rename of a complete, fsynced folder. Files that do not match ``metadata.json`` make a
 version *broken*; readers skip it.
+
+A publisher first claims its number by creating ``.claims/<n>`` exclusively (``O_EXCL``,
+atomic on local disks and on NFS alike, no lock daemon needed) and fsyncs it, then renames
+its folder to ``n``. The high-water mark is the largest claim; claims are only added (and
+smaller ones pruned after a larger one exists), so the mark never goes down, and a number
+stays taken after its version is deleted, crashed half-way, or two publishers raced.
 """
 
 from __future__ import annotations
@@ -37,9 +44,12 @@ METADATA_FILE = "metadata.json"
 TFLITE_FILE = "model.tflite"
 SAVED_MODEL_FILE = "saved_model.pb"
 TMP_PREFIX = ".tmp-"
-LAST_VERSION_FILE = ".last_version"
+CLAIMS_DIR = ".claims"
+LEGACY_LAST_VERSION_FILE = ".last_version"  # the mark as stores before claims kept it
 LABELS_FILE = "labels.json"
 JOBS_DIR = "jobs"
+SWEEPS_DIR = "sweeps"
+RESERVED_NAMES = frozenset({JOBS_DIR, SWEEPS_DIR})
 METADATA_FORMAT = 1
 
 MODEL_NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -47,6 +57,10 @@ LABEL_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
 _VERSION_PATTERN = re.compile(r"^[1-9][0-9]{0,17}$")
 _PUBLISH_ATTEMPTS = 100
 _HASH_CHUNK = 1 << 20
+
+Fingerprint = tuple[tuple[str, int, int, int, int], ...]
+"""(path, inode, size, mtime, ctime) of every file of a folder: cheap to take, and it changes
+whenever a file is replaced, rewritten or touched (ctime cannot be set back)."""
 
 
 class StoreError(Exception):
@@ -95,8 +109,8 @@ class ModelVersion:
 
 def validate_model_name(name: str) -> str:
     """Return ``name`` if it is a safe folder name for a model, else raise ValueError."""
-    if name == JOBS_DIR:
-        raise ValueError(f"invalid model name {name!r}: the store keeps job records there")
+    if name in RESERVED_NAMES:
+        raise ValueError(f"invalid model name {name!r}: the store keeps its records there")
     if not MODEL_NAME_PATTERN.fullmatch(name):
         raise ValueError(f"invalid model name {name!r}: use [a-z0-9_-], at most 63 characters")
     return name
@@ -116,6 +130,23 @@ def sha256_file(path: Path) -> str:
         while chunk := handle.read(_HASH_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def folder_fingerprint(folder: Path) -> Fingerprint:
+    """A folder's files by name and stat, without reading them (empty when it is gone)."""
+    entries: list[tuple[str, int, int, int, int]] = []
+    for dirpath, _dirnames, filenames in os.walk(folder):
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            try:
+                info = os.stat(path, follow_symlinks=False)
+            except OSError:
+                continue
+            entries.append(
+                (os.path.relpath(path, folder), info.st_ino, info.st_size,
+                 info.st_mtime_ns, info.st_ctime_ns)
+            )  # fmt: skip
+    return tuple(sorted(entries))
 
 
 def _files_under(folder: Path) -> Iterator[Path]:
@@ -161,6 +192,9 @@ class ModelStore:
 
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root)
+        # what verify_version found, per version, for the files as they were then
+        self._verified: dict[tuple[str, int], tuple[Fingerprint, ModelVersion | str]] = {}
+        self._verified_lock = threading.Lock()
 
     # --- layout -----------------------------------------------------------------------
 
@@ -185,7 +219,7 @@ class ModelStore:
             entry.name
             for entry in self.root.iterdir()
             if entry.is_dir()
-            and entry.name != JOBS_DIR
+            and entry.name not in RESERVED_NAMES
             and MODEL_NAME_PATTERN.fullmatch(entry.name)
         )
 
@@ -219,7 +253,33 @@ class ModelStore:
         return dict(document)
 
     def verify_version(self, model_name: str, version: int) -> ModelVersion:
-        """Check every file against metadata.json's sha256; raise BrokenVersion on mismatch."""
+        """Check every file against metadata.json's sha256; raise BrokenVersion on mismatch.
+
+        Hashing is the expensive part, so the answer is kept with the folder's fingerprint
+        and given again, without reading a byte, while no file has changed since.
+        """
+        key = (model_name, version)
+        before = folder_fingerprint(self.version_dir(model_name, version))
+        with self._verified_lock:
+            cached = self._verified.get(key)
+        if cached is not None and cached[0] == before:
+            if isinstance(cached[1], str):
+                raise BrokenVersion(model_name, version, cached[1])
+            return cached[1]
+        outcome: ModelVersion | str
+        try:
+            outcome = self._check_files(model_name, version)
+        except BrokenVersion as exc:
+            outcome = exc.reason
+        if folder_fingerprint(self.version_dir(model_name, version)) == before:
+            with self._verified_lock:
+                self._verified[key] = (before, outcome)  # files held still while we read
+        if isinstance(outcome, str):
+            raise BrokenVersion(model_name, version, outcome)
+        return outcome
+
+    def _check_files(self, model_name: str, version: int) -> ModelVersion:
+        """Read and hash every file of a version now."""
         metadata = self.read_metadata(model_name, version)
         folder = self.version_dir(model_name, version)
         for relative, expected in metadata["files"].items():
@@ -349,7 +409,7 @@ class ModelStore:
             if path.name != METADATA_FILE
         }
         for _ in range(_PUBLISH_ATTEMPTS):
-            version = self._next_version(model_name)
+            version = self._claim_next_version(model_name)
             document["version"] = version
             write_json_atomic(staging / METADATA_FILE, document)
             fsync_tree(staging)
@@ -357,10 +417,10 @@ class ModelStore:
                 os.rename(staging, model_dir / str(version))
             except OSError as exc:
                 if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
-                    continue  # another publisher took this number first
+                    continue  # a folder copied in by hand holds this number: claim the next
                 raise
             _fsync_path(model_dir)
-            self._raise_high_water_mark(model_name, version)
+            self._prune_claims(model_name, below=version)
             return ModelVersion(model_name, version, model_dir / str(version), document)
         raise StoreError(f"could not find a free version number for {model_name}")
 
@@ -388,24 +448,46 @@ class ModelStore:
                 removed.append(entry)
         return removed
 
-    def _next_version(self, model_name: str) -> int:
-        versions = self.list_versions(model_name)
-        return max([*versions, self._high_water_mark(model_name)]) + 1
-
-    def _high_water_mark(self, model_name: str) -> int:
+    def high_water_mark(self, model_name: str = DEFAULT_MODEL_NAME) -> int:
+        """The largest version number ever taken for the model (0: none); it never goes down."""
+        claims = self.model_dir(model_name) / CLAIMS_DIR
         try:
-            text = (self.model_dir(model_name) / LAST_VERSION_FILE).read_text(encoding="ascii")
-            return int(text.strip() or 0)
+            taken = [int(name) for name in os.listdir(claims) if _VERSION_PATTERN.fullmatch(name)]
+        except FileNotFoundError:
+            taken = []
+        return max([*taken, self._legacy_high_water_mark(model_name)])
+
+    def _claim_next_version(self, model_name: str) -> int:
+        """Take the next free number by creating its claim exclusively, durably."""
+        claims = self.model_dir(model_name) / CLAIMS_DIR
+        claims.mkdir(exist_ok=True)
+        for _ in range(_PUBLISH_ATTEMPTS):
+            version = max([*self.list_versions(model_name), self.high_water_mark(model_name)]) + 1
+            try:
+                fd = os.open(claims / str(version), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                continue  # another publisher claimed it between our look and our create
+            os.fsync(fd)
+            os.close(fd)
+            _fsync_path(claims)
+            return version
+        raise StoreError(f"could not claim a version number for {model_name}")
+
+    def _prune_claims(self, model_name: str, *, below: int) -> None:
+        """Drop claims smaller than ``below`` (a larger one exists, so the mark stays)."""
+        claims = self.model_dir(model_name) / CLAIMS_DIR
+        with contextlib.suppress(FileNotFoundError):
+            for name in os.listdir(claims):
+                if _VERSION_PATTERN.fullmatch(name) and int(name) < below:
+                    with contextlib.suppress(FileNotFoundError):
+                        (claims / name).unlink()
+
+    def _legacy_high_water_mark(self, model_name: str) -> int:
+        try:
+            path = self.model_dir(model_name) / LEGACY_LAST_VERSION_FILE
+            return int(path.read_text(encoding="ascii").strip() or 0)
         except (FileNotFoundError, ValueError, UnicodeDecodeError):
             return 0
-
-    def _raise_high_water_mark(self, model_name: str, version: int) -> None:
-        if version <= self._high_water_mark(model_name):
-            return
-        path = self.model_dir(model_name) / LAST_VERSION_FILE
-        tmp = path.with_name(f"{LAST_VERSION_FILE}.{secrets.token_hex(4)}.tmp")
-        tmp.write_text(f"{version}\n", encoding="ascii")
-        tmp.replace(path)
 
 
 _thread_locks: dict[str, threading.Lock] = {}

@@ -1,4 +1,5 @@
-"""Fixtures every test area shares: a temp model store, and the test control plane."""
+"""Fixtures every test area shares: a temp model store, the local stack on one, and the
+test control plane."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ from pathlib import Path
 
 import kube
 import pytest
+from support import service_env
 
+from squarenet.stack import LocalStack, local_stack
 from squarenet.store import ModelStore
 
 
@@ -17,6 +20,14 @@ def store(tmp_path: Path) -> ModelStore:
     root = tmp_path / "store"
     root.mkdir()
     return ModelStore(root)
+
+
+@pytest.fixture(scope="module")
+def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    """Trainer and predictor processes on one temp store, shared by the tests of a module."""
+    root = tmp_path_factory.mktemp("live")
+    with local_stack(root / "store", root / "logs", env=service_env()) as stack:
+        yield stack
 
 
 @pytest.fixture(scope="session")

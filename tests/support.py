@@ -1,26 +1,27 @@
-"""Helpers the tests share: free ports, waiting for a condition, whether a service is up
-(import as ``support``)."""
+"""Helpers the tests share: waiting for a condition, the services' environment; free ports
+and whether a service is up come from ``squarenet.stack`` (import as ``support``)."""
 
 from __future__ import annotations
 
-import socket
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TypeVar
 
-import grpc
-import httpx
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from squarenet.stack import free_port, predictor_answers, trainer_ready
+
+__all__ = ["free_port", "predictor_answers", "service_env", "trainer_ready", "wait_for"]
 
 T = TypeVar("T")
 
 
-def free_port() -> int:
-    """A TCP port nobody listens on right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def service_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The test's environment without SQUARENET_* settings that would change the services."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SQUARENET_")}
+    env.update(extra or {})
+    return env
 
 
 def wait_for(
@@ -35,21 +36,3 @@ def wait_for(
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout}s waiting for {what}")
         time.sleep(every)
-
-
-def trainer_ready(base_url: str) -> bool:
-    """``GET /readyz`` answers 200: workers up, store writable, job runner alive."""
-    try:
-        return httpx.get(f"{base_url}/readyz", timeout=2.0).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
-def predictor_answers(target: str) -> bool:
-    """The predictor's health service answers at HOST:PORT, SERVING or not."""
-    with grpc.insecure_channel(target) as channel:
-        try:
-            health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2.0)
-        except grpc.RpcError:
-            return False
-    return True

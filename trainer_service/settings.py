@@ -12,8 +12,10 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from squarenet.tokens import clean_token
 
 DEFAULT_PORT = 8080
 MAX_BODY_BYTES = 64 * 1024
@@ -62,6 +64,14 @@ class Settings(BaseSettings):
     sse_poll_interval: float = Field(
         0.25, gt=0, le=10, description="Seconds between looks at a job's record while streaming."
     )
+    max_event_streams: int | None = Field(
+        None,
+        ge=1,
+        le=255,
+        description="Event streams one worker holds at once (default: three quarters of "
+        "--threads); past that a stream is answered 503 at once. Below --threads, so probes "
+        "and API calls always find a free thread.",
+    )
     max_train_seconds: int = Field(
         3600,
         ge=1,
@@ -101,6 +111,23 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(MAX_BODY_BYTES, ge=1024, le=16 * 1024 * 1024)
 
+    @field_validator("max_event_streams")
+    @classmethod
+    def _streams_leave_threads_free(cls, value: int | None, info: ValidationInfo) -> int | None:
+        """A worker whose every thread holds a stream answers nothing else, probes included."""
+        threads = info.data.get("threads")
+        if value is not None and threads is not None and value >= threads:
+            raise ValueError(
+                f"must be below threads ({threads}): the threads left over answer probes "
+                "and API calls"
+            )
+        return value
+
+    @property
+    def event_streams_per_worker(self) -> int:
+        """How many event streams one worker holds at once."""
+        return self.max_event_streams or max(1, self.threads * 3 // 4)
+
     @field_validator("model_store")
     @classmethod
     def _absolute_store(cls, value: Path) -> Path:
@@ -109,11 +136,10 @@ class Settings(BaseSettings):
 
     @field_validator("api_token")
     @classmethod
-    def _no_blank_token(cls, value: SecretStr | None) -> SecretStr | None:
-        """An empty variable means "no token", never "the empty token opens everything"."""
-        if value is None or not value.get_secret_value().strip():
-            return None
-        return value
+    def _clean_token(cls, value: SecretStr | None) -> SecretStr | None:
+        """Stripped as the client strips it; empty means "no token", never "the empty token"."""
+        token = clean_token(value.get_secret_value() if value is not None else None)
+        return SecretStr(token) if token is not None else None
 
 
 def prepare_store(settings: Settings) -> None:

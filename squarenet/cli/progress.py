@@ -2,7 +2,10 @@
 
 The trainer replays the job's history to a late or reconnecting client, so following is
 just: read events until the final ``state`` event; if the stream breaks first, reconnect
-(resuming after the last epoch seen) a few times, then read the job itself.
+(resuming after the last epoch seen). Only breaks in a row count: a stream that brought
+a new epoch before it broke starts the count again, so a long job on a flaky network is
+followed to its end. After ``RECONNECT_ATTEMPTS`` breaks in a row, read the job itself.
+A trainer holding all the streams it can (503) is a break too, waited out as it asks.
 """
 
 from __future__ import annotations
@@ -26,7 +29,12 @@ from rich.progress import (
 
 from squarenet.cli.errors import CliError, ExitCode
 from squarenet.cli.render import number
-from squarenet.cli.trainer_client import TERMINAL_STATES, JobDocument, TrainerClient
+from squarenet.cli.trainer_client import (
+    TERMINAL_STATES,
+    JobDocument,
+    StreamBusy,
+    TrainerClient,
+)
 
 _log = logging.getLogger(__name__)
 
@@ -78,12 +86,16 @@ def _read_until_final(
     client: TrainerClient, job_id: str, progress: Progress, task: TaskID
 ) -> JobDocument:
     last_epoch = 0
-    failures = 0
+    failures = 0  # breaks in a row, without any event in between
     while True:
+        pause = RECONNECT_PAUSE
         try:
             for event, data in client.job_events(job_id, after_epoch=last_epoch):
                 if event == "epoch":
-                    last_epoch = max(last_epoch, int(data.get("epoch") or 0))
+                    epoch = int(data.get("epoch") or 0)
+                    if epoch > last_epoch:
+                        failures = 0  # the stream brought something new: a fresh count
+                    last_epoch = max(last_epoch, epoch)
                     progress.update(
                         task,
                         description=f"job {job_id} RUNNING",
@@ -95,6 +107,12 @@ def _read_until_final(
                     return data
                 elif event == "state":
                     progress.update(task, description=f"job {job_id} {data.get('state')}")
+        except StreamBusy as exc:
+            failures += 1
+            pause = max(pause, exc.retry_after)
+            _log.info("trainer busy for job %s (%s); retrying", job_id, exc.message)
+            if failures >= RECONNECT_ATTEMPTS:
+                raise
         except CliError as exc:
             if exc.code is not ExitCode.UNREACHABLE:
                 raise
@@ -112,4 +130,4 @@ def _read_until_final(
                     f"event stream of job {job_id} keeps ending before the job does",
                     ExitCode.SERVICE_ERROR,
                 )
-        time.sleep(RECONNECT_PAUSE)
+        time.sleep(pause)

@@ -15,6 +15,7 @@ import httpx
 from httpx_sse import SSEError, connect_sse
 
 from squarenet.cli.errors import CliError, ExitCode
+from squarenet.tokens import InvalidToken, clean_token
 
 JobDocument = dict[str, Any]
 
@@ -23,6 +24,22 @@ DEFAULT_TIMEOUT: Final = 10.0
 # An epoch of the article's configuration takes well under a second; a silent minute means
 # the stream is stuck, and the follower reconnects (or reads the job) instead of hanging.
 STREAM_READ_TIMEOUT: Final = 60.0
+
+
+class StreamBusy(CliError):
+    """The trainer holds as many event streams as it can (503): try again after a pause."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message, ExitCode.SERVICE_ERROR)
+        self.retry_after = retry_after
+
+
+def retry_after_seconds(response: httpx.Response, default: float = 1.0) -> float:
+    """The ``Retry-After`` pause in seconds (delay form), at most a minute."""
+    try:
+        return min(max(float(response.headers.get("Retry-After", default)), 0.0), 60.0)
+    except ValueError:
+        return default
 
 
 def describe_problem(response: httpx.Response) -> str:
@@ -62,7 +79,10 @@ class TrainerClient:
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
-        self._token = token or None
+        try:
+            self._token = clean_token(token)  # the trainer reads its token by the same rule
+        except InvalidToken as exc:
+            raise CliError(f"SQUARENET_API_TOKEN / --token: {exc}", ExitCode.USAGE) from exc
         try:
             self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport)
             url = httpx.URL(self.base_url)
@@ -105,6 +125,33 @@ class TrainerClient:
         """GET /v1/models: every published version with its metadata."""
         return self._list(self._request("GET", "/v1/models"), "models")
 
+    def submit_sweep(self, spec: Mapping[str, Any]) -> JobDocument:
+        """POST /v1/sweeps: create a sweep from a Katib-style spec."""
+        return self._json_object(self._request("POST", "/v1/sweeps", json=dict(spec)))
+
+    def list_sweeps(self) -> list[JobDocument]:
+        """GET /v1/sweeps: every sweep, newest first."""
+        return self._list(self._request("GET", "/v1/sweeps"), "sweeps")
+
+    def get_sweep(self, sweep_id: str) -> JobDocument:
+        """GET /v1/sweeps/{id}."""
+        return self._json_object(self._request("GET", f"/v1/sweeps/{_segment(sweep_id)}"))
+
+    def sweep_trials(self, sweep_id: str) -> list[JobDocument]:
+        """GET /v1/sweeps/{id}/trials."""
+        path = f"/v1/sweeps/{_segment(sweep_id)}/trials"
+        return self._list(self._request("GET", path), "trials")
+
+    def cancel_sweep(self, sweep_id: str) -> JobDocument:
+        """POST /v1/sweeps/{id}/cancel."""
+        path = f"/v1/sweeps/{_segment(sweep_id)}/cancel"
+        return self._json_object(self._request("POST", path))
+
+    def promote_sweep(self, sweep_id: str) -> JobDocument:
+        """POST /v1/sweeps/{id}/promote: the best trial's model as a new served version."""
+        path = f"/v1/sweeps/{_segment(sweep_id)}/promote"
+        return self._json_object(self._request("POST", path))
+
     def list_labels(self) -> dict[str, dict[str, int]]:
         """GET /v1/models: each model's version labels."""
         labels = self._json_object(self._request("GET", "/v1/models")).get("labels")
@@ -143,6 +190,11 @@ class TrainerClient:
             with connect_sse(self._http, "GET", path, timeout=timeout, headers=headers) as source:
                 if source.response.is_error:
                     source.response.read()
+                    if source.response.status_code == 503:
+                        raise StreamBusy(
+                            str(self._http_error(source.response).message),
+                            retry_after_seconds(source.response),
+                        )
                     raise self._http_error(source.response)
                 for event in source.iter_sse():
                     if not event.data:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
-from rest.rest_helpers import RunningTrainer, running_trainer
 
 from browser.browser_support import CHROMIUM, CHROMIUM_FLAGS, Console
+from squarenet.stack import Trainer, running_trainer
 
 
 @pytest.fixture(scope="session")
@@ -26,7 +26,7 @@ def browser() -> Iterator[Browser]:
 
 
 @pytest.fixture(scope="module")
-def trainer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningTrainer]:
+def trainer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trainer]:
     """One real trainer (gunicorn, job runner) on a free port for the module's tests."""
     folder: Path = tmp_path_factory.mktemp("trainer")
     with running_trainer(folder / "store", folder / "trainer.log") as running:

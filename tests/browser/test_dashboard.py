@@ -11,10 +11,10 @@ from typing import Any
 import httpx
 import pytest
 from playwright.sync_api import Page, expect
-from rest.rest_helpers import RunningTrainer
 from support import wait_for
 
 from browser.browser_support import Console, axe_violations, describe, screenshot
+from squarenet.stack import Trainer
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -24,17 +24,17 @@ QUICK = {"n_samples": 2000, "epochs": 20, "batch_size": 100, "seed": 1}
 ENDLESS = {"n_samples": 2000, "epochs": 10_000, "batch_size": 2, "seed": 2}
 
 
-def submit(trainer: RunningTrainer, params: dict[str, Any]) -> str:
+def submit(trainer: Trainer, params: dict[str, Any]) -> str:
     response = httpx.post(f"{trainer.base_url}/v1/jobs", json=params, timeout=10)
     assert response.status_code == 202, response.text
     return str(response.json()["id"])
 
 
-def job_state(trainer: RunningTrainer, job_id: str) -> str:
+def job_state(trainer: Trainer, job_id: str) -> str:
     return str(httpx.get(f"{trainer.base_url}/v1/jobs/{job_id}", timeout=10).json()["state"])
 
 
-def finished(trainer: RunningTrainer, job_id: str, timeout: float = 300) -> str:
+def finished(trainer: Trainer, job_id: str, timeout: float = 300) -> str:
     def final_state() -> str | None:
         state = job_state(trainer, job_id)
         return state if state in ("SUCCEEDED", "FAILED", "CANCELLED") else None
@@ -47,7 +47,7 @@ def points(page: Page) -> int:
 
 
 def test_a_job_submitted_from_the_form_is_watched_to_the_end_and_its_fit_drawn(
-    trainer: RunningTrainer, page: Page, browser: Any
+    trainer: Trainer, page: Page, browser: Any
 ) -> None:
     page.goto(f"{trainer.base_url}/#/jobs")
     for name, value in WATCHED.items():
@@ -96,7 +96,7 @@ def test_a_job_submitted_from_the_form_is_watched_to_the_end_and_its_fit_drawn(
     job_page.close()
 
 
-def test_a_running_job_is_cancelled_from_the_list(trainer: RunningTrainer, page: Page) -> None:
+def test_a_running_job_is_cancelled_from_the_list(trainer: Trainer, page: Page) -> None:
     job_id = submit(trainer, ENDLESS)
     page.goto(f"{trainer.base_url}/#/jobs")
     row = page.locator(f"tr[data-job-id='{job_id}']")
@@ -110,7 +110,7 @@ def test_a_running_job_is_cancelled_from_the_list(trainer: RunningTrainer, page:
 
 
 def test_a_422_shows_beside_the_field_it_names(
-    trainer: RunningTrainer, page: Page, console: Console
+    trainer: Trainer, page: Page, console: Console
 ) -> None:
     console.expect(r"status of 422")  # the refused POST is logged by Chromium as a failed load
     page.goto(f"{trainer.base_url}/#/jobs")
@@ -126,7 +126,7 @@ def test_a_422_shows_beside_the_field_it_names(
     screenshot(page, "jobs-422")
 
 
-def test_deep_links_survive_a_reload(trainer: RunningTrainer, page: Page) -> None:
+def test_deep_links_survive_a_reload(trainer: Trainer, page: Page) -> None:
     job_id = submit(trainer, QUICK)
     assert finished(trainer, job_id) == "SUCCEEDED"
     page.goto(f"{trainer.base_url}/#/jobs/{job_id}")
@@ -153,7 +153,7 @@ def test_deep_links_survive_a_reload(trainer: RunningTrainer, page: Page) -> Non
     expect(page.locator("#state-filter")).to_have_value("CANCELLED")
 
 
-def test_every_page_is_accessible_and_error_free(trainer: RunningTrainer, page: Page) -> None:
+def test_every_page_is_accessible_and_error_free(trainer: Trainer, page: Page) -> None:
     job_id = submit(trainer, QUICK)
     assert finished(trainer, job_id) == "SUCCEEDED"
     version = httpx.get(f"{trainer.base_url}/v1/jobs/{job_id}", timeout=10).json()["model_version"]
@@ -180,7 +180,7 @@ def test_every_page_is_accessible_and_error_free(trainer: RunningTrainer, page: 
 
 
 def test_the_keyboard_reaches_every_control_with_a_visible_focus(
-    trainer: RunningTrainer, page: Page
+    trainer: Trainer, page: Page
 ) -> None:
     page.goto(f"{trainer.base_url}/#/jobs")
     page.wait_for_selector("#jobs-table")

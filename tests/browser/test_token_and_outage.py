@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect
-from rest.rest_helpers import running_trainer
-from support import free_port
+from support import free_port, service_env
 
 from browser.browser_support import Console, screenshot
+from squarenet.stack import running_trainer
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -27,7 +27,9 @@ def test_a_mutation_asks_for_the_token_once_and_a_401_says_so(
 ) -> None:
     console.expect(r"status of 401")  # each refused POST is logged as a failed load
     with running_trainer(
-        tmp_path / "store", tmp_path / "trainer.log", env={"SQUARENET_API_TOKEN": TOKEN}
+        tmp_path / "store",
+        tmp_path / "trainer.log",
+        env=service_env({"SQUARENET_API_TOKEN": TOKEN}),
     ) as trainer:
         page.goto(f"{trainer.base_url}/#/jobs")
         fill_small_job(page)

@@ -12,8 +12,9 @@ from typing import Any
 
 import httpx
 import pytest
-from e2e.live_services import LiveServices, predictor_on, trainer_on
-from support import wait_for
+from support import service_env, wait_for
+
+from squarenet.stack import LocalStack, running_predictor, running_trainer
 
 pytestmark = pytest.mark.slow
 
@@ -24,11 +25,11 @@ LONG = ["--n-samples", "200", "--epochs", "10000", "--batch-size", "1", "--seed"
 
 
 def squarenet(
-    services: LiveServices, *argv: str, env: dict[str, str] | None = None
+    services: LocalStack, *argv: str, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [SQUARENET, *argv], check=False, capture_output=True, text=True, timeout=180,
-        env=env or services.cli_env(),
+        env=env or services.client_env(),
     )  # fmt: skip
 
 
@@ -39,7 +40,7 @@ def one_error_line(done: subprocess.CompletedProcess[str]) -> str:
 
 
 @pytest.fixture(scope="module")
-def trained(services: LiveServices) -> dict[str, Any]:
+def trained(services: LocalStack) -> dict[str, Any]:
     """One tiny job trained through ``squarenet --json train --wait``."""
     done = squarenet(services, "--json", "train", "--wait", *TINY)
     assert done.returncode == 0, done.stderr
@@ -47,7 +48,7 @@ def trained(services: LiveServices) -> dict[str, Any]:
     return job
 
 
-def test_train_wait_shows_progress_metrics_and_version(services: LiveServices) -> None:
+def test_train_wait_shows_progress_metrics_and_version(services: LocalStack) -> None:
     done = squarenet(services, "train", "--wait", *TINY)
     assert done.returncode == 0, done.stderr
     assert "5/5" in done.stdout and "SUCCEEDED" in done.stdout
@@ -62,7 +63,7 @@ def test_json_train_wait_returns_the_finished_job(trained: dict[str, Any]) -> No
 
 
 def test_jobs_job_and_models_list_what_was_trained(
-    services: LiveServices, trained: dict[str, Any]
+    services: LocalStack, trained: dict[str, Any]
 ) -> None:
     jobs = squarenet(services, "jobs")
     assert jobs.returncode == 0 and trained["id"] in jobs.stdout
@@ -77,7 +78,7 @@ def test_jobs_job_and_models_list_what_was_trained(
 
 
 def test_predict_marks_values_outside_the_training_domain(
-    services: LiveServices, trained: dict[str, Any]
+    services: LocalStack, trained: dict[str, Any]
 ) -> None:
     version = str(trained["model_version"])
     wait_for(
@@ -104,7 +105,7 @@ def test_predict_marks_values_outside_the_training_domain(
     assert f"answered by model version {version}" in table.stdout
 
 
-def test_label_labels_and_predict_by_label(services: LiveServices, trained: dict[str, Any]) -> None:
+def test_label_labels_and_predict_by_label(services: LocalStack, trained: dict[str, Any]) -> None:
     version = str(trained["model_version"])
     done = squarenet(services, "label", "canary", version)
     assert done.returncode == 0, done.stderr
@@ -127,7 +128,7 @@ def test_label_labels_and_predict_by_label(services: LiveServices, trained: dict
     assert bad.returncode == 4 and "invalid label" in one_error_line(bad)
 
 
-def test_watch_prints_the_served_model(services: LiveServices, trained: dict[str, Any]) -> None:
+def test_watch_prints_the_served_model(services: LocalStack, trained: dict[str, Any]) -> None:
     done = squarenet(services, "--json", "watch", "--count", "1")
     assert done.returncode == 0, done.stderr
     model = json.loads(done.stdout)
@@ -151,7 +152,7 @@ def test_watch_prints_the_served_model(services: LiveServices, trained: dict[str
     ],
 )
 def test_rejected_requests_exit_4_with_the_reason(
-    services: LiveServices, trained: dict[str, Any], argv: list[str], says: str
+    services: LocalStack, trained: dict[str, Any], argv: list[str], says: str
 ) -> None:
     done = squarenet(services, *argv)
     assert done.returncode == 4
@@ -159,16 +160,16 @@ def test_rejected_requests_exit_4_with_the_reason(
 
 
 def test_cancelling_a_finished_job_is_a_conflict(
-    services: LiveServices, trained: dict[str, Any]
+    services: LocalStack, trained: dict[str, Any]
 ) -> None:
     done = squarenet(services, "cancel", trained["id"])
     assert done.returncode == 4
     assert "HTTP 409" in one_error_line(done)
 
 
-def test_a_cancelled_job_ends_train_wait_with_exit_1(services: LiveServices) -> None:
+def test_a_cancelled_job_ends_train_wait_with_exit_1(services: LocalStack) -> None:
     waiting = subprocess.Popen(
-        [SQUARENET, "train", "--wait", *LONG], env=services.cli_env(),
+        [SQUARENET, "train", "--wait", *LONG], env=services.client_env(),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
@@ -182,9 +183,9 @@ def test_a_cancelled_job_ends_train_wait_with_exit_1(services: LiveServices) -> 
     assert err == f"squarenet: job {job['id']} ended CANCELLED\n"
 
 
-def test_ctrl_c_with_cancel_on_interrupt_cancels_the_job(services: LiveServices) -> None:
+def test_ctrl_c_with_cancel_on_interrupt_cancels_the_job(services: LocalStack) -> None:
     waiting = subprocess.Popen(
-        [SQUARENET, "train", "--wait", "--cancel-on-interrupt", *LONG], env=services.cli_env(),
+        [SQUARENET, "train", "--wait", "--cancel-on-interrupt", *LONG], env=services.client_env(),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
@@ -202,9 +203,9 @@ def test_ctrl_c_with_cancel_on_interrupt_cancels_the_job(services: LiveServices)
     assert state == "CANCELLED"
 
 
-def test_ctrl_c_leaves_the_job_running_and_says_how_to_cancel(services: LiveServices) -> None:
+def test_ctrl_c_leaves_the_job_running_and_says_how_to_cancel(services: LocalStack) -> None:
     waiting = subprocess.Popen(
-        [SQUARENET, "train", "--wait", *LONG], env=services.cli_env(),
+        [SQUARENET, "train", "--wait", *LONG], env=services.client_env(),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
@@ -224,28 +225,29 @@ def test_ctrl_c_leaves_the_job_running_and_says_how_to_cancel(services: LiveServ
     )
 
 
-def running_job(services: LiveServices) -> dict[str, Any] | None:
+def running_job(services: LocalStack) -> dict[str, Any] | None:
     jobs = httpx.get(f"{services.trainer_url}/v1/jobs", timeout=5).json()["jobs"]
     return next((job for job in jobs if job["state"] == "RUNNING"), None)
 
 
-def test_predictor_without_a_model_exits_5(tmp_path: Path, services: LiveServices) -> None:
+def test_predictor_without_a_model_exits_5(tmp_path: Path, services: LocalStack) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
-    with predictor_on(empty, tmp_path) as target:
-        env = {**services.cli_env(), "SQUARENET_PREDICTOR": target}
+    with running_predictor(empty, tmp_path / "predictor.log", env=service_env()) as predictor:
+        env = {**services.client_env(), "SQUARENET_PREDICTOR": predictor.target}
         done = squarenet(services, "predict", "1", env=env)
     assert done.returncode == 5
     assert "UNAVAILABLE" in one_error_line(done)
 
 
 def test_the_token_is_sent_as_bearer_on_mutating_calls(
-    tmp_path: Path, services: LiveServices
+    tmp_path: Path, services: LocalStack
 ) -> None:
     store = tmp_path / "store"
     store.mkdir()
-    with trainer_on(store, tmp_path, env={"SQUARENET_API_TOKEN": "s3cret-token"}) as url:
-        env = {**services.cli_env(), "SQUARENET_TRAINER_URL": url}
+    guarded_env = service_env({"SQUARENET_API_TOKEN": "s3cret-token"})
+    with running_trainer(store, tmp_path / "trainer.log", env=guarded_env) as trainer:
+        env = {**services.client_env(), "SQUARENET_TRAINER_URL": trainer.base_url}
         refused = squarenet(services, "train", *TINY, env=env)
         assert refused.returncode == 4
         assert "HTTP 401" in one_error_line(refused) and "s3cret" not in refused.stderr

@@ -84,3 +84,58 @@ def test_a_non_stream_answer_is_a_service_error() -> None:
     with pytest.raises(CliError) as failed:
         follow_job(client, JOB, Console(quiet=True))
     assert failed.value.code is ExitCode.SERVICE_ERROR
+
+
+def test_many_breaks_that_each_bring_an_epoch_never_give_up() -> None:
+    """Twelve breaks in all, never two in a row: the follower reaches the end."""
+    epochs = 6
+    calls: list[str | None] = []
+
+    def trainer(request: httpx.Request) -> httpx.Response:
+        calls.append(request.headers.get("Last-Event-ID"))
+        seen = int(calls[-1] or 0)
+        if len(calls) % 2:
+            raise httpx.ReadError("connection reset", request=request)
+        if seen < epochs:  # one new epoch, then the stream ends early
+            event = ("epoch", {"epoch": seen + 1, "epochs": epochs, "loss": 1.0}, seen + 1)
+            return sse(event)
+        return sse(("state", DONE, None))
+
+    client = TrainerClient("http://trainer", transport=httpx.MockTransport(trainer))
+    assert follow_job(client, JOB, Console(quiet=True)) == DONE
+    assert len(calls) > 2 * progress.RECONNECT_ATTEMPTS
+
+
+def test_five_breaks_in_a_row_after_progress_give_up() -> None:
+    calls = 0
+
+    def trainer(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            return sse(epoch(1))
+        raise httpx.ConnectError("connection refused", request=request)
+
+    client = TrainerClient("http://trainer", transport=httpx.MockTransport(trainer))
+    with pytest.raises(CliError) as failed:
+        follow_job(client, JOB, Console(quiet=True))
+    assert failed.value.code is ExitCode.UNREACHABLE
+    assert calls == progress.RECONNECT_ATTEMPTS  # the end of the first stream is break one
+
+
+def test_a_trainer_full_of_streams_is_waited_out() -> None:
+    calls = 0
+
+    def trainer(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        if calls <= 3:
+            return httpx.Response(
+                503, headers={"Retry-After": "0", "Content-Type": "application/problem+json"},
+                json={"title": "Service Unavailable", "status": 503},
+            )  # fmt: skip
+        return sse(epoch(1), epoch(2), epoch(3), ("state", DONE, None))
+
+    client = TrainerClient("http://trainer", transport=httpx.MockTransport(trainer))
+    assert follow_job(client, JOB, Console(quiet=True)) == DONE
+    assert calls == 4

@@ -435,9 +435,11 @@ def test_gke_overlay_shares_the_store_across_nodes_and_has_a_way_in() -> None:
     assert balancer["spec"]["selector"]["app.kubernetes.io/component"] == "predictor"
 
 
-def test_gke_store_shows_other_nodes_changes_within_a_second() -> None:
+def test_gke_storage_class_mounts_with_attribute_caches_of_one_second() -> None:
     """NFS caches directory attributes 30-60 s by default: a new version, a queued job or a
-    cancel on another node would wait that long. The class caps them at one second."""
+    cancel on another node would wait that long. This checks the rendered StorageClass
+    asks for one-second caches and no negative lookup cache (what NFS then does with them
+    needs Filestore, which is not here)."""
     docs = render("gke")
     claim = find(docs, "PersistentVolumeClaim", "squarenet-models")["spec"]
     options = dict(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import secrets
@@ -14,6 +13,8 @@ from pathlib import Path
 
 import pytest
 from support import free_port, wait_for
+
+from squarenet.stack import processes_marked
 
 DEMO = Path(__file__).resolve().parents[2] / "scripts" / "demo.py"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -41,13 +42,7 @@ def demo_env(marker: str, **job: str) -> dict[str, str]:
 
 def marked_processes(marker: str) -> list[int]:
     """Every live process that descends from the demo (it inherited the marker)."""
-    needle = f"{MARK}={marker}".encode()
-    found = []
-    for entry in Path("/proc").glob("[0-9]*"):
-        with contextlib.suppress(OSError):
-            if needle in (entry / "environ").read_bytes().split(b"\0"):
-                found.append(int(entry.name))
-    return found
+    return processes_marked(marker, MARK)
 
 
 def listening(port: int) -> bool:

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from support import wait_for
 
-from e2e.live_services import LiveServices
+from squarenet.stack import LocalStack
 from squarenet.v1 import predictor_pb2, predictor_pb2_grpc
 
 pytestmark = pytest.mark.slow
@@ -24,7 +24,7 @@ def finished_job(url: str, job_id: str) -> dict[str, object] | None:
     return job if job["state"] in ("SUCCEEDED", "FAILED", "CANCELLED") else None
 
 
-def test_a_posted_job_is_served_by_the_predictor(services: LiveServices) -> None:
+def test_a_posted_job_is_served_by_the_predictor(services: LocalStack) -> None:
     response = httpx.post(f"{services.trainer_url}/v1/jobs", json=TINY_JOB, timeout=10)
     assert response.status_code == 202
     job_id = response.json()["id"]

@@ -14,9 +14,9 @@ from typing import Any
 
 import httpx
 import pytest
-from rest.rest_helpers import running_trainer
 from support import wait_for
 
+from squarenet.stack import running_trainer
 from squarenet.store import TMP_PREFIX, ModelStore
 
 TMPFS_SIZE = "16m"

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pytest
 from predictor.predictor_harness import Launcher, add_version
-from rest.rest_helpers import running_trainer
 from runner.runner_harness import RunnerProcess, children_of, wait_until_finished
 from support import wait_for
 
 from faults.load import PredictLoad, summary
+from squarenet.stack import running_trainer
 from squarenet.store import TMP_PREFIX, ModelStore
 from trainer_service.params import TrainingParams
 from trainer_service.runner.book import JobBook

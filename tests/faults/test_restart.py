@@ -4,25 +4,22 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 from predictor.predictor_harness import (
-    POLL_INTERVAL,
     Launcher,
     Predictor,
     add_version,
-    predictor_command,
     store_state,
 )
-from rest.rest_helpers import running_trainer
 from runner.runner_harness import children_of, process_gone
 from support import wait_for
 
 from faults.load import PredictLoad, summary
+from squarenet.stack import running_trainer
 from squarenet.store import TMP_PREFIX, ModelStore
 
 
@@ -36,18 +33,7 @@ def descendants(pid: int) -> list[int]:
 
 def restart_on_same_port(launcher: Launcher, store: ModelStore, old: Predictor) -> Predictor:
     """A new predictor process where ``old`` listened, as a restarted pod behind its Service."""
-    log_path = old.log_path.with_name("predictor-restarted.log")
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            [*predictor_command(), "--model-store", str(store.root), "--host", "127.0.0.1",
-             "--port", str(old.port), "--metrics-port", str(old.metrics_port),
-             "--poll-interval", POLL_INTERVAL],
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    restarted = Predictor(process, old.port, old.metrics_port, log_path)
-    launcher.started.append(restarted)
-    return restarted
+    return launcher.start(store, port=old.port, metrics_port=old.metrics_port, wait_listening=False)
 
 
 LONG_JOB = {"n_samples": 1000, "epochs": 10_000, "batch_size": 1, "seed": 2}

@@ -5,16 +5,17 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from rest.rest_helpers import RunningTrainer, running_trainer
+from support import service_env
 
 from hostile.hostile_support import API_TOKEN
+from squarenet.stack import Trainer, running_trainer
 
 #: Small, so a few submissions fill the queue and nothing trains for long.
 MAX_QUEUED = 4
 
 
 @pytest.fixture(scope="module")
-def guarded_trainer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningTrainer]:
+def guarded_trainer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trainer]:
     """The real trainer (gunicorn, 2 workers, job runner) with SQUARENET_API_TOKEN set."""
     root = tmp_path_factory.mktemp("guarded-trainer")
     with running_trainer(
@@ -22,6 +23,6 @@ def guarded_trainer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runnin
         root / "trainer.log",
         "--max-queued-jobs",
         str(MAX_QUEUED),
-        env={"SQUARENET_API_TOKEN": API_TOKEN, "SQUARENET_CANCEL_WAIT": "2"},
+        env=service_env({"SQUARENET_API_TOKEN": API_TOKEN, "SQUARENET_CANCEL_WAIT": "2"}),
     ) as trainer:
         yield trainer

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from rest.rest_helpers import TINY, running_trainer
+from rest.rest_helpers import TINY
 
 from hostile.hostile_support import children, rss_bytes
+from squarenet.stack import running_trainer
 
 pytestmark = pytest.mark.slow
 

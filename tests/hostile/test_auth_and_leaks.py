@@ -13,9 +13,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from rest.rest_helpers import TINY, RunningTrainer, running_trainer
+from rest.rest_helpers import TINY
+from support import service_env
 
 from hostile.hostile_support import API_TOKEN
+from squarenet.stack import Trainer, running_trainer
 from trainer_service.api.app import create_app
 from trainer_service.settings import Settings
 
@@ -36,7 +38,7 @@ WRONG_AUTHORIZATIONS = {
 
 
 @pytest.fixture(scope="module")
-def chatty_trainer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningTrainer]:
+def chatty_trainer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trainer]:
     """A guarded trainer logging at DEBUG, so a leak would show in the captured output."""
     root = tmp_path_factory.mktemp("chatty-trainer")
     with running_trainer(
@@ -44,7 +46,7 @@ def chatty_trainer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running
         root / "trainer.log",
         "--log-level",
         "DEBUG",
-        env={"SQUARENET_API_TOKEN": API_TOKEN, "SQUARENET_CANCEL_WAIT": "1"},
+        env=service_env({"SQUARENET_API_TOKEN": API_TOKEN, "SQUARENET_CANCEL_WAIT": "1"}),
     ) as trainer:
         yield trainer
 
@@ -66,7 +68,7 @@ def served_operations(base_url: str) -> list[tuple[str, str]]:
 
 
 def test_the_document_lists_every_mutating_route_of_the_app(
-    chatty_trainer: RunningTrainer, tmp_path: Path
+    chatty_trainer: Trainer, tmp_path: Path
 ) -> None:
     """So checking the documented POSTs below checks every route that changes anything."""
     app = create_app(Settings.model_validate({"model_store": tmp_path / "store"}))
@@ -84,7 +86,7 @@ def test_the_document_lists_every_mutating_route_of_the_app(
 
 @pytest.mark.parametrize("how", list(WRONG_AUTHORIZATIONS))
 def test_every_mutating_call_without_the_right_token_is_401(
-    chatty_trainer: RunningTrainer, how: str
+    chatty_trainer: Trainer, how: str
 ) -> None:
     authorization = WRONG_AUTHORIZATIONS[how]
     headers = {} if authorization is None else {"Authorization": authorization}
@@ -102,7 +104,7 @@ def test_every_mutating_call_without_the_right_token_is_401(
     assert httpx.get(f"{chatty_trainer.base_url}/v1/jobs", timeout=5).json()["jobs"] == []
 
 
-def test_reads_stay_open_without_a_token(chatty_trainer: RunningTrainer) -> None:
+def test_reads_stay_open_without_a_token(chatty_trainer: Trainer) -> None:
     """As documented: probes, dashboards and `squarenet jobs` need no secret."""
     reads = [op for op in served_operations(chatty_trainer.base_url) if op[0] == "GET"]
     assert len(reads) >= 5
@@ -116,7 +118,7 @@ def test_reads_stay_open_without_a_token(chatty_trainer: RunningTrainer) -> None
     assert events.status_code == 404
 
 
-def test_the_token_is_in_no_answer_and_no_log_line(chatty_trainer: RunningTrainer) -> None:
+def test_the_token_is_in_no_answer_and_no_log_line(chatty_trainer: Trainer) -> None:
     base = chatty_trainer.base_url
     good = {"Authorization": f"Bearer {API_TOKEN}"}
     bodies: list[bytes] = []

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -24,9 +23,9 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
-from support import free_port, wait_for
 
 from hostile.hostile_support import rss_bytes
+from squarenet.stack import start_predictor
 from squarenet.v1 import predictor_pb2
 
 pytestmark = pytest.mark.slow
@@ -118,35 +117,18 @@ def serving_predictor(store: Path, log_path: Path, *, model: bool = True) -> Ite
 
     Waits until it serves a model, or (``model=False``) until it answers health checks.
     """
-    port = free_port()
-    command = [
-        sys.executable, "-m", "predictor_service.cli",
-        "--model-store", str(store),
-        "--host", "127.0.0.1",
-        "--port", str(port),
-        "--metrics-port", "0",
-        "--max-batch", str(MAX_BATCH),
-    ]  # fmt: skip
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ)
-        )
-    found = Target(process, port, log_path)
+    service = start_predictor(store, log_path, "--max-batch", str(MAX_BATCH))
+    found = Target(service.process, service.port, log_path)
     try:
-        wait_for(
-            lambda: (
-                (found.serving() if model else found.health_status() is not None)
-                or process.poll() is not None
-            ),
-            60,
+        service.wait_until(
+            lambda: found.serving() if model else found.health_status() is not None,
             "the predictor to answer",
+            60,
         )
-        assert process.poll() is None, log_path.read_text(errors="replace")
         yield found
     finally:
         found.channel.close()
-        process.terminate()
-        process.wait(30)
+        service.stop(timeout=30)
 
 
 @pytest.fixture(scope="module")

@@ -15,10 +15,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from rest.rest_helpers import RunningTrainer, running_trainer
+from support import service_env
 
 from hostile.hostile_support import API_TOKEN
 from hostile.raw_http import RawResponse, exchange, request_bytes
+from squarenet.stack import Trainer, running_trainer
 
 pytestmark = pytest.mark.slow
 
@@ -353,9 +354,7 @@ CASES: dict[str, Case] = {
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_hostile_request_gets_its_defined_answer(
-    guarded_trainer: RunningTrainer, name: str
-) -> None:
+def test_hostile_request_gets_its_defined_answer(guarded_trainer: Trainer, name: str) -> None:
     hostile = CASES[name]
     answer = exchange(guarded_trainer.base_url, hostile.request)
     assert answer.status < 500, (answer, guarded_trainer.log())
@@ -375,7 +374,7 @@ def assert_problem(answer: RawResponse) -> None:
 
 
 def test_the_service_still_answers_after_the_table_and_logged_no_traceback(
-    guarded_trainer: RunningTrainer,
+    guarded_trainer: Trainer,
 ) -> None:
     """Runs after the table (same module, same server): nothing broke or leaked."""
     assert httpx.get(f"{guarded_trainer.base_url}/readyz", timeout=5).status_code == 200
@@ -396,7 +395,9 @@ MALFORMED_CHUNKED = {
 def test_a_malformed_chunked_body_is_400_not_500(tmp_path: Path) -> None:
     """Own trainer: the failure it shows must not spoil the shared trainer's log checks."""
     with running_trainer(
-        tmp_path / "store", tmp_path / "trainer.log", env={"SQUARENET_API_TOKEN": API_TOKEN}
+        tmp_path / "store",
+        tmp_path / "trainer.log",
+        env=service_env({"SQUARENET_API_TOKEN": API_TOKEN}),
     ) as trainer:
         statuses = {
             name: exchange(
@@ -411,7 +412,7 @@ def test_a_malformed_chunked_body_is_400_not_500(tmp_path: Path) -> None:
     assert "Traceback" not in log
 
 
-def test_random_paths_and_methods_add_no_metric_series(guarded_trainer: RunningTrainer) -> None:
+def test_random_paths_and_methods_add_no_metric_series(guarded_trainer: Trainer) -> None:
     """Unknown routes share one ``<unmatched>`` label: a scan cannot grow /metrics' memory."""
     base = guarded_trainer.base_url
 

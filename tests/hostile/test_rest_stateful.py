@@ -18,9 +18,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from rest.rest_helpers import run_schemathesis, running_trainer
+from rest.rest_helpers import run_schemathesis
+from support import service_env
 
 from hostile.hostile_support import API_TOKEN, children
+from squarenet.stack import running_trainer
 
 pytestmark = pytest.mark.slow
 
@@ -52,7 +54,7 @@ def test_stateful_run_follows_links_with_no_failure(tmp_path: Path) -> None:
         tmp_path / "trainer.log",
         "--max-queued-jobs",
         "10000",
-        env={"SQUARENET_API_TOKEN": API_TOKEN, "SQUARENET_CANCEL_WAIT": "1"},
+        env=service_env({"SQUARENET_API_TOKEN": API_TOKEN, "SQUARENET_CANCEL_WAIT": "1"}),
     ) as trainer:
         runner = job_runner_of(trainer.process.pid)
         assert len(runner) == 1

@@ -7,7 +7,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,14 +15,17 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
-from support import free_port, wait_for
+from support import wait_for
 
+from squarenet import stack
 from squarenet.store import METADATA_FILE, ModelStore
 from squarenet.v1 import predictor_pb2_grpc
 
 SERVICE = "squarenet.v1.Predictor"
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+#: Finished looks at the store: waiting for it to rise proves the poller ran meanwhile.
+POLLS = "squarenet_predictor_store_polls_total"
 #: Polling fast keeps the tests short; the default is 0.5 s.
 POLL_INTERVAL = "0.1"
 
@@ -42,18 +44,35 @@ def add_version(store: ModelStore, source: Path) -> int:
 
 @dataclass
 class Predictor:
-    """A running ``squarenet-predictor`` process and a channel to it."""
+    """A started ``squarenet-predictor`` (``squarenet.stack``) and a channel to it."""
 
-    process: subprocess.Popen[bytes]
-    port: int
-    metrics_port: int
-    log_path: Path
+    service: stack.Predictor
     channel: grpc.Channel = field(init=False)
 
     def __post_init__(self) -> None:
-        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.port}")
+        self.channel = grpc.insecure_channel(self.service.target)
         self.stub = predictor_pb2_grpc.PredictorStub(self.channel)  # type: ignore[no-untyped-call]
         self.health = health_pb2_grpc.HealthStub(self.channel)
+
+    @property
+    def process(self) -> subprocess.Popen[bytes]:
+        """The predictor's process."""
+        return self.service.process
+
+    @property
+    def port(self) -> int:
+        """Its gRPC port."""
+        return self.service.port
+
+    @property
+    def metrics_port(self) -> int:
+        """Its /metrics port."""
+        return self.service.metrics_port
+
+    @property
+    def log_path(self) -> Path:
+        """Where its output goes."""
+        return self.service.log_path
 
     def health_status(self, service: str = "") -> int | None:
         """The health status of ``service``, or None when the server does not answer."""
@@ -73,7 +92,7 @@ class Predictor:
 
     def log(self) -> str:
         """Everything the process wrote so far."""
-        return self.log_path.read_text(encoding="utf-8", errors="replace")
+        return self.service.log()
 
     def metric(self, name: str, **labels: str) -> float:
         """One sample from /metrics (0 when absent)."""
@@ -96,18 +115,7 @@ class Predictor:
     def close(self) -> None:
         """Close the channel and make sure the process is gone."""
         self.channel.close()
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)  # lets --workers stop its children
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-
-
-def predictor_command(*args: str) -> list[str]:
-    """The console script's command line, run with the test's interpreter."""
-    return [sys.executable, "-m", "predictor_service.cli", *args]
+        self.service.stop(timeout=15)
 
 
 class Launcher:
@@ -124,34 +132,23 @@ class Launcher:
         env: dict[str, str] | None = None,
         wait_listening: bool = True,
         command: list[str] | None = None,
+        port: int = 0,
+        metrics_port: int = 0,
     ) -> Predictor:
-        """Start one; by default wait until it answers health checks."""
-        port, metrics_port = free_port(), free_port()
-        log_path = self.log_dir / f"predictor-{len(self.started)}.log"
-        full_args = (
-            "--model-store", str(store.root),
-            "--host", "127.0.0.1",
-            "--port", str(port),
-            "--metrics-port", str(metrics_port),
-            "--poll-interval", POLL_INTERVAL,
-            *args,
+        """Start one (on the given ports, else free ones); by default wait until it listens."""
+        service = stack.start_predictor(
+            store.root,
+            self.log_dir / f"predictor-{len(self.started)}.log",
+            "--poll-interval", POLL_INTERVAL, *args,
+            port=port, metrics_port=metrics_port,
+            env={**os.environ, **(env or {})}, command=command,
         )  # fmt: skip
-        with log_path.open("wb") as log_file:
-            process = subprocess.Popen(
-                [*(command or predictor_command()), *full_args],
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, **(env or {})},
-            )
-        predictor = Predictor(process, port, metrics_port, log_path)
+        predictor = Predictor(service)
         self.started.append(predictor)
         if wait_listening:
-            wait_for(
-                lambda: predictor.health_status() is not None or process.poll() is not None,
-                20,
-                "the predictor to listen",
+            service.wait_until(
+                lambda: predictor.health_status() is not None, "the predictor to listen", 20
             )
-            assert process.poll() is None, predictor.log()
         return predictor
 
     def close_all(self) -> None:

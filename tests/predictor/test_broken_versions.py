@@ -11,7 +11,14 @@ from pathlib import Path
 import pytest
 from support import wait_for
 
-from predictor.predictor_harness import NOT_SERVING, SERVICE, Launcher, Predictor, add_version
+from predictor.predictor_harness import (
+    NOT_SERVING,
+    POLLS,
+    SERVICE,
+    Launcher,
+    Predictor,
+    add_version,
+)
 from squarenet.store import METADATA_FILE, TFLITE_FILE, ModelStore
 from squarenet.v1 import predictor_pb2
 
@@ -103,8 +110,9 @@ def test_a_broken_version_is_skipped_once_while_the_old_one_answers(
     predictor = serving_version_1(launcher, store, trained_versions[0])
     breakage(store, trained_versions[1])
     wait_for(lambda: predictor.metric(FAILURES) == 1, 10, "the load failure to be counted")
-    time.sleep(1.0)  # ten more polls: the same broken folder is not tried again
-    assert predictor.metric(FAILURES) == 1
+    polls = predictor.metric(POLLS)
+    wait_for(lambda: predictor.metric(POLLS) >= polls + 10, 20, "ten more looks at the store")
+    assert predictor.metric(FAILURES) == 1  # the same broken folder was not tried again
     log = predictor.log()
     assert log.count("skipped broken version=2") == 1, log
     assert reason in log

@@ -15,7 +15,7 @@ import pytest
 from grpc_health.v1 import health_pb2
 from support import wait_for
 
-from predictor.predictor_harness import NOT_SERVING, SERVICE, SERVING, Launcher, add_version
+from predictor.predictor_harness import NOT_SERVING, POLLS, SERVICE, SERVING, Launcher, add_version
 from squarenet.store import ModelStore
 from squarenet.v1 import predictor_pb2, predictor_pb2_grpc
 
@@ -223,8 +223,9 @@ def test_removing_the_newest_version_rolls_back_and_removing_all_keeps_serving(
         10,
         "the rollback to version 1",
     )
+    polls = predictor.metric(POLLS)
     shutil.rmtree(store.version_dir("square", 1))
-    time.sleep(0.5)  # several polls over an empty store
+    wait_for(lambda: predictor.metric(POLLS) >= polls + 5, 20, "looks at the empty store")
     answer = predictor.stub.Predict(predictor_pb2.PredictRequest(x=[1.0]), timeout=5)
     assert answer.version == 1  # the model in memory keeps serving
     assert predictor.health_status(SERVICE) == SERVING

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from support import wait_for
 
-from predictor.predictor_harness import Launcher, add_version, predictor_command, store_state
+from predictor.predictor_harness import Launcher, add_version, store_state
+from squarenet.stack import command_of
 from squarenet.store import ModelStore
 from squarenet.v1 import predictor_pb2, predictor_pb2_grpc
 
@@ -108,7 +109,12 @@ def test_a_read_only_store_is_served_and_left_untouched(
 def test_bad_configuration_fails_fast_with_exit_2(args: list[str], message: str) -> None:
     env = {"PATH": "/usr/bin:/bin"}  # no SQUARENET_* from the caller's environment
     result = subprocess.run(
-        predictor_command(*args), check=False, capture_output=True, text=True, timeout=30, env=env
+        [*command_of("squarenet-predictor"), *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
     )
     assert result.returncode == 2
     assert message in result.stderr
@@ -131,8 +137,8 @@ def test_a_busy_port_is_an_error_not_a_silent_second_listener(
 ) -> None:
     first = launcher.start(one_version)
     second = subprocess.run(
-        predictor_command("--model-store", str(one_version.root), "--host", "127.0.0.1",
-                          "--port", str(first.port), "--metrics-port", "0"),
+        [*command_of("squarenet-predictor"), "--model-store", str(one_version.root),
+         "--host", "127.0.0.1", "--port", str(first.port), "--metrics-port", "0"],
         check=False, capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     assert second.returncode == 1

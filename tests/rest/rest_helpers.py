@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
 from flask import Flask
-from support import free_port, trainer_ready, wait_for
 
 from squarenet.store import METADATA_FILE, SAVED_MODEL_FILE, TFLITE_FILE, ModelStore
 
@@ -54,28 +49,6 @@ def parse_sse(text: str) -> list[dict[str, str]]:
     return events
 
 
-@dataclass
-class RunningTrainer:
-    """A ``squarenet-trainer`` process started by a test."""
-
-    process: subprocess.Popen[bytes]
-    base_url: str
-    store_root: Path
-    log_path: Path
-
-    def log(self) -> str:
-        """What the service printed so far (for failure messages)."""
-        return self.log_path.read_text(encoding="utf-8", errors="replace")[-6000:]
-
-
-def trainer_command() -> list[str]:
-    """The installed console script, or the module when it is not installed."""
-    script = Path(sys.executable).with_name("squarenet-trainer")
-    if script.exists():
-        return [str(script)]
-    return [sys.executable, "-m", "trainer_service.cli"]
-
-
 def processes_mentioning(text: str) -> list[int]:
     """Pids of live processes whose command line contains ``text`` (leftover check)."""
     found = []
@@ -90,56 +63,6 @@ def processes_mentioning(text: str) -> list[int]:
         if text in cmdline and state != "Z":
             found.append(int(entry.name))
     return found
-
-
-@contextlib.contextmanager
-def running_trainer(
-    store_root: Path,
-    log_path: Path,
-    *args: str,
-    env: dict[str, str] | None = None,
-    port: int | None = None,
-) -> Iterator[RunningTrainer]:
-    """Start the real trainer (gunicorn + job runner) on a free port; stop it afterwards."""
-    port = port or free_port()
-    command = [
-        *trainer_command(),
-        "--model-store",
-        str(store_root),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "2",
-        *args,
-    ]
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            command,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
-            start_new_session=True,
-        )
-    trainer = RunningTrainer(process, f"http://127.0.0.1:{port}", store_root, log_path)
-
-    def ready() -> bool:
-        if process.poll() is not None:
-            raise AssertionError(f"squarenet-trainer exited early:\n{trainer.log()}")
-        return trainer_ready(trainer.base_url)
-
-    try:
-        wait_for(ready, 60, "squarenet-trainer to be ready")
-        yield trainer
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
 
 
 def metric_value(text: str, name: str, **labels: str) -> float:
@@ -169,8 +92,8 @@ def run_schemathesis(
 ) -> subprocess.CompletedProcess[str]:
     """The real schemathesis CLI against the served /openapi.json, every check, seeded.
 
-    The event stream is left out (a live job's stream lasts as long as the job); ``options``
-    add the phases, example counts and headers of the caller's run.
+    The event streams are left out (a live job's or sweep's stream lasts as long as it
+    runs); ``options`` add the phases, example counts and headers of the caller's run.
     """
     config = workdir / "schemathesis.toml"
     config.write_text(SCHEMATHESIS_CONFIG)
@@ -179,6 +102,7 @@ def run_schemathesis(
         *("--config-file", str(config), "run", f"{base_url}/openapi.json"),
         *("--checks", "all", "--seed", "1", "--request-timeout", "30"),
         *("--exclude-operation-id", "streamJobEvents"),
+        *("--exclude-operation-id", "streamSweepEvents"),
         *("--generation-database", "none", "--no-color"),
         *options,
     ]

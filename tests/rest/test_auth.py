@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+from pathlib import Path
+
+import httpx
 import pytest
 from flask.testing import FlaskClient
 
 from rest.rest_helpers import TINY, MakeApp
+from squarenet.cli.errors import CliError, ExitCode
+from squarenet.cli.trainer_client import TrainerClient
+from squarenet.stack import command_of
 
 TOKEN = "s3cret-token"  # noqa: S105 - a test token
 
@@ -57,3 +65,36 @@ def test_blank_token_setting_means_no_token(make_app: MakeApp) -> None:
 
 def test_unknown_route_is_still_404_not_401(guarded: FlaskClient) -> None:
     assert guarded.post("/v1/nothing").status_code == 404
+
+
+# --- a token read from a Secret or a file: the same rule on both sides -------------------
+
+
+def test_a_token_with_a_trailing_newline_guards_with_the_token_itself(make_app: MakeApp) -> None:
+    guarded = make_app(api_token=f"{TOKEN}\n").test_client()  # as `kubectl create secret` leaves it
+    response = guarded.post("/v1/jobs", json=TINY, headers={"Authorization": f"Bearer {TOKEN}"})
+    assert response.status_code == 202
+
+
+def test_the_client_sends_a_token_with_a_trailing_newline_as_the_token(make_app: MakeApp) -> None:
+    app = make_app(api_token=f"{TOKEN}\n")
+    transport = httpx.WSGITransport(app=app)  # the real app, answered in this process
+    with TrainerClient("http://trainer", token=f"{TOKEN}\r\n", transport=transport) as client:
+        job = client.submit_job({"epochs": 5})
+    assert job["state"] == "QUEUED"
+
+
+def test_a_token_with_whitespace_inside_is_refused_at_start_on_both_sides(tmp_path: Path) -> None:
+    bad = "two words"
+    trainer = subprocess.run(
+        [*command_of("squarenet-trainer"), "--model-store", str(tmp_path / "store")],
+        env={**os.environ, "SQUARENET_API_TOKEN": bad},
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert trainer.returncode == 2
+    assert "SQUARENET_API_TOKEN" in trainer.stderr and "whitespace" in trainer.stderr
+    assert bad not in trainer.stderr
+    with pytest.raises(CliError) as refused:
+        TrainerClient("http://trainer", token=bad)
+    assert refused.value.code is ExitCode.USAGE
+    assert "whitespace" in refused.value.message and bad not in refused.value.message

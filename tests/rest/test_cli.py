@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from rest.rest_helpers import trainer_command
+from squarenet.stack import command_of
 from trainer_service.api.app import create_app
 from trainer_service.cli import FLAGS, parse_args
 from trainer_service.settings import Settings
@@ -35,7 +35,7 @@ def test_environment_fills_what_flags_leave_out(monkeypatch: pytest.MonkeyPatch)
 
 def test_bad_configuration_exits_2_naming_the_setting(tmp_path: Path) -> None:
     bad_port = subprocess.run(
-        [*trainer_command(), "--model-store", str(tmp_path / "s"), "--port", "70000"],
+        [*command_of("squarenet-trainer"), "--model-store", str(tmp_path / "s"), "--port", "70000"],
         capture_output=True,
         check=False,
         text=True,
@@ -47,7 +47,7 @@ def test_bad_configuration_exits_2_naming_the_setting(tmp_path: Path) -> None:
     not_a_folder = tmp_path / "file"
     not_a_folder.write_text("x")
     bad_store = subprocess.run(
-        [*trainer_command(), "--model-store", str(not_a_folder)],
+        [*command_of("squarenet-trainer"), "--model-store", str(not_a_folder)],
         capture_output=True,
         check=False,
         text=True,
@@ -57,7 +57,7 @@ def test_bad_configuration_exits_2_naming_the_setting(tmp_path: Path) -> None:
     assert "model store" in bad_store.stderr
 
     missing = subprocess.run(
-        trainer_command(),
+        command_of("squarenet-trainer"),
         capture_output=True,
         check=False,
         text=True,

@@ -10,11 +10,13 @@ import jsonschema  # type: ignore[import-untyped]  # a schemathesis dependency, 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from pydantic import ValidationError
 
 from rest.rest_helpers import TINY, MakeApp, parse_sse
 from trainer_service.api.views import services
 from trainer_service.runner.book import JobBook
 from trainer_service.runner.local import LocalExecutor
+from trainer_service.settings import Settings
 
 
 def book_of(app: Flask) -> JobBook:
@@ -133,3 +135,28 @@ def test_last_event_id_that_is_not_ours_replays_from_the_start(
     assert response.status_code == 200
     events = parse_sse(response.get_data(as_text=True))
     assert [e.get("id") for e in events] == ["1", "2", None]
+
+
+def test_a_stream_past_the_bound_is_503_and_a_closed_one_frees_its_slot(make_app: MakeApp) -> None:
+    client = make_app(threads=4, max_event_streams=1).test_client()
+    job_id = queued_job(client)
+    held = client.get(f"/v1/jobs/{job_id}/events", buffered=False)
+    assert held.status_code == 200
+    refused = client.get(f"/v1/jobs/{job_id}/events")
+    assert refused.status_code == 503
+    assert refused.mimetype == "application/problem+json"
+    assert int(refused.headers["Retry-After"]) > 0
+    assert client.get("/healthz").status_code == 200
+    held.close()  # what the server does when the client goes away
+    again = client.get(f"/v1/jobs/{job_id}/events", buffered=False)
+    assert again.status_code == 200
+    again.close()
+
+
+def test_the_stream_bound_must_leave_threads_free() -> None:
+    with pytest.raises(ValidationError, match="must be below threads"):
+        Settings.model_validate({"model_store": "/tmp", "threads": 4, "max_event_streams": 4})
+    assert (
+        Settings.model_validate({"model_store": "/tmp", "threads": 32}).event_streams_per_worker
+        == 24
+    )

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
 from rest.rest_helpers import TINY, MakeApp, break_version, publish_fake_version
-from squarenet.store import ModelStore
+from squarenet.store import SAVED_MODEL_FILE, TFLITE_FILE, ModelStore
 from trainer_service.api.views import services
 from trainer_service.params import TrainingParams
 
@@ -137,6 +140,42 @@ def test_models_lists_every_version_newest_first_and_marks_broken_ones(
     assert models[1]["metadata"]["metrics"] == {"loss": 0.01}
     assert models[2]["metadata"] is None
     assert "sha256" in models[2]["reason"]
+
+
+def bytes_read_by_this_process() -> int:
+    """Bytes this process has read through read(2) so far (Linux /proc/self/io ``rchar``)."""
+    for line in Path("/proc/self/io").read_text().splitlines():
+        if line.startswith("rchar:"):
+            return int(line.split()[1])
+    raise AssertionError("no rchar in /proc/self/io")
+
+
+def test_models_hashes_a_version_once_and_again_only_when_a_file_changes(
+    client: FlaskClient, store: ModelStore
+) -> None:
+    size = 16 * 1024 * 1024
+    staging = store.staging_dir(tag="test")
+    (staging / SAVED_MODEL_FILE).write_bytes(b"saved model placeholder")
+    (staging / TFLITE_FILE).write_bytes(b"tflite placeholder")
+    (staging / "variables.data").write_bytes(os.urandom(size))
+    version = store.publish_version(staging, {"domain": [-5.0, 5.0]}).version
+    big = store.version_dir("square", version) / "variables.data"
+
+    def listing_reads() -> tuple[str, int]:
+        before = bytes_read_by_this_process()
+        (model,) = client.get("/v1/models").get_json()["models"]
+        return model["status"], bytes_read_by_this_process() - before
+
+    assert listing_reads()[1] >= size  # the first answer hashes every file
+    for _ in range(3):
+        status, read = listing_reads()
+        assert status == "ok" and read < size // 16
+    stat = big.stat()
+    with big.open("r+b") as handle:  # same size, one byte different, mtime put back
+        handle.write(bytes([handle.read(1)[0] ^ 0xFF]))
+    os.utime(big, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    status, read = listing_reads()
+    assert status == "broken" and read >= size
 
 
 def test_list_filters_by_state_and_limit(client: FlaskClient) -> None:

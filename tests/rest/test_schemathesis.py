@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from rest.rest_helpers import run_schemathesis, running_trainer
+from rest.rest_helpers import run_schemathesis
+from squarenet.stack import running_trainer
 
 pytestmark = pytest.mark.slow
 

@@ -13,16 +13,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from support import wait_for
+from support import service_env, wait_for
 
-from rest.rest_helpers import (
-    TINY,
-    RunningTrainer,
-    metric_value,
-    parse_sse,
-    processes_mentioning,
-    running_trainer,
-)
+from rest.rest_helpers import TINY, metric_value, parse_sse, processes_mentioning
+from squarenet.stack import Trainer, running_trainer
 from squarenet.store import ModelStore
 
 pytestmark = pytest.mark.slow
@@ -31,7 +25,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture
-def trainer(tmp_path: Path) -> Iterator[RunningTrainer]:
+def trainer(tmp_path: Path) -> Iterator[Trainer]:
     with running_trainer(tmp_path / "store", tmp_path / "trainer.log") as running:
         yield running
 
@@ -44,7 +38,7 @@ def follow_events(base_url: str, job_id: str) -> list[dict[str, str]]:
         return parse_sse("".join(response.iter_text()))
 
 
-def stop(trainer: RunningTrainer) -> int:
+def stop(trainer: Trainer) -> int:
     """SIGTERM the service and return its exit code."""
     trainer.process.send_signal(signal.SIGTERM)
     try:
@@ -53,7 +47,7 @@ def stop(trainer: RunningTrainer) -> int:
         pytest.fail(f"squarenet-trainer ignored SIGTERM:\n{trainer.log()}")
 
 
-def test_a_tiny_job_end_to_end_then_sigterm_exits_0(trainer: RunningTrainer) -> None:
+def test_a_tiny_job_end_to_end_then_sigterm_exits_0(trainer: Trainer) -> None:
     base = trainer.base_url
     submitted = httpx.post(f"{base}/v1/jobs", json={**TINY, "seed": 7}, timeout=10)
     assert submitted.status_code == 202, submitted.text
@@ -76,7 +70,7 @@ def test_a_tiny_job_end_to_end_then_sigterm_exits_0(trainer: RunningTrainer) -> 
     models = httpx.get(f"{base}/v1/models", timeout=10).json()["models"]
     assert [(m["model_name"], m["version"], m["status"]) for m in models] == [("square", 1, "ok")]
     assert models[0]["metadata"]["job_id"] == job_id
-    assert ModelStore(trainer.store_root).latest_version() is not None
+    assert ModelStore(trainer.store).latest_version() is not None
 
     for plot in ("loss", "fit"):
         image = httpx.get(f"{base}/v1/jobs/{job_id}/plots/{plot}.png", timeout=10)
@@ -90,7 +84,6 @@ def test_a_tiny_job_end_to_end_then_sigterm_exits_0(trainer: RunningTrainer) -> 
         text = httpx.get(f"{base}/metrics", timeout=10).text
         assert metric_value(text, "squarenet_jobs_submitted_total") == 1
         assert metric_value(text, "squarenet_jobs", state="SUCCEEDED") == 1
-        assert metric_value(text, "squarenet_jobs_finished_total", state="SUCCEEDED") == 1
         assert (
             metric_value(
                 text, "squarenet_http_requests_total", route="/healthz", method="GET", status="200"
@@ -110,7 +103,7 @@ def test_a_tiny_job_end_to_end_then_sigterm_exits_0(trainer: RunningTrainer) -> 
         assert '"state":"SUCCEEDED"' in curl.stdout
 
     assert stop(trainer) == 0, trainer.log()
-    assert processes_mentioning(str(trainer.store_root)) == []
+    assert processes_mentioning(str(trainer.store)) == []
     assert "job runner stopped" in trainer.log()
 
 
@@ -137,17 +130,17 @@ def test_sigterm_during_a_job_and_a_stream_stops_everything_and_fails_the_job(
         reader.join(timeout=30)
         assert not reader.is_alive()
         assert "event: state" not in seen  # cut short, not finished: the client reconnects
-        assert processes_mentioning(str(trainer.store_root)) == []
-        record = json.loads((trainer.store_root / "jobs" / f"{job_id}.json").read_text())
+        assert processes_mentioning(str(trainer.store)) == []
+        record = json.loads((trainer.store / "jobs" / f"{job_id}.json").read_text())
         assert record["state"] == "FAILED"
         assert record["error"]
-        assert ModelStore(trainer.store_root).list_versions() == []
+        assert ModelStore(trainer.store).list_versions() == []
 
 
-def test_a_dead_job_runner_stops_the_service_with_exit_1(trainer: RunningTrainer) -> None:
+def test_a_dead_job_runner_stops_the_service_with_exit_1(trainer: Trainer) -> None:
     runners = [
         pid
-        for pid in processes_mentioning(str(trainer.store_root))
+        for pid in processes_mentioning(str(trainer.store))
         if "-m\x00trainer_service.runner\x00" in Path(f"/proc/{pid}/cmdline").read_text()
     ]
     assert len(runners) == 1
@@ -158,10 +151,10 @@ def test_a_dead_job_runner_stops_the_service_with_exit_1(trainer: RunningTrainer
         pytest.fail(f"the trainer kept running without its job runner:\n{trainer.log()}")
     assert code == 1
     assert "job runner" in trainer.log() and "exited" in trainer.log()
-    assert processes_mentioning(str(trainer.store_root)) == []
+    assert processes_mentioning(str(trainer.store)) == []
 
 
-def test_cancel_of_a_running_job_over_http(trainer: RunningTrainer) -> None:
+def test_cancel_of_a_running_job_over_http(trainer: Trainer) -> None:
     base = trainer.base_url
     long_job = {"n_samples": 200, "epochs": 5000, "batch_size": 32, "seed": 2}
     job_id = httpx.post(f"{base}/v1/jobs", json=long_job, timeout=10).json()["id"]
@@ -183,7 +176,9 @@ def test_cancel_of_a_running_job_over_http(trainer: RunningTrainer) -> None:
 def test_refusals_over_real_http_token_and_chunked_bodies(tmp_path: Path) -> None:
     token = "real-http-token"  # noqa: S105 - a test token
     with running_trainer(
-        tmp_path / "store", tmp_path / "trainer.log", env={"SQUARENET_API_TOKEN": token}
+        tmp_path / "store",
+        tmp_path / "trainer.log",
+        env=service_env({"SQUARENET_API_TOKEN": token}),
     ) as trainer:
         jobs = f"{trainer.base_url}/v1/jobs"
         refused = httpx.post(jobs, json=TINY, timeout=10)

@@ -31,9 +31,9 @@ from kube import (
     service_account_kubeconfig,
     temporary_namespace,
 )
-from rest.rest_helpers import RunningTrainer, running_trainer
 from support import wait_for
 
+from squarenet.stack import Trainer, running_trainer
 from squarenet.store import ModelStore
 from trainer_service.runner.kubernetes import JOB_ID_LABEL, LEASE_NAME, job_name
 from trainer_service.settings import JOB_MOUNT_PATH
@@ -56,9 +56,7 @@ class Cluster:
     kubeconfig: Path  # the trainer's ServiceAccount, bound to its Role
     tmp: Path
 
-    def trainer(
-        self, name: str, kubeconfig: Path | None = None
-    ) -> AbstractContextManager[RunningTrainer]:
+    def trainer(self, name: str, kubeconfig: Path | None = None) -> AbstractContextManager[Trainer]:
         """``squarenet-trainer --executor kubernetes`` on this namespace."""
         return running_trainer(
             self.store.root,
@@ -159,17 +157,17 @@ class PlayedNode:
         self.log.close()
 
 
-def submit(trainer: RunningTrainer, **params: Any) -> str:
+def submit(trainer: Trainer, **params: Any) -> str:
     response = httpx.post(f"{trainer.base_url}/v1/jobs", json=params, timeout=30)
     assert response.status_code == 202, response.text + trainer.log()
     return str(response.json()["id"])
 
 
-def job_state(trainer: RunningTrainer, job_id: str) -> dict[str, Any]:
+def job_state(trainer: Trainer, job_id: str) -> dict[str, Any]:
     return dict(httpx.get(f"{trainer.base_url}/v1/jobs/{job_id}", timeout=30).json())
 
 
-def wait_final(trainer: RunningTrainer, job_id: str, timeout: float = TIMEOUT) -> dict[str, Any]:
+def wait_final(trainer: Trainer, job_id: str, timeout: float = TIMEOUT) -> dict[str, Any]:
     final = ("SUCCEEDED", "FAILED", "CANCELLED")
     return wait_for(
         lambda: job if (job := job_state(trainer, job_id))["state"] in final else None,

@@ -21,7 +21,7 @@ from runner.runner_harness import (
     wait_until_finished,
     wait_until_training,
 )
-from squarenet.store import ModelStore
+from squarenet.store import TMP_PREFIX, ModelStore
 from trainer_service.errors import JobAlreadyFinished
 from trainer_service.runner.book import SHUTDOWN_ERROR, TIME_LIMIT, JobBook, JobState
 from trainer_service.runner.local import LocalExecutor
@@ -32,11 +32,12 @@ pytestmark = pytest.mark.slow
 
 
 def staging_debris(store: ModelStore) -> list[str]:
-    """Hidden folders left in the model folder (a revoked job's mark is a file, not debris)."""
+    """Temp folders left in the model folder (a revoked job's mark is a file, and the
+    store's own ``.claims`` folder of version numbers is not debris)."""
     folder = store.model_dir()
     if not folder.is_dir():
         return []
-    return [entry.name for entry in folder.iterdir() if entry.is_dir() and entry.name[0] == "."]
+    return [e.name for e in folder.iterdir() if e.is_dir() and e.name.startswith(TMP_PREFIX)]
 
 
 def test_a_small_job_succeeds_with_its_history_and_a_verified_version(

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import os
+import queue
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.synchronize import Event as EventType
@@ -162,6 +164,57 @@ def test_concurrent_publishers_get_distinct_versions_and_lose_nothing(store: Mod
     jobs = {store.verify_version("square", v).metadata["job_id"] for v in versions}
     assert len(jobs) == 2 * per_writer
     assert not [p for p in store.model_dir().iterdir() if p.name.startswith(".tmp-")]
+
+
+def _delete_until_stopped(root: str, stop: EventType, deleted: multiprocessing.Queue[int]) -> None:
+    """Remove every version folder as soon as it shows: the newest is deleted over and over."""
+    store = ModelStore(root)
+    gone = 0
+    while not stop.is_set():
+        for version in store.list_versions():
+            shutil.rmtree(store.version_dir("square", version), ignore_errors=True)
+            gone += 1
+    deleted.put(gone)
+
+
+def test_no_number_is_handed_out_twice_while_the_newest_keeps_being_deleted(
+    store: ModelStore,
+) -> None:
+    """Three publishers and a deleter: every publish gets a number nobody got before, and the
+    high-water mark only ever rises."""
+    ctx = multiprocessing.get_context("spawn")
+    results: multiprocessing.Queue[int] = ctx.Queue()
+    deleted: multiprocessing.Queue[int] = ctx.Queue()
+    stop = ctx.Event()
+    per_writer, tags = 25, ("w1", "w2", "w3")
+    deleter = ctx.Process(target=_delete_until_stopped, args=(str(store.root), stop, deleted))
+    writers = [
+        ctx.Process(target=_publish_many, args=(str(store.root), tag, per_writer, results))
+        for tag in tags
+    ]
+    publish(store, "first")
+    deleter.start()
+    for writer in writers:
+        writer.start()
+    marks = []
+    try:
+        versions: list[int] = []
+        while len(versions) < len(tags) * per_writer:
+            marks.append(store.high_water_mark())
+            with contextlib.suppress(queue.Empty):
+                versions.append(results.get(timeout=0.01))
+    finally:
+        stop.set()
+        for writer in writers:
+            writer.join(timeout=60)
+        deleter.join(timeout=60)
+    assert deleted.get(timeout=10) > 0
+    assert all(writer.exitcode == 0 for writer in writers)
+    assert len(set(versions)) == len(versions), sorted(versions)
+    assert 1 not in versions
+    assert marks == sorted(marks)
+    assert store.high_water_mark() == max(versions)
+    assert publish(store, "after") == max(versions) + 1
 
 
 def _scan_until_stopped(root: str, stop: EventType, seen: multiprocessing.Queue[int]) -> None:

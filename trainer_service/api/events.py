@@ -5,6 +5,11 @@ any replica can serve it and a client that connects late gets the whole history 
 Each epoch event carries ``id: <epoch>``: a reconnecting client's ``Last-Event-ID`` resumes
 after it. Comment lines keep idle connections (and the proxies on the way) open; the stream
 ends once the final state is sent, or when the worker shuts down (the client reconnects).
+
+Each open stream holds one of the worker's threads for as long as it lasts. ``StreamSlots``
+bounds how many a worker holds (``--max-event-streams``, below ``--threads``), so the
+threads left over always answer probes and API calls; a stream past the bound is refused
+at once (503 with ``Retry-After``) instead of waiting, unanswered, for a thread.
 """
 
 from __future__ import annotations
@@ -13,18 +18,58 @@ import json
 import re
 import threading
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, Final
 
 from trainer_service.errors import JobNotFound
 from trainer_service.runner.book import JobBook
 
 RETRY_MILLISECONDS = 2_000
+BUSY_RETRY_AFTER_SECONDS: Final = 2
 _EPOCH_ID = re.compile(r"[0-9]{1,9}")
 
 # set when this worker is told to stop: open streams end at once (clients reconnect to a
 # live worker with Last-Event-ID) instead of holding the shutdown for the grace period
 STREAMS_CLOSING = threading.Event()
+
+
+class StreamSlots:
+    """At most ``limit`` event streams open at once in this worker."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._free = threading.BoundedSemaphore(limit)
+
+    def open(self, events: Iterator[str]) -> HeldStream | None:
+        """``events`` holding a slot until it is closed, or None when every slot is taken."""
+        if not self._free.acquire(blocking=False):
+            return None
+        return HeldStream(events, self._free.release)
+
+
+class HeldStream:
+    """A stream's events that give their slot back on ``close``, which WSGI servers call
+    whether the stream ended, broke, or was never read (a generator's ``finally`` would not
+    run in that last case)."""
+
+    def __init__(self, events: Iterator[str], release: Callable[[], None]) -> None:
+        self._events = events
+        self._release: Callable[[], None] | None = release
+
+    def __iter__(self) -> HeldStream:
+        return self
+
+    def __next__(self) -> str:
+        return next(self._events)
+
+    def close(self) -> None:
+        """End the stream and free its slot (once)."""
+        release, self._release = self._release, None
+        if release is not None:
+            close = getattr(self._events, "close", None)
+            if close is not None:
+                close()
+            release()
 
 
 def format_event(event: str, data: str, event_id: int | None = None) -> str:

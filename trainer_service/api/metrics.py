@@ -5,6 +5,11 @@ Under ``squarenet-trainer`` every worker writes its counters into
 worker adds them all up. Job counts are not kept in memory at all: they are read from the
 job records on the store at scrape time, so every worker (and every replica sharing the
 store) reports the same numbers. Being store-wide, they must not be summed across replicas.
+They are a gauge, never a counter: retention forgets old finished jobs, so the number of
+finished jobs on the store goes down, which a counter must never do.
+
+Label values come from fixed sets only (route templates, known methods, status codes), so
+no client can grow ``/metrics`` by sending made-up paths or methods.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
-from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from trainer_service.runner.book import JobBook, JobState
@@ -32,6 +37,8 @@ from trainer_service.runner.book import JobBook, JobState
 disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series double the output and nobody graphs them
 
 UNMATCHED_ROUTE = "<unmatched>"  # 404s: never one label per made-up URL
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+OTHER_METHOD = "other"  # any other method a client makes up: one label for all of them
 
 HTTP_REQUESTS = Counter(
     "squarenet_http_requests",
@@ -59,22 +66,16 @@ class JobStateCollector(Collector):
         self.book = book
 
     def collect(self) -> Iterator[Metric]:
-        """``squarenet_jobs{state}`` now, and ``squarenet_jobs_finished_total{state}``."""
+        """``squarenet_jobs{state}``: how many jobs the store holds in each state now."""
         counts = self.book.counts()
         current = GaugeMetricFamily(
-            "squarenet_jobs", "Jobs on the store by state (store-wide).", labels=["state"]
-        )
-        finished = CounterMetricFamily(
-            "squarenet_jobs_finished",
-            "Jobs that reached a final state (store-wide).",
+            "squarenet_jobs",
+            "Jobs on the store by state (store-wide; retention lowers the finished ones).",
             labels=["state"],
         )
         for state in JobState:
             current.add_metric([state.value], counts.get(state, 0))
-            if state.finished:
-                finished.add_metric([state.value], counts.get(state, 0))
         yield current
-        yield finished
 
 
 class _DefaultRegistry(Collector):
@@ -104,10 +105,15 @@ def _start_timer() -> None:
     g.squarenet_started = time.perf_counter()
 
 
+def method_label(method: str) -> str:
+    """The ``method`` label: the method itself when it is a known one, else ``other``."""
+    return method if method in KNOWN_METHODS else OTHER_METHOD
+
+
 def _observe(response: Response) -> Response:
     rule = request.url_rule
     route = rule.rule if rule is not None else UNMATCHED_ROUTE
-    method = request.method
+    method = method_label(request.method)
     HTTP_REQUESTS.labels(route, method, str(response.status_code)).inc()
     started = g.get("squarenet_started")
     if started is not None:

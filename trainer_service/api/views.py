@@ -20,7 +20,12 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from squarenet.store import BrokenVersion, ModelStore, StoreError
 from trainer_service.api import metrics
-from trainer_service.api.events import job_events, last_event_id
+from trainer_service.api.events import (
+    BUSY_RETRY_AFTER_SECONDS,
+    StreamSlots,
+    job_events,
+    last_event_id,
+)
 from trainer_service.api.openapi import JobList, JobQuery, openapi_document
 from trainer_service.api.problems import Problem
 from trainer_service.errors import PlotNotFound, QueueFull
@@ -43,6 +48,7 @@ class Services:
     settings: Settings
     store: ModelStore
     executor: Executor
+    streams: StreamSlots
 
     @property
     def book(self) -> JobBook:
@@ -151,11 +157,13 @@ def submit_job() -> Response:
 
 @bp.get("/v1/jobs")
 def list_jobs() -> Response:
-    """Every job, newest first (``?state=`` and ``?limit=`` narrow it)."""
+    """Every job, newest first (``?state=``, ``?sweep=`` and ``?limit=`` narrow it)."""
     query = JobQuery.model_validate(request.args.to_dict())
     jobs = services().book.list()
     if query.state is not None:
         jobs = [job for job in jobs if job.state is query.state]
+    if query.sweep is not None:
+        jobs = [job for job in jobs if job.sweep_id == query.sweep]
     if query.limit is not None:
         jobs = jobs[: query.limit]
     return _json(JobList(jobs=jobs).model_dump_json())
@@ -177,16 +185,25 @@ def cancel_job(job_id: str) -> Response:
 
 @bp.get("/v1/jobs/<job_id>/events")
 def job_event_stream(job_id: str) -> Response:
-    """``text/event-stream`` of the job's epochs, then its final state."""
+    """``text/event-stream`` of the job's epochs, then its final state (503 when full)."""
     svc = services()
     svc.book.get(job_id)  # 404 now, before the stream has started
-    stream = job_events(
-        svc.book,
-        job_id,
-        after=last_event_id(request.headers.get("Last-Event-ID")),
-        poll_interval=svc.settings.sse_poll_interval,
-        keepalive=svc.settings.sse_keepalive,
+    stream = svc.streams.open(
+        job_events(
+            svc.book,
+            job_id,
+            after=last_event_id(request.headers.get("Last-Event-ID")),
+            poll_interval=svc.settings.sse_poll_interval,
+            keepalive=svc.settings.sse_keepalive,
+        )
     )
+    if stream is None:
+        raise Problem(
+            503,
+            f"this worker holds {svc.streams.limit} event streams already; try again shortly",
+            kind="too-many-streams",
+            headers={"Retry-After": str(BUSY_RETRY_AFTER_SECONDS)},
+        )
     return Response(
         stream,
         mimetype="text/event-stream",

@@ -78,6 +78,7 @@ class Job(BaseModel):
     created_at: str
     started_at: str | None = None
     finished_at: str | None = None
+    sweep_id: str | None = None  # set on a sweep's trials
 
 
 @dataclass

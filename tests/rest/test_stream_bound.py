@@ -1,0 +1,98 @@
+"""The bound on event streams, against the real ``squarenet-trainer`` (gunicorn, 2 workers).
+
+Each open stream holds a worker thread. Past ``--max-event-streams`` per worker a stream is
+answered 503 with ``Retry-After`` at once, and the threads left over keep answering probes
+and the rest of the API, however many clients try to stream.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from support import wait_for
+
+from squarenet.stack import Trainer, running_trainer
+
+pytestmark = pytest.mark.slow
+
+WORKERS, THREADS, STREAMS_PER_WORKER = 2, 4, 3
+REPLICA_BOUND = WORKERS * STREAMS_PER_WORKER
+CLIENTS = REPLICA_BOUND + 10
+ANSWER_SECONDS = 10.0  # "at once", generously: no stream may wait this long for its head
+LONG_JOB = {"n_samples": 200, "epochs": 5000, "batch_size": 32, "seed": 2}
+
+
+@pytest.fixture
+def trainer(tmp_path: Path) -> Iterator[Trainer]:
+    # set through the environment, as a Deployment would
+    env = {
+        "SQUARENET_MAX_EVENT_STREAMS": str(STREAMS_PER_WORKER),
+        "SQUARENET_SSE_KEEPALIVE": "0.2",  # a closed client is noticed at the next write
+    }
+    with running_trainer(
+        tmp_path / "store", tmp_path / "trainer.log", "--threads", str(THREADS), env=env
+    ) as running:
+        yield running
+
+
+def open_stream(base_url: str, path: str) -> socket.socket:
+    """A connection that has sent its GET and not yet read anything."""
+    host, port = httpx.URL(base_url).host, httpx.URL(base_url).port
+    sock = socket.create_connection((host, port), timeout=ANSWER_SECONDS)
+    sock.sendall(
+        f"GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n\r\n".encode()
+    )
+    return sock
+
+
+def response_head(sock: socket.socket) -> tuple[int, dict[str, str]]:
+    """Status and headers of the answer (socket.timeout when none comes in time)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise ConnectionError(f"closed before the head: {data!r}")
+        data += chunk
+    head = data.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in head[1:])
+    return int(head[0].split()[1]), {k.lower(): v for k, v in headers.items()}
+
+
+def stream_accepted(base_url: str, path: str) -> bool:
+    """Whether a new stream gets its 200 now."""
+    with open_stream(base_url, path) as sock:
+        return response_head(sock)[0] == 200
+
+
+def test_streams_past_the_bound_are_503_at_once_and_the_api_keeps_answering(
+    trainer: Trainer,
+) -> None:
+    base = trainer.base_url
+    job_id = httpx.post(f"{base}/v1/jobs", json=LONG_JOB, timeout=10).json()["id"]
+    sockets = [open_stream(base, f"/v1/jobs/{job_id}/events") for _ in range(CLIENTS)]
+    try:
+        heads = [response_head(sock) for sock in sockets]  # none may hang
+        streaming = [s for s, (status, _) in zip(sockets, heads, strict=True) if status == 200]
+        busy = [headers for status, headers in heads if status == 503]
+        assert len(streaming) + len(busy) == CLIENTS, [status for status, _ in heads]
+        assert 0 < len(streaming) <= REPLICA_BOUND
+        assert all(int(headers["retry-after"]) > 0 for headers in busy)
+        assert all(h["content-type"] == "application/problem+json" for h in busy)
+        for _ in range(2 * WORKERS):  # fresh connections reach both workers
+            assert httpx.get(f"{base}/healthz", timeout=5).status_code == 200
+            assert httpx.get(f"{base}/readyz", timeout=5).status_code == 200
+            assert httpx.get(f"{base}/v1/jobs/{job_id}", timeout=5).status_code == 200
+    finally:
+        for sock in sockets:
+            sock.close()
+    # the slots come back once the server notices the clients left
+    wait_for(
+        lambda: stream_accepted(base, f"/v1/jobs/{job_id}/events"),
+        30,
+        "a stream to be accepted again",
+    )
+    assert httpx.post(f"{base}/v1/jobs/{job_id}/cancel", timeout=30).status_code == 200
