@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Page, Route, expect
 from support import wait_for
 
 from browser.browser_support import Console, axe_violations, describe, screenshot
@@ -173,7 +173,26 @@ def test_every_page_is_accessible_and_error_free(trainer: Trainer, page: Page) -
         assert violations == [], f"{name}: {describe(violations)}"
         screenshot(page, f"axe-{name}")
     expect(page.locator(f"#version-square-{version}")).to_contain_text("stable")
-    # without a sweeps API the Sweeps entry stays hidden and the page says why
+    # this trainer has the sweeps API: the entry shows and the (empty) list is accessible
+    expect(page.locator("#nav-sweeps")).to_be_visible()
+    page.goto(f"{trainer.base_url}/#/sweeps")
+    expect(page.locator("main h1")).to_have_text("Sweeps")
+    violations = axe_violations(page)
+    assert violations == [], f"sweeps: {describe(violations)}"
+
+
+def test_without_a_sweeps_api_the_entry_is_hidden(trainer: Trainer, page: Page) -> None:
+    """A trainer whose API document has no sweeps (an older one: stood in for by removing
+    the sweeps paths from the served document in the browser) gets no Sweeps entry."""
+
+    def without_sweeps(route: Route) -> None:
+        document = route.fetch().json()
+        document["paths"] = {p: o for p, o in document["paths"].items() if "sweeps" not in p}
+        route.fulfill(json=document)
+
+    page.route("**/openapi.json", without_sweeps)
+    page.goto(f"{trainer.base_url}/#/jobs")
+    expect(page.locator("#jobs-table")).to_be_visible()
     expect(page.locator("#nav-sweeps")).to_be_hidden()
     page.goto(f"{trainer.base_url}/#/sweeps")
     expect(page.locator("main")).to_contain_text("no sweeps API")
