@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 EXTRAS ?= trainer,predictor,predictor-tensorflow,dev
 PYTEST_ARGS ?=
 
-.PHONY: venv proto vendor-js test test-fast lint demo bench bench-venvs images cluster-build cluster-up cluster-down clean
+.PHONY: venv proto vendor-js test test-fast lint demo bench client-venvs bench-venvs images cluster-build cluster-up cluster-down clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ lint: venv ## ruff and mypy
 
 demo: venv ## train with the article's settings, serve it, print predictions, stop everything
 	$(PY) scripts/demo.py
+
+client-venvs: ## the virtualenvs of the third-party clients the protocol tests drive (cached)
+	bash scripts/client-venv.sh triton >/dev/null
+	bash scripts/client-venv.sh tfserving >/dev/null
 
 bench-venvs: ## the virtualenvs of the servers bench/protocols.py compares with (cached)
 	bash scripts/client-venv.sh mlserver >/dev/null || echo "MLServer cannot be installed: see above"

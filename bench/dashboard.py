@@ -14,7 +14,7 @@ with one dashboard tab open on the jobs view (its event stream, its list refresh
 the same job with no dashboard open.
 
     python bench/dashboard.py             # 5 page loads, 2 jobs of 300 epochs each
-    python bench/dashboard.py --quick     # 2 page loads, 2 shorter jobs
+    python bench/dashboard.py --quick     # 1 page load, 2 jobs of 30 epochs (a smoke run)
     python bench/dashboard.py --json      # JSON lines on stdout (for bench/run_all.py)
 
 Figures are ratios within this run; nothing here fails on a wall-clock number.
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer rounds, shorter jobs")
     parser.add_argument("--json", action="store_true", help="JSON lines on stdout")
     args = parser.parse_args(argv)
-    rounds, epochs = (2, 100) if args.quick else (5, 300)
+    rounds, epochs = (1, 30) if args.quick else (5, 300)
     say = (lambda *_: None) if args.json else print
     with (
         tempfile.TemporaryDirectory(prefix="squarenet-bench-dashboard-") as tmp,

@@ -2,8 +2,9 @@
 
 Runs ``training.py`` (goals 1-2), ``serving.py`` (goals 3, 4 and the predictor's cold
 start), ``lifecycle.py train-to-served`` (goal 5), ``lifecycle.py trainer-start``
-(goal 6, trainer side), ``dashboard.py`` (the dashboard in Chromium) and ``protocols.py``
-(V2 against MLServer and KServe) one after another as subprocesses, never side by side (they would
+(goal 6, trainer side), ``dashboard.py`` (the dashboard in Chromium), ``protocols.py``
+(V2 against MLServer and KServe) and ``sweep.py`` (a sweep's overhead) one after another
+as subprocesses, never side by side (they would
 measure each other), each bounded by a timeout inside an overall budget. Their JSON lines
 become the rows of one table, printed and written to ``var/bench/results.md`` and
 ``results.json``; each benchmark's own output goes to ``var/bench/<name>.log``.
@@ -108,6 +109,13 @@ SUITES = (
         ["protocols.py", "--quick", "--json"],
         300,
         (),  # its rows are whatever it measured; an empty set is an error
+    ),
+    Suite(
+        "sweep",
+        ["sweep.py", "--json"],
+        ["sweep.py", "--quick", "--json"],
+        300,
+        ("sweep_overhead",),
     ),
 )
 
@@ -340,12 +348,29 @@ def lifecycle_rows(figure: dict[str, Any]) -> list[Row]:
     ]
 
 
+def sweep_rows(figure: dict[str, Any]) -> list[Row]:
+    """sweep.py: a sweep's wall time against its trials' own time over the parallelism."""
+    return [
+        Row(
+            f"{figure['trials']}-trial sweep, {figure['epochs']} epochs, "
+            f"{figure['parallel']} at a time: wall time",
+            f"{figure['value']:.1f} s",
+            f"{figure['baseline']:.1f} s (trials' own time / {figure['parallel']})",
+            f"{figure['ratio']:.3f}x",
+            "<= 1.10x (overhead <= 10 %)",
+            met_text(figure["met"]),
+            figure,
+        )
+    ]
+
+
 ROW_MAKERS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "training": training_rows,
     "serving": serving_rows,
     "protocols": serving_rows,
     "lifecycle": lifecycle_rows,
     "dashboard": serving_rows,  # the same shape: name, value, unit, baseline, ratio, goal
+    "sweep": sweep_rows,
 }
 
 
@@ -445,6 +470,22 @@ def machine() -> str:
     return f"{os.cpu_count()} CPUs, {platform.machine()}, Python {platform.python_version()}"
 
 
+def prepare_competitors(console: Console) -> None:
+    """Build MLServer's and KServe's virtualenvs (cached) before the clock starts.
+
+    A build can take minutes on a fresh machine; it is not what protocols.py measures. A
+    failed build is left for protocols.py to report (it names pip's error in the table).
+    """
+    for which in ("mlserver", "kserve"):
+        console.print(f"preparing .venv-{which} ...")
+        subprocess.run(
+            ["bash", str(ROOT / "scripts" / "client-venv.sh"), which],
+            capture_output=True,
+            check=False,
+            timeout=1800,
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run every benchmark in turn, print and write the table; 1 if any benchmark failed."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
@@ -467,6 +508,8 @@ def main(argv: list[str] | None = None) -> int:
     console = Console() if sys.stdout.isatty() else Console(width=180)
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
     load_before = os.getloadavg()
+    if not args.only or "protocols" in args.only:
+        prepare_competitors(console)
     deadline = time.monotonic() + BUDGET_SECONDS
     outcomes: list[Outcome] = []
     for suite in SUITES:

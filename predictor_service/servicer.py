@@ -18,6 +18,7 @@ import grpc
 import numpy as np
 
 from predictor_service import metrics
+from predictor_service.encoding import PredictCall, encode_response
 from predictor_service.registry import Registry, ServedModel, Snapshot
 from predictor_service.versions import (
     BadVersionName,
@@ -84,9 +85,13 @@ class PredictorServicer(predictor_pb2_grpc.PredictorServicer):
     # --- Predict ----------------------------------------------------------------------
 
     def Predict(  # noqa: N802 (the proto's name)
-        self, request: predictor_pb2.PredictRequest, context: grpc.ServicerContext
-    ) -> predictor_pb2.PredictResponse:
-        """y for every x, the version that answered, and which x lie outside its domain."""
+        self, request: PredictCall, context: grpc.ServicerContext
+    ) -> bytes:
+        """y for every x, the version that answered, and which x lie outside its domain.
+
+        Takes the decoded call and answers the encoded PredictResponse (``encoding``): the
+        one-value call, the commonest, never builds a protobuf message.
+        """
         started = time.perf_counter()
         try:
             response = self._predict(request)
@@ -103,7 +108,7 @@ class PredictorServicer(predictor_pb2_grpc.PredictorServicer):
         metrics.recorder("Predict", _OK)(time.perf_counter() - started)
         return response
 
-    def _predict(self, request: predictor_pb2.PredictRequest) -> predictor_pb2.PredictResponse:
+    def _predict(self, request: PredictCall) -> bytes:
         count = len(request.x)
         if count == 0:
             raise CallError(grpc.StatusCode.INVALID_ARGUMENT, "x is empty: send at least one value")
@@ -118,10 +123,10 @@ class PredictorServicer(predictor_pb2_grpc.PredictorServicer):
             if not -_FLOAT32_MAX <= value <= _FLOAT32_MAX:
                 raise _bad_value(value, 0)
             model = self._pick(request)
-            return predictor_pb2.PredictResponse(
-                y=model.runtime.predict((value,)).tolist(),
-                version=model.version,
-                extrapolated=(value < model.domain_min or value > model.domain_max,),
+            return encode_response(
+                model.runtime.predict((value,)),
+                model.version,
+                (value < model.domain_min or value > model.domain_max,),
             )
         if count <= _SMALL_BATCH:
             # Plain Python beats NumPy's per-call overhead for a few values.
@@ -132,7 +137,7 @@ class PredictorServicer(predictor_pb2_grpc.PredictorServicer):
             model = self._pick(request)
             y = model.runtime.predict(values)
             lo, hi = model.domain_min, model.domain_max
-            outside: list[bool] = [value < lo or value > hi for value in values]
+            outside: list[bool] | np.ndarray = [value < lo or value > hi for value in values]
         else:
             x = np.array(request.x, dtype=np.float64)
             usable = np.abs(x) <= _FLOAT32_MAX  # False for NaN and ±Inf too
@@ -141,12 +146,10 @@ class PredictorServicer(predictor_pb2_grpc.PredictorServicer):
                 raise _bad_value(float(x[bad]), bad)
             model = self._pick(request)
             y = model.runtime.predict(x)
-            outside = ((x < model.domain_min) | (x > model.domain_max)).tolist()
-        return predictor_pb2.PredictResponse(
-            y=y.tolist(), version=model.version, extrapolated=outside
-        )
+            outside = (x < model.domain_min) | (x > model.domain_max)
+        return encode_response(y, model.version, outside)
 
-    def _pick(self, request: predictor_pb2.PredictRequest) -> ServedModel:
+    def _pick(self, request: PredictCall) -> ServedModel:
         snapshot = self._registry.snapshot
         if not request.version and not request.version_label:
             model = snapshot.default  # the commonest call: no version named

@@ -17,6 +17,7 @@ from typing import Any
 import grpc
 from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
 
+from predictor_service.encoding import decode_request
 from predictor_service.servicer import CallError, abort_call
 from squarenet.v1 import predictor_pb2
 
@@ -30,12 +31,15 @@ class MalformedRequest:
     reason: str
 
 
-def tolerant_decoder(message_type: Any) -> Callable[[bytes], Any]:
-    """``message_type.FromString`` that returns a MalformedRequest instead of raising."""
+def tolerant_decoder(
+    message_type: Any, parse: Callable[[bytes], Any] | None = None
+) -> Callable[[bytes], Any]:
+    """``parse`` (default ``message_type.FromString``) returning a MalformedRequest, not raising."""
+    parse = parse or message_type.FromString
 
     def decode(data: bytes) -> Any:
         try:
-            return message_type.FromString(data)
+            return parse(data)
         except (DecodeError, ValueError, RuntimeError) as exc:
             return MalformedRequest(f"the request is not a valid {message_type.__name__}: {exc}")
 
@@ -80,8 +84,8 @@ def add_predictor_to_server(servicer: Any, server: grpc.Server) -> None:
     handlers = {
         "Predict": grpc.unary_unary_rpc_method_handler(
             rejecting_malformed(servicer.Predict),
-            request_deserializer=tolerant_decoder(predictor_pb2.PredictRequest),
-            response_serializer=predictor_pb2.PredictResponse.SerializeToString,
+            request_deserializer=tolerant_decoder(predictor_pb2.PredictRequest, decode_request),
+            response_serializer=None,  # Predict answers the encoded bytes itself
         ),
         "GetModel": grpc.unary_unary_rpc_method_handler(
             rejecting_malformed(servicer.GetModel),

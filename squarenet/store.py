@@ -7,6 +7,7 @@ Layout (a valid TensorFlow Serving ``model_base_path`` per model)::
     <root>/<model_name>/.claims/<version>  numbers taken by publishers: the high-water mark
     <root>/<model_name>/labels.json       version labels ({"stable": 3, "canary": 4})
     <root>/jobs/                          the trainer's job records
+    <root>/sweeps/                        the trainer's sweep records
 
 Readers never see a half-written version because a version only ever appears through a
 rename of a complete, fsynced folder. Files that do not match ``metadata.json`` make a
@@ -47,6 +48,8 @@ CLAIMS_DIR = ".claims"
 LEGACY_LAST_VERSION_FILE = ".last_version"  # the mark as stores before claims kept it
 LABELS_FILE = "labels.json"
 JOBS_DIR = "jobs"
+SWEEPS_DIR = "sweeps"
+RESERVED_NAMES = frozenset({JOBS_DIR, SWEEPS_DIR})
 METADATA_FORMAT = 1
 
 MODEL_NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -106,8 +109,8 @@ class ModelVersion:
 
 def validate_model_name(name: str) -> str:
     """Return ``name`` if it is a safe folder name for a model, else raise ValueError."""
-    if name == JOBS_DIR:
-        raise ValueError(f"invalid model name {name!r}: the store keeps job records there")
+    if name in RESERVED_NAMES:
+        raise ValueError(f"invalid model name {name!r}: the store keeps its records there")
     if not MODEL_NAME_PATTERN.fullmatch(name):
         raise ValueError(f"invalid model name {name!r}: use [a-z0-9_-], at most 63 characters")
     return name
@@ -216,7 +219,7 @@ class ModelStore:
             entry.name
             for entry in self.root.iterdir()
             if entry.is_dir()
-            and entry.name != JOBS_DIR
+            and entry.name not in RESERVED_NAMES
             and MODEL_NAME_PATTERN.fullmatch(entry.name)
         )
 

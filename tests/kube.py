@@ -11,6 +11,7 @@ The session fixture ``control_plane`` (tests/conftest.py) yields the admin kubec
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 import uuid
@@ -23,7 +24,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 CLUSTER_SCRIPT = REPO / "scripts/cluster/cluster.sh"
-STATE = REPO / "var/cluster"
+STATE = Path(os.environ.get("SQUARENET_CLUSTER_DIR", REPO / "var/cluster")).resolve()
 ADMIN_KUBECONFIG = STATE / "kubeconfig"
 NODES = ("kwok-node-0", "kwok-node-1")
 

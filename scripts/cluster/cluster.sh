@@ -53,7 +53,9 @@ build() {
     for component in etcd kube-apiserver kube-controller-manager kube-scheduler; do
         [[ -x "$bin/$component" ]] || missing+=("$component")
     done
-    command -v go >/dev/null || { say "the Go toolchain (go) is needed to build the control plane"; exit 2; }
+    if ((${#missing[@]})) || [[ ! -x "$kwok_bin" ]]; then
+        command -v go >/dev/null || { say "the Go toolchain (go) is needed to build the control plane"; exit 2; }
+    fi
     if ((${#missing[@]})); then
         say "building ${missing[*]} (Kubernetes $k8s_version, etcd $etcd_version) into $bin"
         say "a cold build takes a long time (see README, 'A real control plane')"
@@ -68,7 +70,7 @@ build() {
         # Into a temp folder first, so an interrupted build never leaves a half-written binary.
         local out
         out="$(mktemp -d "$cache/build.XXXXXX")"
-        (cd "$here" && go build -p "${CLUSTER_BUILD_JOBS:-2}" -trimpath -ldflags=-s -o "$out/" "${packages[@]}")
+        (cd "$here" && go build -p "${SQUARENET_CLUSTER_BUILD_JOBS:-2}" -trimpath -ldflags=-s -o "$out/" "${packages[@]}")
         mv "$out"/* "$bin/"
         rmdir "$out"
     fi
@@ -107,8 +109,16 @@ start() {
     # Its own session: a Ctrl-C in the terminal that ran `up` does not reach it; without
     # the lock's descriptor (9), or the lock would outlive this script.
     setsid "$(binary_of "$component")" "$@" >"$state/logs/$component.log" 2>&1 </dev/null 9>&- &
-    echo $! >"$state/pids/$component.pid"
+    local pid=$!
+    echo "$pid" >"$state/pids/$component.pid"
     started+=("$component")
+    # Until the forked shell has exec'd the binary, /proc/PID/exe is still bash: wait for it,
+    # so `ours` (which checks the binary) means "alive" from here on.
+    for _ in $(seq 1 100); do
+        [[ "$(readlink "/proc/$pid/exe" 2>/dev/null)" == "$(binary_of "$component")" ]] && return
+        [[ -d "/proc/$pid" ]] || return
+        sleep 0.05
+    done
 }
 
 stop_all() {

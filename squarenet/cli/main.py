@@ -31,6 +31,7 @@ from squarenet.cli.render import (
     predictions_document,
     predictions_table,
 )
+from squarenet.cli.sweeps import add_sweep_commands
 from squarenet.cli.trainer_client import JobDocument, TrainerClient
 
 DEFAULT_TRAINER = "http://localhost:8080"
@@ -157,6 +158,7 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         "--count", type=_positive_int, default=None, help="stop after N lines (default: Ctrl-C)"
     )
     watch.set_defaults(handler=cmd_watch)
+    add_sweep_commands(commands)
     return parser
 
 

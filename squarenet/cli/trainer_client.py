@@ -125,6 +125,33 @@ class TrainerClient:
         """GET /v1/models: every published version with its metadata."""
         return self._list(self._request("GET", "/v1/models"), "models")
 
+    def submit_sweep(self, spec: Mapping[str, Any]) -> JobDocument:
+        """POST /v1/sweeps: create a sweep from a Katib-style spec."""
+        return self._json_object(self._request("POST", "/v1/sweeps", json=dict(spec)))
+
+    def list_sweeps(self) -> list[JobDocument]:
+        """GET /v1/sweeps: every sweep, newest first."""
+        return self._list(self._request("GET", "/v1/sweeps"), "sweeps")
+
+    def get_sweep(self, sweep_id: str) -> JobDocument:
+        """GET /v1/sweeps/{id}."""
+        return self._json_object(self._request("GET", f"/v1/sweeps/{_segment(sweep_id)}"))
+
+    def sweep_trials(self, sweep_id: str) -> list[JobDocument]:
+        """GET /v1/sweeps/{id}/trials."""
+        path = f"/v1/sweeps/{_segment(sweep_id)}/trials"
+        return self._list(self._request("GET", path), "trials")
+
+    def cancel_sweep(self, sweep_id: str) -> JobDocument:
+        """POST /v1/sweeps/{id}/cancel."""
+        path = f"/v1/sweeps/{_segment(sweep_id)}/cancel"
+        return self._json_object(self._request("POST", path))
+
+    def promote_sweep(self, sweep_id: str) -> JobDocument:
+        """POST /v1/sweeps/{id}/promote: the best trial's model as a new served version."""
+        path = f"/v1/sweeps/{_segment(sweep_id)}/promote"
+        return self._json_object(self._request("POST", path))
+
     def list_labels(self) -> dict[str, dict[str, int]]:
         """GET /v1/models: each model's version labels."""
         labels = self._json_object(self._request("GET", "/v1/models")).get("labels")

@@ -24,7 +24,8 @@ COLUMNS = ["figure", "squarenet", "baseline", "ratio", "goal", "met"]
 RATIO = re.compile(r"^(-|-?[0-9][0-9,]*\.[0-9]+x( faster)?)$")
 SECONDS = re.compile(r"^-?[0-9]+\.[0-9]+ s\b")
 
-pytestmark = pytest.mark.slow
+# every benchmark in quick mode, one after another: minutes on a busy 2-core machine
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 def run_all(output: Path, *flags: str, env: dict[str, str] | None = None) -> Any:
@@ -34,7 +35,7 @@ def run_all(output: Path, *flags: str, env: dict[str, str] | None = None) -> Any
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=900,
         env={**os.environ, **(env or {})},
         check=False,
     )
@@ -58,7 +59,14 @@ def test_every_benchmark_runs_and_the_run_succeeds(quick_run: tuple[Any, Path]) 
     assert process.returncode == 0, process.stdout[-3000:] + process.stderr[-3000:]
     document = json.loads((output / "results.json").read_text())
     names = [benchmark["name"] for benchmark in document["benchmarks"]]
-    assert names == ["training", "serving", "train-to-served", "trainer-start", "dashboard"]
+    assert names == [
+        "training",
+        "serving",
+        "train-to-served",
+        "trainer-start",
+        "dashboard",
+        "sweep",
+    ]
     assert all(benchmark["error"] is None for benchmark in document["benchmarks"])
 
 
@@ -79,6 +87,7 @@ def test_every_goal_of_the_brief_has_a_row(quick_run: tuple[Any, Path]) -> None:
         "trainer cold start",
         "dashboard: jobs page rendered, 1000 jobs in the store",
         "dashboard: trainer CPU per epoch, one dashboard open",
+        "-trial sweep",
     ):
         assert expected in figures
 
@@ -129,12 +138,13 @@ def test_markdown_table_matches_the_json(quick_run: tuple[Any, Path]) -> None:
 def test_each_benchmark_printed_its_own_table(quick_run: tuple[Any, Path]) -> None:
     _, output = quick_run
     logs = {name: (output / f"{name}.log").read_text() for name in
-            ("training", "serving", "train-to-served", "trainer-start")}  # fmt: skip
+            ("training", "serving", "train-to-served", "trainer-start", "sweep")}  # fmt: skip
     assert "Article configuration" in logs["training"]
     assert "Serving (one run on this machine)" in logs["serving"]
     assert "Train → served" in logs["train-to-served"]
     assert "polls the store" in logs["train-to-served"]
     assert "Trainer cold start" in logs["trainer-start"]
+    assert "4-trial sweep, 40 epochs" in logs["sweep"]
 
 
 def test_a_failing_benchmark_shows_as_error_and_fails_the_run(tmp_path: Path) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import subprocess
 import time
 from pathlib import Path
 from typing import Any, ClassVar
@@ -35,6 +34,7 @@ from cluster.overlays import (
     kind_and_name,
     roll_out,
 )
+from cluster.rollout import PodWatch, ready
 
 pytestmark = pytest.mark.cluster
 
@@ -87,13 +87,6 @@ BREACHES = {
 }
 
 
-def _ready(pod: Manifest) -> bool:
-    return any(
-        condition["type"] == "Ready" and condition["status"] == "True"
-        for condition in pod.get("status", {}).get("conditions", [])
-    )
-
-
 def _endpoint_addresses(kubeconfig: Path, service: str) -> list[str]:
     slices = kubectl_json(
         kubeconfig, "-n", NAMESPACE, "get", "endpointslices",
@@ -111,7 +104,7 @@ def _endpoint_addresses(kubeconfig: Path, service: str) -> list[str]:
 def _selected_pod_ips(kubeconfig: Path, selector: dict[str, str]) -> list[str]:
     labels = ",".join(f"{key}={value}" for key, value in selector.items())
     pods = kubectl_json(kubeconfig, "-n", NAMESPACE, "get", "pods", "-l", labels)["items"]
-    return sorted(pod["status"]["podIP"] for pod in pods if _ready(pod))
+    return sorted(pod["status"]["podIP"] for pod in pods if ready(pod))
 
 
 def _can_i(kubeconfig: Path, account: str, verb: str, resource: str) -> bool:
@@ -153,54 +146,6 @@ def _rules(kubeconfig: Path, *identity: str) -> set[tuple[str, str, str]]:
         for resource in rule.get("resources", [])
         for verb in rule["verbs"]
     }
-
-
-class _Rollout:
-    """Pod events of one Deployment from a `kubectl get --watch`, replayed in order: how many
-    pods lived and were ready at each moment of a rolling update."""
-
-    def __init__(self, kubeconfig: Path, selector: dict[str, str], log: Path) -> None:
-        labels = ",".join(f"{key}={value}" for key, value in selector.items())
-        self.log = log
-        self._out = log.open("w")
-        self.process = subprocess.Popen(
-            ["kubectl", f"--kubeconfig={kubeconfig}", "-n", NAMESPACE, "get", "pods", "-l", labels,
-             "--watch", "--output-watch-events", "-o", "json"],
-            stdout=self._out, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-
-    def events(self) -> list[dict[str, Any]]:
-        text, decoder, at = self.log.read_text(), json.JSONDecoder(), 0
-        found: list[dict[str, Any]] = []
-        while True:
-            while at < len(text) and text[at].isspace():
-                at += 1
-            try:
-                event, at = decoder.raw_decode(text, at)
-            except json.JSONDecodeError:
-                return found
-            found.append(event)
-
-    def replay(self) -> list[tuple[int, int, set[str]]]:
-        """After each event: (live pods, ready live pods, images of live pods). A pod being
-        deleted no longer counts as live."""
-        pods: dict[str, Manifest] = {}
-        states = []
-        for event in self.events():
-            pod = event["object"]
-            if event["type"] == "DELETED":
-                pods.pop(pod["metadata"]["uid"], None)
-            else:
-                pods[pod["metadata"]["uid"]] = pod
-            live = [p for p in pods.values() if "deletionTimestamp" not in p["metadata"]]
-            images = {c["image"] for p in live for c in p["spec"]["containers"]}
-            states.append((len(live), sum(_ready(p) for p in live), images))
-        return states
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=10)
-        self._out.close()
 
 
 class OverlayChecks:
@@ -414,7 +359,7 @@ class OverlayChecks:
             })
         )  # fmt: skip
         watches = [
-            _Rollout(
+            PodWatch(
                 deployed.kubeconfig, d["spec"]["selector"]["matchLabels"], tmp_path / f"{i}.json"
             )
             for i, d in enumerate(deployments)
@@ -422,7 +367,7 @@ class OverlayChecks:
         try:
             for watch, written in zip(watches, deployments, strict=True):
 
-                def listed(w: _Rollout = watch, n: int = written["spec"]["replicas"]) -> bool:
+                def listed(w: PodWatch = watch, n: int = written["spec"]["replicas"]) -> bool:
                     return len(w.replay()) >= n
 
                 wait_for(listed, 30, "the watch's initial list")
@@ -434,7 +379,7 @@ class OverlayChecks:
             for watch, written, image in zip(watches, deployments, images, strict=True):
                 final = (written["spec"]["replicas"],) * 2 + ({f"{image_name(image)}:{tag}"},)
 
-                def finished(w: _Rollout = watch, final: tuple[Any, ...] = final) -> bool:
+                def finished(w: PodWatch = watch, final: tuple[Any, ...] = final) -> bool:
                     states = w.replay()
                     return bool(states) and states[-1] == final
 

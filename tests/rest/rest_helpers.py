@@ -92,8 +92,8 @@ def run_schemathesis(
 ) -> subprocess.CompletedProcess[str]:
     """The real schemathesis CLI against the served /openapi.json, every check, seeded.
 
-    The event stream is left out (a live job's stream lasts as long as the job); ``options``
-    add the phases, example counts and headers of the caller's run.
+    The event streams are left out (a live job's or sweep's stream lasts as long as it
+    runs); ``options`` add the phases, example counts and headers of the caller's run.
     """
     config = workdir / "schemathesis.toml"
     config.write_text(SCHEMATHESIS_CONFIG)
@@ -102,6 +102,7 @@ def run_schemathesis(
         *("--config-file", str(config), "run", f"{base_url}/openapi.json"),
         *("--checks", "all", "--seed", "1", "--request-timeout", "30"),
         *("--exclude-operation-id", "streamJobEvents"),
+        *("--exclude-operation-id", "streamSweepEvents"),
         *("--generation-database", "none", "--no-color"),
         *options,
     ]

@@ -43,6 +43,7 @@ def test_submit_records_a_queued_job_with_every_effective_parameter(store: Model
         "created_at",
         "started_at",
         "finished_at",
+        "sweep_id",
     }
     assert shown["params"]["num_neurons"] == 10  # defaults filled in
     assert shown["created_at"].endswith("Z")

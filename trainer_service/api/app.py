@@ -16,6 +16,7 @@ from trainer_service.dashboard import bp as dashboard_bp
 from trainer_service.dashboard.chart_data import bp as chart_data_bp
 from trainer_service.runner.executor import make_executor
 from trainer_service.settings import Settings, prepare_store
+from trainer_service.sweeps import api as sweeps_api
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -42,4 +43,5 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(labels.bp)
     app.register_blueprint(chart_data_bp)
     app.register_blueprint(dashboard_bp)
+    app.register_blueprint(sweeps_api.bp)
     return app

@@ -18,6 +18,7 @@ from trainer_service.params import TrainingParams
 from trainer_service.runner.book import Job, JobState
 from trainer_service.runner.records import JOB_ID_PATTERN
 from trainer_service.settings import MAX_BODY_BYTES
+from trainer_service.sweeps import openapi as sweeps_openapi
 
 REF = "#/components/schemas/{model}"
 
@@ -42,6 +43,7 @@ class JobQuery(BaseModel):
     limit: int | None = Field(
         None, ge=1, le=MAX_LIST_LIMIT, description="At most this many jobs, newest first."
     )
+    sweep: str | None = Field(None, description="Only the trials of this sweep.")
 
 
 class ModelEntry(BaseModel):
@@ -112,9 +114,10 @@ def _problems(*statuses: int) -> dict[str, Any]:
     reasons = {
         400: "Malformed JSON.",
         401: "Missing or wrong bearer token (only when SQUARENET_API_TOKEN is set).",
-        404: "No such job (or plot, or fit curve yet); for labels: no such model, version "
-        "(or a broken one), or label.",
-        409: "The job has already finished.",
+        404: "No such job, sweep or plot (or fit curve yet); for labels: no such model, "
+        "version (or a broken one), or label.",
+        409: "The job or sweep has already finished (cancel); the sweep has not finished "
+        "(delete); no trial of the sweep succeeded (promote).",
         413: f"Body larger than {MAX_BODY_BYTES} bytes.",
         415: "Body is not application/json.",
         422: "For labels: the label is not [a-z][a-z0-9-]{0,31} or the body is not "
@@ -126,8 +129,9 @@ def _problems(*statuses: int) -> dict[str, Any]:
         "field is named in `errors`.",
         429: "The job queue is full; retry after `Retry-After` seconds.",
         503: "The model store is unavailable (for /readyz: not writable, or the job runner "
-        "is gone; for an event stream: the worker holds as many streams as it may); retry "
-        "after `Retry-After` seconds.",
+        "is gone; for an event stream: the worker holds as many streams as it may), or the "
+        "cluster refused the kubernetes executor's call (`executor-unavailable`); retry after "
+        "`Retry-After` seconds.",
     }
     answers: dict[str, Any] = {}
     for status in statuses:
@@ -271,6 +275,13 @@ def _paths() -> dict[str, Any]:
                         "description": "At most this many jobs, newest first.",
                         "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIST_LIMIT},
                     },
+                    {
+                        "name": "sweep",
+                        "in": "query",
+                        "required": False,
+                        "description": "Only the trials of this sweep.",
+                        "schema": {"type": "string"},
+                    },
                 ],
                 "responses": {
                     "200": {"description": "Jobs.", "content": _json_body("JobList")},
@@ -356,6 +367,7 @@ def _paths() -> dict[str, Any]:
             }
         },
         "/v1/models/{model_name}/labels/{label}": _label_operations(),
+        **sweeps_openapi.sweep_paths(_problems),
         "/": {
             "get": {
                 "summary": "The dashboard (HTML); each view is a hash route of this page.",
@@ -465,11 +477,12 @@ OPERATION_IDS = {
     ("/readyz", "get"): "readyz",
     ("/metrics", "get"): "metrics",
     ("/openapi.json", "get"): "openapi",
+    **sweeps_openapi.OPERATION_IDS,
 }
 
 
 def _finish_operations(paths: dict[str, Any]) -> dict[str, Any]:
-    """Name every operation; POSTs take the bearer token (optional: only when one is set)."""
+    """Name every operation; POST and DELETE take the bearer token (only when one is set)."""
     for path, operations in paths.items():
         for method, operation in operations.items():
             operation["operationId"] = OPERATION_IDS[(path, method)]
@@ -490,6 +503,7 @@ def openapi_document() -> dict[str, Any]:
             (LabelRequest, "validation"),
             (LabelAnswer, "serialization"),
             (ProblemDetails, "serialization"),
+            *sweeps_openapi.SCHEMA_MODELS,
         ],
         ref_template=REF,
     )

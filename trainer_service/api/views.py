@@ -157,11 +157,13 @@ def submit_job() -> Response:
 
 @bp.get("/v1/jobs")
 def list_jobs() -> Response:
-    """Every job, newest first (``?state=`` and ``?limit=`` narrow it)."""
+    """Every job, newest first (``?state=``, ``?sweep=`` and ``?limit=`` narrow it)."""
     query = JobQuery.model_validate(request.args.to_dict())
     jobs = services().book.list()
     if query.state is not None:
         jobs = [job for job in jobs if job.state is query.state]
+    if query.sweep is not None:
+        jobs = [job for job in jobs if job.sweep_id == query.sweep]
     if query.limit is not None:
         jobs = jobs[: query.limit]
     return _json(JobList(jobs=jobs).model_dump_json())

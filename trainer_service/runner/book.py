@@ -38,6 +38,7 @@ from trainer_service.runner.records import (
     JobState,
     Progress,
     finite_or_none,
+    is_job_id,
     new_job_id,
     utc_now,
 )
@@ -110,16 +111,25 @@ class JobBook:
 
     # --- submit --------------------------------------------------------------------------
 
-    def new_job(self, params: TrainingParams) -> Job:
-        """A QUEUED job not yet recorded; raise QueueFull when ``max_queued`` jobs wait."""
+    def new_job(
+        self, params: TrainingParams, *, job_id: str | None = None, sweep_id: str | None = None
+    ) -> Job:
+        """A QUEUED job not yet recorded; raise QueueFull when ``max_queued`` jobs wait.
+
+        ``job_id`` (from ``new_job_id``) lets a caller name the job before it exists, so it
+        can submit again after a crash (see ``submit``); ``sweep_id`` marks a sweep's trial.
+        """
+        if job_id is not None and not is_job_id(job_id):
+            raise ValueError(f"not a job id: {job_id!r}")
         if self.count(JobState.QUEUED) >= self.max_queued:
             raise QueueFull(self.max_queued)
         return Job(
-            id=new_job_id(),
+            id=job_id or new_job_id(),
             state=JobState.QUEUED,
             params=params,
             progress=Progress(epoch=0, epochs=params.epochs),
             created_at=utc_now(),
+            sweep_id=sweep_id,
         )
 
     def record(self, job: Job) -> None:
@@ -128,10 +138,18 @@ class JobBook:
         self._forget_oldest_finished()
         _log.info("job %s queued: %s", job.id, job.params.model_dump_json())
 
-    def submit(self, params: TrainingParams) -> Job:
-        """Record a new QUEUED job (bound checked under the local lock)."""
+    def submit(
+        self, params: TrainingParams, *, job_id: str | None = None, sweep_id: str | None = None
+    ) -> Job:
+        """Record a new QUEUED job (bound checked under the local lock).
+
+        A job id the book already has returns that job unchanged: submitting a named job
+        again never makes a second one.
+        """
         with self.lock():
-            job = self.new_job(params)
+            if job_id is not None and (existing := self.files.read(job_id)) is not None:
+                return existing
+            job = self.new_job(params, job_id=job_id, sweep_id=sweep_id)
             self.record(job)
         return job
 

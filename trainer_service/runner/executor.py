@@ -14,6 +14,7 @@ from squarenet.store import ModelStore
 from trainer_service.params import TrainingParams
 from trainer_service.runner.book import Job, JobBook
 from trainer_service.settings import Settings
+from trainer_service.sweeps.controller import SweepTicker
 
 
 class Executor(Protocol):
@@ -21,11 +22,17 @@ class Executor(Protocol):
 
     book: JobBook
 
-    def submit(self, params: TrainingParams) -> Job:
-        """Record a job and have it run; raise QueueFull when too many wait."""
+    def submit(
+        self, params: TrainingParams, *, job_id: str | None = None, sweep_id: str | None = None
+    ) -> Job:
+        """Record a job and have it run; raise QueueFull when too many wait.
 
-    def cancel(self, job_id: str) -> Job:
-        """The job CANCELLED, or as it is when the runner has not confirmed in time."""
+        A ``job_id`` already recorded returns that job (a named submit is idempotent).
+        """
+
+    def cancel(self, job_id: str, *, wait: float | None = None) -> Job:
+        """The job CANCELLED, or as it is when the runner has not confirmed within ``wait``
+        seconds (None: the trainer's cancel wait)."""
 
 
 def make_book(settings: Settings, store: ModelStore) -> JobBook:
@@ -40,7 +47,11 @@ def make_book(settings: Settings, store: ModelStore) -> JobBook:
 
 def make_executor(settings: Settings, store: ModelStore) -> Executor:
     """The executor the settings name, for the API's side."""
-    book = make_book(settings, store)
+    return executor_for(settings, make_book(settings, store))
+
+
+def executor_for(settings: Settings, book: JobBook) -> Executor:
+    """The settings' executor over ``book`` (the runner's own, for its sweep controller)."""
     if settings.executor == "kubernetes":
         from trainer_service.runner.kubernetes import KubernetesExecutor  # noqa: PLC0415
 
@@ -51,12 +62,19 @@ def make_executor(settings: Settings, store: ModelStore) -> Executor:
 
 
 def run_runner(settings: Settings) -> int:
-    """The runner process's loop for the settings' executor; its exit status."""
-    book = make_book(settings, ModelStore(settings.model_store))
+    """The runner process's loop for the settings' executor; its exit status.
+
+    The sweep controller runs here: whenever a job ends (``on_finished``) and on the loop's
+    periodic ``sweeps`` call, so trials are released by whoever settles jobs.
+    """
+    store = ModelStore(settings.model_store)
+    book = make_book(settings, store)
+    sweeps = SweepTicker(store, executor_for(settings, book))
+    book.on_finished.append(sweeps.job_finished)
     if settings.executor == "kubernetes":
         from trainer_service.runner.kubernetes import Finalizer  # noqa: PLC0415
 
-        return Finalizer(book, settings).run()
+        return Finalizer(book, settings, sweeps=sweeps.tick).run()
     from trainer_service.runner.local import LocalRunner  # noqa: PLC0415
 
-    return LocalRunner(book, settings.max_concurrent_jobs).run()
+    return LocalRunner(book, settings.max_concurrent_jobs, sweeps=sweeps.tick).run()

@@ -24,6 +24,7 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -161,9 +162,13 @@ class KubernetesExecutor:
         api_client, self.namespace = connect(settings)
         self.batch = client.BatchV1Api(api_client)
 
-    def submit(self, params: TrainingParams) -> Job:
+    def submit(
+        self, params: TrainingParams, *, job_id: str | None = None, sweep_id: str | None = None
+    ) -> Job:
         """Create the job's Job (again is harmless), then record the job QUEUED."""
-        job = self.book.new_job(params)
+        if job_id is not None and (existing := self.book.files.read(job_id)) is not None:
+            return existing  # a named job submitted again: the one we have
+        job = self.book.new_job(params, job_id=job_id, sweep_id=sweep_id)
         try:
             manifest: Any = job_manifest(job, self.settings)  # the client takes plain dicts too
             self.batch.create_namespaced_job(self.namespace, manifest)
@@ -173,11 +178,13 @@ class KubernetesExecutor:
         self.book.record(job)
         return job
 
-    def cancel(self, job_id: str) -> Job:
+    def cancel(self, job_id: str, *, wait: float | None = None) -> Job:
         """Record the request and delete the Job; the finalizer records CANCELLED."""
         self.book.request_cancel(job_id)
         delete_job(self.batch, self.namespace, job_id)
-        job = self.book.wait_until_finished(job_id, self.settings.cancel_wait)
+        job = self.book.wait_until_finished(
+            job_id, self.settings.cancel_wait if wait is None else wait
+        )
         if job.state.finished and job.state is not JobState.CANCELLED:
             raise JobAlreadyFinished(job)
         return job
@@ -195,8 +202,11 @@ def delete_job(batch: client.BatchV1Api, namespace: str, job_id: str) -> None:
 class Finalizer:
     """Settles jobs from their Jobs' status, on the one replica that holds the Lease."""
 
-    def __init__(self, book: JobBook, settings: Settings) -> None:
+    def __init__(
+        self, book: JobBook, settings: Settings, sweeps: Callable[[], None] | None = None
+    ) -> None:
         self.book = book
+        self.sweeps = sweeps  # the sweep controller's periodic pass, run while leading
         api_client, self.namespace = connect(settings)
         self.batch = client.BatchV1Api(api_client)
         self.core = client.CoreV1Api(api_client)
@@ -269,6 +279,8 @@ class Finalizer:
         while self.leading.is_set() and not self.stopping.is_set():
             try:
                 self.reconcile()
+                if self.sweeps is not None:
+                    self.sweeps()
             except ApiException as exc:
                 _log.error("finalizer: %s", refusal(exc, "list Jobs", self.namespace))
             except OSError as exc:

@@ -25,6 +25,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import IO
@@ -70,20 +71,22 @@ class LocalExecutor:
         self.book = book
         self.cancel_wait = cancel_wait
 
-    def submit(self, params: TrainingParams) -> Job:
+    def submit(
+        self, params: TrainingParams, *, job_id: str | None = None, sweep_id: str | None = None
+    ) -> Job:
         """Record the job QUEUED and wake the runner."""
-        job = self.book.submit(params)
+        job = self.book.submit(params, job_id=job_id, sweep_id=sweep_id)
         poke(self.book)
         return job
 
-    def cancel(self, job_id: str) -> Job:
+    def cancel(self, job_id: str, *, wait: float | None = None) -> Job:
         """A QUEUED job ends CANCELLED here; a RUNNING one when the runner has killed it."""
         self.book.request_cancel(job_id)
         job = self.book.finish(job_id, CANCELLED, only_if=JobState.QUEUED)
         if job is not None:
             return job
         poke(self.book)
-        job = self.book.wait_until_finished(job_id, self.cancel_wait)
+        job = self.book.wait_until_finished(job_id, self.cancel_wait if wait is None else wait)
         if job.state.finished and job.state is not JobState.CANCELLED:
             raise JobAlreadyFinished(job)
         return job
@@ -161,9 +164,12 @@ def describe_exit(returncode: int) -> str:
 class LocalRunner:
     """Runs QUEUED jobs, at most ``max_concurrent`` at once, each in its own process."""
 
-    def __init__(self, book: JobBook, max_concurrent: int) -> None:
+    def __init__(
+        self, book: JobBook, max_concurrent: int, sweeps: Callable[[], None] | None = None
+    ) -> None:
         self.book = book
         self.max_concurrent = max_concurrent
+        self.sweeps = sweeps  # the sweep controller's periodic pass, before QUEUED jobs start
         self.running: dict[str, WarmProcess] = {}
         self.spare: WarmProcess | None = None
         self.stopping = False
@@ -243,8 +249,12 @@ class LocalRunner:
             self.stopping = True
             return
         try:
-            self._check_running()
-            self._start_queued()
+            unfinished, cancelled = self._unfinished()
+            self._check_running(cancelled)  # the one place the cancel path reads
+            if self.sweeps is not None:
+                self.sweeps()  # may release trials or cancel some: read the book again
+                unfinished, cancelled = self._unfinished()
+            self._start_queued(unfinished, cancelled)
         except OSError as exc:  # the store may be briefly unavailable: keep going
             _log.error("local runner: store error, retrying: %s", exc)
         if self.spare is not None and self.spare.exited():
@@ -254,22 +264,27 @@ class LocalRunner:
         if self.spare is None and len(self.running) < self.max_concurrent and not self.stopping:
             self.spare = WarmProcess.start(self.book)
 
-    def _check_running(self) -> None:
+    def _unfinished(self) -> tuple[list[Job], set[str]]:
+        """The book's QUEUED and RUNNING jobs, and which of them a cancel was asked for."""
+        unfinished = self.book.unfinished()
+        return unfinished, {job.id for job in unfinished if self.book.cancel_requested(job.id)}
+
+    def _check_running(self, cancelled: set[str]) -> None:
         """End jobs whose process exited, that were cancelled, or that ran out of time."""
         now = time.monotonic()
         for job_id, child in list(self.running.items()):
             if child.exited() or child.ending is not None:
                 self._end(job_id, None)
-            elif self.book.cancel_requested(job_id):  # the one place the cancel path reads
+            elif job_id in cancelled:
                 self._end(job_id, CANCELLED)
             elif now >= child.deadline:
                 self._end(job_id, TIME_LIMIT)
 
-    def _start_queued(self) -> None:
-        for job in self.book.unfinished():
+    def _start_queued(self, unfinished: list[Job], cancelled: set[str]) -> None:
+        for job in unfinished:
             if job.state is not JobState.QUEUED:
                 continue
-            if self.book.cancel_requested(job.id):
+            if job.id in cancelled:
                 self.book.finish(job.id, CANCELLED, only_if=JobState.QUEUED)
                 continue
             if len(self.running) >= self.max_concurrent or self.stopping:

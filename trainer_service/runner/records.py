@@ -7,6 +7,7 @@ Layout under ``<store>/jobs/``::
                          own process only (a single writer, whichever executor ran it)
     <id>/loss.png        the figures, drawn by the job's process
     <id>/fit.png
+    <id>/fit.json        fit.png's curves as numbers (``GET /v1/jobs/{id}/fit``, the dashboard)
     <id>/cancel          present once a client asked to cancel the job
 
 Job ids look like ``20261129T051500Z-3f9a1c2b``: URL-safe, sorted by creation time; a string
@@ -77,6 +78,7 @@ class Job(BaseModel):
     created_at: str
     started_at: str | None = None
     finished_at: str | None = None
+    sweep_id: str | None = None  # set on a sweep's trials
 
 
 @dataclass

@@ -1,0 +1,195 @@
+"""The controller against a real job book: release, follow, fail, cancel, restart, crash.
+
+The job runner's part is played by ``StandInRunner`` (starts and ends jobs through the
+job book's own calls); everything else is the real app, its executor and the real store.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+
+from squarenet.store import ModelStore
+from sweeps.sweep_support import GRID_2x2, StandInRunner
+from trainer_service.params import TrainingParams
+from trainer_service.runner.book import SHUTDOWN_ERROR, Job, JobState
+from trainer_service.runner.executor import Executor
+from trainer_service.runner.local import LocalExecutor
+from trainer_service.sweeps import reconcile_sweeps
+from trainer_service.sweeps.controller import INTERRUPTED_ERRORS
+from trainer_service.sweeps.records import SweepFiles
+
+
+def _create(client: FlaskClient, **changes: Any) -> str:
+    body = copy.deepcopy(GRID_2x2)
+    body.update(changes)
+    response = client.post("/v1/sweeps", json=body)
+    assert response.status_code == 202, response.get_json()
+    assert response.headers["Location"] == f"/v1/sweeps/{response.get_json()['id']}"
+    return str(response.get_json()["id"])
+
+
+def _jobs(client: FlaskClient, sweep_id: str) -> list[dict[str, Any]]:
+    jobs: list[dict[str, Any]] = client.get(f"/v1/jobs?sweep={sweep_id}").get_json()["jobs"]
+    return jobs
+
+
+def test_trials_are_released_parallel_at_a_time_and_followed_to_the_end(
+    client: FlaskClient, executor: Executor, store: ModelStore, runner: StandInRunner
+) -> None:
+    sweep_id = _create(client)
+    jobs = _jobs(client, sweep_id)
+    assert len(jobs) == 2  # parallelTrialCount
+    assert {job["sweep_id"] for job in jobs} == {sweep_id}
+    assert {job["params"]["model_name"] for job in jobs} == {f"sweep-{sweep_id}"}
+    for _ in range(3):  # any number of passes: still the same two jobs
+        reconcile_sweeps(executor)
+    assert len(_jobs(client, sweep_id)) == 2
+
+    first = runner.claim()
+    runner.succeed(first, mse_in_domain=0.5)
+    reconcile_sweeps(executor)
+    assert len(_jobs(client, sweep_id)) == 3  # the finished trial's slot went to the next
+
+    scores = iter([0.01, 0.2, 0.3])
+    while (sweep := client.get(f"/v1/sweeps/{sweep_id}").get_json())["state"] != "SUCCEEDED":
+        runner.succeed(runner.claim(), mse_in_domain=next(scores))
+        reconcile_sweeps(executor)
+    assert sweep["trials"] == sweep["trialsSucceeded"] == 4
+    best = sweep["currentOptimalTrial"]
+    assert best["observation"]["metrics"][0] == {"name": "mse_in_domain", "value": 0.01}
+    assert best["number"] == 1
+    assert best["parameterAssignments"] == [
+        {"name": "num_neurons", "value": 1},
+        {"name": "mid_range", "value": 12.0},
+    ]
+    assert store.list_versions("square") == []  # trials never touch the served model
+    assert len(store.list_versions(f"sweep-{sweep_id}")) == 4
+
+
+def test_trials_leave_room_in_the_job_queue_for_single_jobs(
+    client: FlaskClient, executor: Executor, store: ModelStore
+) -> None:
+    first = _create(client, parallelTrialCount=4)
+    second = _create(client, parallelTrialCount=4)
+    queued = _jobs(client, first) + _jobs(client, second)
+    assert len(queued) == 4  # half of the queue bound (8), whatever the sweeps ask for
+    for _ in range(4):
+        assert client.post("/v1/jobs", json={"epochs": 1}).status_code == 202
+    assert client.post("/v1/jobs", json={"epochs": 1}).status_code == 429
+    reconcile_sweeps(executor)
+    assert len(_jobs(client, first) + _jobs(client, second)) == 4
+
+
+def test_failures_past_max_failed_trial_count_fail_the_sweep_and_cancel_the_rest(
+    client: FlaskClient, executor: Executor, store: ModelStore, runner: StandInRunner
+) -> None:
+    sweep_id = _create(client, maxFailedTrialCount=0)
+    failing, waiting = runner.claim(), runner.claim()
+    runner.fail(failing)
+    reconcile_sweeps(executor)
+    sweep = client.get(f"/v1/sweeps/{sweep_id}").get_json()
+    assert sweep["state"] == "RUNNING"  # one trial still has to stop
+    runner.confirm_cancel(waiting)
+    reconcile_sweeps(executor)
+    sweep = client.get(f"/v1/sweeps/{sweep_id}").get_json()
+    assert sweep["state"] == "FAILED"
+    assert "more than maxFailedTrialCount (0)" in sweep["message"]
+    assert (sweep["trialsFailed"], sweep["trialsCancelled"]) == (1, 3)
+    assert [job["state"] for job in _jobs(client, sweep_id)] == ["CANCELLED", "FAILED"]
+
+
+def test_cancel_stops_queued_and_running_trials_and_never_starts_the_rest(
+    client: FlaskClient, executor: Executor, store: ModelStore, runner: StandInRunner
+) -> None:
+    sweep_id = _create(client)
+    running = runner.claim()
+    answer = client.post(f"/v1/sweeps/{sweep_id}/cancel")
+    assert answer.status_code == 202  # the running trial's runner has not confirmed yet
+    assert answer.get_json()["trialsCancelled"] == 3
+    runner.confirm_cancel(running)
+    answer = client.post(f"/v1/sweeps/{sweep_id}/cancel")
+    assert answer.status_code == 200
+    assert answer.get_json()["state"] == "CANCELLED"
+    assert all(job["state"] == "CANCELLED" for job in _jobs(client, sweep_id))
+    assert len(_jobs(client, sweep_id)) == 2  # the two never released were never submitted
+    assert client.post(f"/v1/sweeps/{sweep_id}/cancel").status_code == 409
+
+
+def test_a_trial_interrupted_by_a_restart_runs_again_under_a_new_job(
+    client: FlaskClient, executor: Executor, store: ModelStore, runner: StandInRunner
+) -> None:
+    assert SHUTDOWN_ERROR.startswith(INTERRUPTED_ERRORS)  # the runner's words for a restart
+    sweep_id = _create(client, parallelTrialCount=1)
+    interrupted = runner.claim()
+    runner.fail(interrupted, error=SHUTDOWN_ERROR)
+    reconcile_sweeps(executor)
+    trial = client.get(f"/v1/sweeps/{sweep_id}/trials").get_json()["trials"][0]
+    assert trial["state"] == "QUEUED"
+    assert trial["earlierJobIds"] == [interrupted.id]
+    assert trial["jobId"] != interrupted.id
+    assert client.get(f"/v1/sweeps/{sweep_id}").get_json()["trialsFailed"] == 0
+
+
+class CrashingExecutor(LocalExecutor):
+    """An executor whose process dies around one submit (the crash a test cannot arrange)."""
+
+    def __init__(self, executor: Executor, *, after_submit: bool) -> None:
+        super().__init__(executor.book, cancel_wait=0)
+        self.after_submit = after_submit
+
+    def submit(
+        self, params: TrainingParams, *, job_id: str | None = None, sweep_id: str | None = None
+    ) -> Job:
+        if self.after_submit:
+            super().submit(params, job_id=job_id, sweep_id=sweep_id)
+        raise SystemExit("crashed")
+
+
+@pytest.mark.parametrize("after_submit", [False, True], ids=["before submit", "after submit"])
+def test_a_crash_around_a_submit_leaves_neither_orphan_nor_twin(
+    client: FlaskClient, executor: Executor, store: ModelStore, after_submit: bool
+) -> None:
+    sweep_id = _create(client, parallelTrialCount=1)
+    runner = StandInRunner(executor.book)
+    first = runner.claim()
+    runner.succeed(first, mse_in_domain=0.1)
+    with pytest.raises(SystemExit):
+        reconcile_sweeps(CrashingExecutor(executor, after_submit=after_submit))
+    record = SweepFiles(store).read(sweep_id)
+    assert record is not None
+    intent = record.trials[1]
+    assert intent.job_id is not None and not intent.submitted  # recorded before the crash
+    reconcile_sweeps(executor)  # the next pass, in any process
+    jobs = _jobs(client, sweep_id)
+    assert [job["id"] for job in jobs] == [intent.job_id, first.id]
+    assert jobs[0]["state"] == JobState.QUEUED
+
+
+def test_the_job_list_filters_by_sweep(client: FlaskClient) -> None:
+    single = client.post("/v1/jobs", json={"epochs": 1}).get_json()
+    sweep_id = _create(client)
+    assert single["sweep_id"] is None
+    assert single["id"] not in {job["id"] for job in _jobs(client, sweep_id)}
+    assert client.get("/v1/jobs?sweep=20990101-000000-00000000").get_json() == {"jobs": []}
+    assert len(client.get("/v1/jobs").get_json()["jobs"]) == 3
+
+
+def test_a_sweep_that_cannot_be_reconciled_does_not_stop_the_others(
+    client: FlaskClient, executor: Executor, store: ModelStore, runner: StandInRunner
+) -> None:
+    broken = _create(client, parallelTrialCount=1)
+    healthy = _create(client, parallelTrialCount=1)
+    path = SweepFiles(store).record_path(broken)
+    document = json.loads(path.read_text())
+    document["spec"]["base"]["epochs"] = 0  # edited by hand: its next trial cannot be built
+    path.write_text(json.dumps(document))
+    for _ in range(2):
+        runner.succeed(runner.claim(), mse_in_domain=0.1)
+        reconcile_sweeps(executor)
+    assert len(_jobs(client, healthy)) == 2  # went on
+    assert len(_jobs(client, broken)) == 1  # stuck where it was, logged, retried each pass

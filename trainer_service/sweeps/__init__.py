@@ -1,0 +1,12 @@
+"""Sweeps: many training jobs from one Katib-style spec, compared in one table and three plots.
+
+``spec`` (the request and the trials it plans), ``records`` (the store), ``controller``
+(``reconcile_sweeps``, the one idempotent pass the API and the job runner call), ``views``,
+``plots``, ``promote``, ``events`` and ``api`` (the Flask blueprint).
+"""
+
+from __future__ import annotations
+
+from trainer_service.sweeps.controller import reconcile_sweeps
+
+__all__ = ["reconcile_sweeps"]

@@ -1,0 +1,394 @@
+"""The sweep controller: one idempotent pass that moves every unfinished sweep forward.
+
+``reconcile_sweeps(store, book)`` reads each unfinished sweep, looks at its trials' jobs,
+and then does what is due: copies a finished trial's outcome into the sweep, releases
+PENDING trials as jobs (at most ``parallelTrialCount`` at a time per sweep, and never more
+queued trials than a share of the job queue's bound, so single jobs still get in), cancels
+the rest of a sweep that was cancelled or failed too often, and ends a sweep whose trials
+have all ended. It keeps no state of its own: call it as often as you like, after any
+crash. The job runner calls it whenever a job ends (the job book's ``on_finished``) and
+every couple of seconds (``SweepTicker``); with the ``local`` executor the API also calls it
+right after a sweep is created or cancelled (with ``kubernetes`` only the replica elected
+to finalize jobs runs it, so a sweep's record has one writer).
+
+It uses the executor only through ``submit`` (with a job id it chose) and ``cancel``, and
+the job book through ``get``, ``artifact_path`` and ``epochs_since``, so it works whatever
+executor runs the jobs.
+Crash safety: a trial's job id is recorded in the sweep *before* the job is submitted under
+that id, and ``submit`` returns the existing job for an id it has; a pass that dies between
+the two submits the same job next time, so no job is orphaned and none runs twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from squarenet.store import ModelStore, write_json_atomic
+from trainer_service.errors import JobAlreadyFinished, JobNotFound, PlotNotFound, QueueFull
+from trainer_service.runner.book import Job, JobBook
+from trainer_service.runner.records import new_job_id, utc_now
+from trainer_service.sweeps.errors import SweepAlreadyFinished, SweepNotFound
+from trainer_service.sweeps.records import (
+    SweepFiles,
+    SweepRecord,
+    SweepState,
+    Trial,
+    TrialState,
+    new_sweep_id,
+    sweep_model_name,
+)
+from trainer_service.sweeps.spec import SweepSpec, plan_trials, trial_params
+
+if TYPE_CHECKING:
+    from trainer_service.runner.executor import Executor
+
+_log = logging.getLogger("squarenet.trainer.sweeps")
+
+# trials hold at most this fraction of the job queue's bound, whatever the sweeps ask for
+TRIAL_QUEUE_SHARE = 0.5
+# a trial whose job was interrupted by a trainer restart runs again, at most this many times
+MAX_ATTEMPTS = 3
+# how the job runner words a job it lost to a restart (``SHUTDOWN_ERROR``, a lost lease)
+INTERRUPTED_ERRORS = ("interrupted", "trainer process lost")
+STOP_CANCELLED = "cancelled"
+STOP_FAILED = "failed"
+FIT_FILE = "fit.png"
+EPOCHS_FILE = "epochs.json"
+TICK_SECONDS = 2.0  # the runner's periodic pass; a job's end triggers one at once
+_PASS = threading.local()  # a pass that cancels a job may hear of its end: no pass inside one
+
+
+def sweep_files(executor: Executor) -> SweepFiles:
+    """The sweep records of the executor's store, locked the way its job book is."""
+    return SweepFiles(executor.book.store, local_lock=executor.book.local_lock)
+
+
+def create_sweep(executor: Executor, spec: SweepSpec) -> SweepRecord:
+    """Plan every trial of ``spec`` (ValidationError when one cannot run), record it, start it."""
+    sweep_id = new_sweep_id()
+    planned = plan_trials(spec, sweep_model_name(sweep_id))
+    record = SweepRecord(
+        id=sweep_id,
+        state=SweepState.QUEUED,
+        spec=planned.spec,
+        trials=[
+            Trial(number=number, assignments=assignment)
+            for number, assignment in enumerate(planned.assignments)
+        ],
+        created_at=utc_now(),
+    )
+    files = sweep_files(executor)
+    files.write(record)  # a new file: no other writer knows this id yet
+    _log.info("sweep %s created: %d trials", sweep_id, len(record.trials))
+    if files.local_lock:
+        reconcile_sweeps(executor)
+    return files.read(sweep_id) or record
+
+
+def request_cancel(executor: Executor, sweep_id: str) -> SweepRecord:
+    """Leave a cancel request (no more trials, running ones cancelled); 409 when finished."""
+    files = sweep_files(executor)
+    record = files.read(sweep_id)
+    if record is None:
+        raise SweepNotFound(sweep_id)
+    if record.state.finished:
+        raise SweepAlreadyFinished(f"sweep {sweep_id} has already finished: {record.state}")
+    files.cancel_path(sweep_id).touch()
+    _log.info("sweep %s cancel requested", sweep_id)
+    if files.local_lock:
+        reconcile_sweeps(executor)
+    return files.read(sweep_id) or record
+
+
+class SweepTicker:
+    """The job runner's side: a pass when a job ends, and one every ``TICK_SECONDS``."""
+
+    def __init__(self, store: ModelStore, executor: Executor) -> None:
+        self.store = store
+        self.executor = executor
+        self.next_pass = 0.0
+
+    def job_finished(self, job: Job) -> None:
+        """A job ended (the job book's listener): its sweep moves on now."""
+        if job.sweep_id is not None:
+            self.next_pass = 0.0
+            self.tick()
+
+    def tick(self) -> None:
+        """Run a pass when one is due; never let a failure reach the runner's loop."""
+        now = time.monotonic()
+        if now < self.next_pass:
+            return
+        self.next_pass = now + TICK_SECONDS
+        try:
+            reconcile_sweeps(self.executor)
+        except Exception:  # the store away, or a bug: the runner's own work goes on
+            _log.exception("sweep controller: pass failed, retrying")
+
+
+@contextlib.contextmanager
+def _one_pass() -> Iterator[bool]:
+    """True for the outermost pass of this thread, False inside one."""
+    if getattr(_PASS, "active", False):
+        yield False
+        return
+    _PASS.active = True
+    try:
+        yield True
+    finally:
+        _PASS.active = False
+
+
+def reconcile_sweeps(executor: Executor) -> None:
+    """Bring every unfinished sweep one step closer to its end (idempotent; see the module)."""
+    files = sweep_files(executor)
+    if not files.root.is_dir():
+        return  # no sweep was ever made: the runner's periodic call costs one stat
+    with _one_pass() as outermost:
+        if outermost:
+            with files.lock():
+                _pass(files, executor)
+
+
+def _pass(files: SweepFiles, executor: Executor) -> None:
+    records = [record for record in files.records() if not record.settled]
+    if not records:
+        return
+    observed = [_guarded(_look, files, executor, record) for record in records]
+    queued = sum(trial.state is TrialState.QUEUED for record in observed for trial in record.trials)
+    budget = max(1, int(executor.book.max_queued * TRIAL_QUEUE_SHARE)) - queued
+    for before, current in zip(records, observed, strict=True):
+        try:
+            released, budget = _release(files, executor, current, budget)
+            after = _settle(released)
+            if after != before:
+                files.write(after)
+        except Exception:  # one sweep's trouble must not stop the others, nor the runner
+            _log.exception("sweep %s: reconcile failed, retrying on the next pass", before.id)
+
+
+def _look(files: SweepFiles, executor: Executor, record: SweepRecord) -> SweepRecord:
+    return _decide(files, executor, _observe(executor, record))
+
+
+def _guarded(
+    step: Callable[[SweepFiles, Executor, SweepRecord], SweepRecord],
+    files: SweepFiles,
+    executor: Executor,
+    record: SweepRecord,
+) -> SweepRecord:
+    """``step`` of one sweep; on an error the sweep stays as it was until the next pass."""
+    try:
+        return step(files, executor, record)
+    except Exception:
+        _log.exception("sweep %s: reconcile failed, retrying on the next pass", record.id)
+        return record
+
+
+# --- one sweep ------------------------------------------------------------------------------
+
+
+def _observe(executor: Executor, record: SweepRecord) -> SweepRecord:
+    """Each released trial takes its job's state; finished ones keep its outcome."""
+    trials = [_observe_trial(executor, record, trial) for trial in record.trials]
+    return record.model_copy(update={"trials": trials})
+
+
+def _observe_trial(executor: Executor, record: SweepRecord, trial: Trial) -> Trial:
+    if trial.job_id is None or trial.state.finished:
+        return trial
+    if not trial.submitted and record.stop_reason is None:
+        return _submit(executor, record, trial)  # the intent of a pass that died: finish it
+    try:
+        job = executor.book.get(trial.job_id)
+    except JobNotFound:
+        if trial.submitted:
+            return _ended(trial, TrialState.FAILED, error="its job record is gone")
+        return _ended(trial, TrialState.CANCELLED)  # never submitted, and now never will be
+    return _follow(record, trial.model_copy(update={"submitted": True}), job)
+
+
+def _follow(record: SweepRecord, trial: Trial, job: Job) -> Trial:
+    """The trial as its job is now; an interrupted job's trial goes back to PENDING."""
+    state = TrialState(job.state.value)
+    update: dict[str, Any] = {"state": state, "started_at": job.started_at}
+    if not state.finished:
+        return trial.model_copy(update=update)
+    retry = (
+        state is TrialState.FAILED
+        and (job.error or "").startswith(INTERRUPTED_ERRORS)
+        and len(trial.earlier_job_ids) + 1 < MAX_ATTEMPTS
+        and record.stop_reason is None
+    )
+    if retry:
+        _log.info("sweep %s trial %d: job %s interrupted, running it again", record.id,
+                  trial.number, job.id)  # fmt: skip
+        return trial.model_copy(
+            update={
+                "state": TrialState.PENDING,
+                "job_id": None,
+                "submitted": False,
+                "started_at": None,
+                "earlier_job_ids": [*trial.earlier_job_ids, job.id],
+            }
+        )
+    update.update(
+        metrics=job.metrics,
+        model_version=job.model_version,
+        error=job.error,
+        finished_at=job.finished_at,
+    )
+    return trial.model_copy(update=update)
+
+
+def _decide(files: SweepFiles, executor: Executor, record: SweepRecord) -> SweepRecord:
+    """Keep the books: started, too many failures, stopping; copy finished trials' artefacts."""
+    for trial in record.trials:
+        if trial.state.finished and trial.job_id is not None:
+            _keep_artefacts(files, executor.book, record.id, trial)
+    update: dict[str, Any] = {}
+    if record.stop_reason is None and files.cancel_path(record.id).exists():
+        update["stop_reason"] = STOP_CANCELLED
+    if record.state is SweepState.QUEUED and any(
+        trial.started_at is not None or trial.state.finished for trial in record.trials
+    ):
+        update.update(state=SweepState.RUNNING, started_at=utc_now())
+    failed = sum(trial.state is TrialState.FAILED for trial in record.trials)
+    limit = record.spec.maxFailedTrialCount
+    stopping = record.stop_reason or update.get("stop_reason")
+    if stopping is None and limit is not None and failed > limit:
+        update.update(
+            stop_reason=STOP_FAILED,
+            message=f"{failed} trials failed, more than maxFailedTrialCount ({limit})",
+        )
+        _log.warning("sweep %s: %s; cancelling the rest", record.id, update["message"])
+    record = record.model_copy(update=update)
+    if record.stop_reason is not None:
+        record = record.model_copy(update={"trials": [_stop(executor, t) for t in record.trials]})
+    return record
+
+
+def _stop(executor: Executor, trial: Trial) -> Trial:
+    """A trial of a stopping sweep: never released if PENDING, its job cancelled if active."""
+    if trial.state is TrialState.PENDING:
+        return _ended(trial, TrialState.CANCELLED)
+    if not trial.state.active or trial.job_id is None:
+        return trial
+    try:
+        job = executor.cancel(trial.job_id, wait=0)  # the runner confirms later; we look again
+    except JobAlreadyFinished as exc:
+        job = exc.job
+    except JobNotFound:
+        return _ended(trial, TrialState.CANCELLED)
+    if job.state.finished:
+        return trial.model_copy(
+            update={"state": TrialState(job.state.value), "metrics": job.metrics,
+                    "model_version": job.model_version, "error": job.error,
+                    "finished_at": job.finished_at, "submitted": True}
+        )  # fmt: skip
+    return trial
+
+
+def _release(
+    files: SweepFiles, executor: Executor, record: SweepRecord, budget: int
+) -> tuple[SweepRecord, int]:
+    """Submit PENDING trials while the sweep's parallel slots and the queue budget allow."""
+    if record.stop_reason is not None:
+        return record, budget
+    active = sum(trial.state.active for trial in record.trials)
+    for trial in record.trials:
+        if active >= record.spec.parallelTrialCount or budget <= 0:
+            break
+        if trial.state is not TrialState.PENDING:
+            continue
+        intent = trial.model_copy(
+            update={"state": TrialState.QUEUED, "job_id": new_job_id(), "submitted": False}
+        )
+        record = _with_trial(record, intent)
+        files.write(record)  # the intent first: a crash from here on resubmits the same id
+        submitted = _submit(executor, record, intent)
+        record = _with_trial(record, submitted)
+        if not submitted.submitted:
+            break  # the queue is full: the intent stays and the next pass submits it
+        active += 1
+        budget -= 1
+    return record, budget
+
+
+def _submit(executor: Executor, record: SweepRecord, trial: Trial) -> Trial:
+    """Submit the trial's job under its recorded id (idempotent); unchanged when the queue is full."""
+    assert trial.job_id is not None  # noqa: S101 - only trials with an intent get here
+    params = trial_params(record.spec, trial.assignments, record.model_name)
+    try:
+        job = executor.submit(params, job_id=trial.job_id, sweep_id=record.id)
+    except QueueFull:
+        return trial
+    _log.info("sweep %s trial %d released as job %s", record.id, trial.number, job.id)
+    return trial.model_copy(update={"submitted": True, "state": TrialState(job.state.value)})
+
+
+def _settle(record: SweepRecord) -> SweepRecord:
+    """End the sweep once every trial has ended."""
+    if record.state.finished or not all(trial.state.finished for trial in record.trials):
+        return record
+    succeeded = any(trial.state is TrialState.SUCCEEDED for trial in record.trials)
+    message = record.message
+    if record.stop_reason == STOP_CANCELLED:
+        state = SweepState.CANCELLED
+    elif record.stop_reason == STOP_FAILED or not succeeded:
+        state = SweepState.FAILED
+        message = message or "no trial succeeded"
+    else:
+        state = SweepState.SUCCEEDED
+    _log.info("sweep %s %s%s", record.id, state, f": {message}" if message else "")
+    return record.model_copy(
+        update={
+            "state": state,
+            "message": message,
+            "finished_at": utc_now(),
+            "started_at": record.started_at or utc_now(),
+        }
+    )
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+
+def _ended(trial: Trial, state: TrialState, error: str | None = None) -> Trial:
+    return trial.model_copy(update={"state": state, "error": error, "finished_at": utc_now()})
+
+
+def _with_trial(record: SweepRecord, trial: Trial) -> SweepRecord:
+    trials = [trial if t.number == trial.number else t for t in record.trials]
+    return record.model_copy(update={"trials": trials})
+
+
+def _keep_artefacts(files: SweepFiles, book: JobBook, sweep_id: str, trial: Trial) -> None:
+    """Copy a finished trial's figure and epochs next to the sweep (once), for its plots."""
+    folder = files.trial_dir(sweep_id, trial.number)
+    done = folder / EPOCHS_FILE
+    if done.exists() or trial.job_id is None:
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(PlotNotFound, JobNotFound):
+        shutil.copyfile(book.artifact_path(trial.job_id, FIT_FILE), folder / FIT_FILE)
+    rows: list[dict[str, float | None]] = []
+    with contextlib.suppress(JobNotFound):
+        rows = book.epochs_since(trial.job_id, 0)
+    write_json_atomic(done, rows)  # written last: its presence says the copy is complete
+
+
+def read_epochs(files: SweepFiles, sweep_id: str, number: int) -> list[dict[str, Any]]:
+    """A finished trial's kept epoch history (empty when there is none)."""
+    try:
+        rows = json.loads((files.trial_dir(sweep_id, number) / EPOCHS_FILE).read_text("utf-8"))
+    except (OSError, ValueError):
+        return []
+    return [row for row in rows if isinstance(row, dict)] if isinstance(rows, list) else []

@@ -1,0 +1,60 @@
+"""What a client can do wrong with sweeps, each with the HTTP answer it stands for.
+
+The sweeps blueprint maps these to problem responses in one handler (``sweep_problem``);
+the controller and the store code raise them without knowing about HTTP.
+"""
+
+from __future__ import annotations
+
+from trainer_service.api.problems import Problem
+from trainer_service.errors import TrainerError
+
+
+class SweepError(TrainerError):
+    """A refusal about a sweep; ``status`` and ``kind`` say how it reads over HTTP."""
+
+    status = 400
+    kind = "sweep-error"
+
+
+class SweepNotFound(SweepError):
+    """No sweep has this id (ids that are not even well formed end here too)."""
+
+    status = 404
+    kind = "not-found"
+
+    def __init__(self, sweep_id: str) -> None:
+        super().__init__(f"no sweep with id {sweep_id!r}")
+
+
+class SweepPlotNotFound(SweepError):
+    """The sweep has no such plot, or nothing to draw in it yet."""
+
+    status = 404
+    kind = "not-found"
+
+
+class SweepAlreadyFinished(SweepError):
+    """A cancel arrived for a sweep that has already ended."""
+
+    status = 409
+    kind = "sweep-already-finished"
+
+
+class SweepNotFinished(SweepError):
+    """A delete arrived for a sweep that still has trials to run or to stop."""
+
+    status = 409
+    kind = "sweep-not-finished"
+
+
+class NothingToPromote(SweepError):
+    """No trial of the sweep succeeded (or its model is broken): there is nothing to promote."""
+
+    status = 409
+    kind = "nothing-to-promote"
+
+
+def sweep_problem(exc: SweepError) -> Problem:
+    """The problem response of a sweep refusal."""
+    return Problem(exc.status, str(exc), kind=exc.kind)

@@ -1,0 +1,282 @@
+"""Sweep records and their files on the shared store.
+
+Layout under ``<store>/sweeps/``::
+
+    <id>.json                  the record (``SweepRecord``), written by the controller only
+    <id>.cancel                a client's cancel request, turned into the record's stop reason
+    <id>/promotions.json       the versions promoted from it (written by the API)
+    <id>/trial-<n>/fit.png     a finished trial's figure and epoch history, copied from its job
+    <id>/trial-<n>/epochs.json   so the sweep's plots outlive the job book's forgetting
+    <id>/plots/<name>-<k>.png  drawn plots, cached by the number of finished trials
+    .lock                      (``local`` executor) the lock every controller pass takes
+
+Sweep ids look like ``20261130-134800-3f9a1c2b``: lowercase so that ``sweep-<id>`` is a valid
+model name, sorted by creation time; text of any other shape is an unknown sweep, so no
+request builds a path from client text. Only the controller rewrites a record, so the API
+never races it: a create writes a new file, a cancel leaves a marker, a promotion its own
+file. With the ``local`` executor the controller may run in any process of the machine and
+takes the lock (``flock`` plus a thread lock, before the job book's, never the other way
+round); with ``kubernetes`` it runs only on the replica elected to finalize jobs and takes
+no lock on the shared volume (no NFS lock anywhere).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import re
+import secrets
+import shutil
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
+
+from squarenet.store import SWEEPS_DIR, ModelStore, write_json_atomic
+from trainer_service.sweeps.spec import SweepSpec, Value
+
+SWEEP_ID_PATTERN = re.compile(r"^[0-9]{8}-[0-9]{6}-[0-9a-f]{8}$")
+SWEEP_MODEL_PREFIX = "sweep-"
+LOCK_FILE = ".lock"
+
+
+class SweepState(StrEnum):
+    """Where a sweep is in its life; the last three are final."""
+
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def finished(self) -> bool:
+        """True once the sweep can no longer change."""
+        return self in (SweepState.SUCCEEDED, SweepState.FAILED, SweepState.CANCELLED)
+
+
+class TrialState(StrEnum):
+    """A trial is PENDING until released as a job; then it follows its job's state."""
+
+    PENDING = "PENDING"
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def finished(self) -> bool:
+        """True once the trial's outcome is known."""
+        return self in (TrialState.SUCCEEDED, TrialState.FAILED, TrialState.CANCELLED)
+
+    @property
+    def active(self) -> bool:
+        """Released and not finished: it holds one of the sweep's parallel slots."""
+        return self in (TrialState.QUEUED, TrialState.RUNNING)
+
+
+class Trial(BaseModel):
+    """One point of the sweep and the job that runs it.
+
+    ``job_id`` is chosen and recorded *before* the job is submitted under that id (the
+    submit is idempotent), so a controller that crashes in between submits the same job
+    again instead of an orphan or a twin; ``submitted`` says the job book has it.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    number: int
+    assignments: dict[str, Value]
+    state: TrialState = TrialState.PENDING
+    job_id: str | None = None
+    submitted: bool = False
+    earlier_job_ids: list[str] = []
+    metrics: dict[str, float] | None = None
+    model_version: int | None = None
+    error: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+
+
+class Promotion(BaseModel):
+    """A trial's model published as a version of the sweep's base model."""
+
+    model_config = ConfigDict(frozen=True)
+
+    trial: int
+    job_id: str
+    model_name: str
+    version: int
+    promoted_at: str
+
+
+class SweepRecord(BaseModel):
+    """The stored sweep: spec, state, every trial, and what was promoted."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    state: SweepState
+    spec: SweepSpec
+    trials: list[Trial]
+    created_at: str
+    started_at: str | None = None
+    finished_at: str | None = None
+    stop_reason: str | None = None  # set when cancelled or failed: no trial is released after
+    message: str | None = None
+
+    @property
+    def model_name(self) -> str:
+        """The model every trial publishes under (never the one being served)."""
+        return sweep_model_name(self.id)
+
+    def ordered(self, trial: Trial) -> list[tuple[str, Value]]:
+        """A trial's assignments in the order the spec names the parameters."""
+        return [(p.name, trial.assignments[p.name]) for p in self.spec.parameters]
+
+    @property
+    def settled(self) -> bool:
+        """Final, and every trial with it: nothing will change again."""
+        return self.state.finished and all(trial.state.finished for trial in self.trials)
+
+
+_PROMOTIONS = TypeAdapter(list[Promotion])
+
+
+def sweep_model_name(sweep_id: str) -> str:
+    """``sweep-<id>``: the trials' model."""
+    return f"{SWEEP_MODEL_PREFIX}{sweep_id}"
+
+
+def new_sweep_id(now: datetime | None = None) -> str:
+    """A URL-safe, lowercase id that sorts by creation time."""
+    moment = (now or datetime.now(UTC)).astimezone(UTC)
+    return f"{moment:%Y%m%d-%H%M%S}-{secrets.token_hex(4)}"
+
+
+def is_sweep_id(text: str) -> bool:
+    """True when ``text`` is shaped like a sweep id (so it is safe as a file name)."""
+    return SWEEP_ID_PATTERN.fullmatch(text) is not None
+
+
+_THREAD_LOCKS: dict[str, threading.Lock] = {}
+_THREAD_LOCKS_GUARD = threading.Lock()
+
+
+def _thread_lock(path: Path) -> threading.Lock:
+    """POSIX record locks do not exclude threads of one process: add a thread lock per file."""
+    key = str(path.resolve())
+    with _THREAD_LOCKS_GUARD:
+        return _THREAD_LOCKS.setdefault(key, threading.Lock())
+
+
+class SweepFiles:
+    """Paths, the lock and plain reads and writes of sweep records; no policy."""
+
+    def __init__(self, store: ModelStore, *, local_lock: bool = True) -> None:
+        self.store = store
+        self.root = store.root / SWEEPS_DIR
+        self.local_lock = local_lock
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the sweeps lock (a thread lock only when ``local_lock`` is off)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        path = self.root / LOCK_FILE
+        with _thread_lock(path):
+            if not self.local_lock:
+                yield
+                return
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o660)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                yield
+            finally:
+                os.close(fd)
+
+    def cancel_path(self, sweep_id: str) -> Path:
+        """Present once a client asked to cancel the sweep."""
+        return self.root / f"{sweep_id}.cancel"
+
+    def promotions_path(self, sweep_id: str) -> Path:
+        """The versions promoted from the sweep, newest last."""
+        return self.folder(sweep_id) / "promotions.json"
+
+    def read_promotions(self, sweep_id: str) -> list[Promotion]:
+        """Every promotion of the sweep (none when the file is missing or unreadable)."""
+        try:
+            return _PROMOTIONS.validate_json(self.promotions_path(sweep_id).read_bytes())
+        except (OSError, ValidationError):
+            return []
+
+    def add_promotion(self, sweep_id: str, promotion: Promotion) -> None:
+        """Append a promotion (replaces the file atomically)."""
+        promotions = [*self.read_promotions(sweep_id), promotion]
+        self.folder(sweep_id).mkdir(parents=True, exist_ok=True)
+        write_json_atomic(
+            self.promotions_path(sweep_id), _PROMOTIONS.dump_python(promotions, mode="json")
+        )
+
+    def record_path(self, sweep_id: str) -> Path:
+        """The sweep's JSON record."""
+        return self.root / f"{sweep_id}.json"
+
+    def folder(self, sweep_id: str) -> Path:
+        """The sweep's own folder: copied trial artefacts and drawn plots."""
+        return self.root / sweep_id
+
+    def trial_dir(self, sweep_id: str, number: int) -> Path:
+        """Where a finished trial's figure and epochs are kept."""
+        return self.folder(sweep_id) / f"trial-{number}"
+
+    def read(self, sweep_id: str) -> SweepRecord | None:
+        """The record, or None when there is none (or it cannot be parsed)."""
+        if not is_sweep_id(sweep_id):
+            return None
+        try:
+            text = self.record_path(sweep_id).read_text(encoding="utf-8")
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        try:
+            return SweepRecord.model_validate_json(text)
+        except ValidationError:
+            return None
+
+    def write(self, record: SweepRecord) -> None:
+        """Replace the record atomically (call with the lock held)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self.record_path(record.id), record.model_dump(mode="json"))
+
+    def remove(self, sweep_id: str) -> None:
+        """Forget a sweep: the record first (readers see it gone), then the rest."""
+        self.record_path(sweep_id).unlink(missing_ok=True)
+        self.cancel_path(sweep_id).unlink(missing_ok=True)
+        shutil.rmtree(self.folder(sweep_id), ignore_errors=True)
+
+    def ids(self) -> list[str]:
+        """Ids of every stored sweep, oldest first."""
+        try:
+            names = os.listdir(self.root)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        return sorted(
+            name.removesuffix(".json")
+            for name in names
+            if name.endswith(".json") and is_sweep_id(name.removesuffix(".json"))
+        )
+
+    def records(self) -> list[SweepRecord]:
+        """Every readable record, oldest first."""
+        found = [self.read(sweep_id) for sweep_id in self.ids()]
+        return [record for record in found if record is not None]
+
+
+def as_document(record: SweepRecord) -> dict[str, Any]:
+    """The record as plain JSON data."""
+    return record.model_dump(mode="json")

@@ -1,0 +1,176 @@
+"""What clients see of a sweep: its status in Katib's words, the trials table and its CSV.
+
+The record is the controller's; between two controller passes a trial's job may have moved
+on, so every view first lays the jobs' current states over the record's trials (read only:
+``live_trials``). Nothing here writes.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from datetime import datetime
+from typing import Any
+
+from squarenet.limits import mse_limit
+from trainer_service.errors import JobNotFound
+from trainer_service.runner.book import JobBook
+from trainer_service.sweeps.records import Promotion, SweepRecord, Trial, TrialState
+from trainer_service.sweeps.spec import trial_params
+
+
+def live_trials(record: SweepRecord, book: JobBook) -> list[Trial]:
+    """The record's trials, each unfinished one as its job is now."""
+    trials = []
+    for trial in record.trials:
+        if trial.state.finished or trial.job_id is None or not trial.submitted:
+            trials.append(trial)
+            continue
+        try:
+            job = book.get(trial.job_id)
+        except JobNotFound:
+            trials.append(trial)
+            continue
+        trials.append(
+            trial.model_copy(
+                update={
+                    "state": TrialState(job.state.value),
+                    "metrics": job.metrics,
+                    "model_version": job.model_version,
+                    "error": job.error,
+                    "started_at": job.started_at,
+                    "finished_at": job.finished_at,
+                }
+            )
+        )
+    return trials
+
+
+def objective_value(record: SweepRecord, trial: Trial) -> float | None:
+    """The trial's objective metric, when it succeeded and reported a finite one."""
+    if trial.state is not TrialState.SUCCEEDED or not trial.metrics:
+        return None
+    value = trial.metrics.get(record.spec.objective.objectiveMetricName)
+    if value is None or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def best_trial(record: SweepRecord, trials: list[Trial]) -> Trial | None:
+    """The succeeded trial with the best objective (the lower number on a tie)."""
+    best: tuple[float, Trial] | None = None
+    for trial in trials:
+        value = objective_value(record, trial)
+        if value is None:
+            continue
+        if best is None or record.spec.objective.better(value, best[0]):
+            best = (value, trial)
+    return best[1] if best else None
+
+
+def trial_limit(record: SweepRecord, trial: Trial) -> float:
+    """The architecture's in-domain MSE limit for this trial's mid_range and num_neurons."""
+    params = trial_params(record.spec, trial.assignments, record.model_name)
+    return mse_limit(params.mid_range, params.num_neurons)
+
+
+def trial_seconds(trial: Trial) -> float | None:
+    """The trial's own run time: its job's start to its end."""
+    if trial.started_at is None or trial.finished_at is None:
+        return None
+    started = datetime.fromisoformat(trial.started_at)
+    return (datetime.fromisoformat(trial.finished_at) - started).total_seconds()
+
+
+def trial_document(record: SweepRecord, trial: Trial) -> dict[str, Any]:
+    """One row of ``GET /v1/sweeps/{id}/trials``."""
+    return {
+        "number": trial.number,
+        "jobId": trial.job_id,
+        "state": trial.state.value,
+        "parameterAssignments": _assignments(record, trial),
+        "metrics": dict(trial.metrics or {}),
+        "objective": objective_value(record, trial),
+        "mseLimit": trial_limit(record, trial),
+        "modelVersion": trial.model_version,
+        "seconds": trial_seconds(trial),
+        "error": trial.error,
+        "startedAt": trial.started_at,
+        "finishedAt": trial.finished_at,
+        "earlierJobIds": list(trial.earlier_job_ids),
+    }
+
+
+def sweep_document(
+    record: SweepRecord, trials: list[Trial], promotions: list[Promotion]
+) -> dict[str, Any]:
+    """``GET /v1/sweeps/{id}``: state, effective spec, trial counts, the current best."""
+    tally = {state: 0 for state in TrialState}
+    for trial in trials:
+        tally[trial.state] += 1
+    best = best_trial(record, trials)
+    optimal = None
+    if best is not None:
+        optimal = {
+            "number": best.number,
+            "jobId": best.job_id,
+            "modelVersion": best.model_version,
+            "parameterAssignments": _assignments(record, best),
+            "observation": {
+                "metrics": [
+                    {"name": name, "value": (best.metrics or {}).get(name)}
+                    for name in record.spec.objective.metric_names
+                ]
+            },
+        }
+    return {
+        "id": record.id,
+        "state": record.state.value,
+        "message": record.message,
+        "modelName": record.model_name,
+        "spec": record.spec.model_dump(mode="json", by_alias=True, exclude_none=True),
+        "createdAt": record.created_at,
+        "startedAt": record.started_at,
+        "finishedAt": record.finished_at,
+        "trials": len(trials),
+        "trialsPending": tally[TrialState.PENDING],
+        "trialsQueued": tally[TrialState.QUEUED],
+        "trialsRunning": tally[TrialState.RUNNING],
+        "trialsSucceeded": tally[TrialState.SUCCEEDED],
+        "trialsFailed": tally[TrialState.FAILED],
+        "trialsCancelled": tally[TrialState.CANCELLED],
+        "currentOptimalTrial": optimal,
+        "promotions": [promotion.model_dump(mode="json") for promotion in promotions],
+    }
+
+
+def trials_csv(record: SweepRecord, trials: list[Trial]) -> str:
+    """The trials table as CSV: one column per varied parameter and per metric."""
+    names = [parameter.name for parameter in record.spec.parameters]
+    metrics = record.spec.objective.metric_names
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(
+        ["number", "job_id", "state", *names, *metrics, "mse_limit", "model_version",
+         "seconds", "error"]
+    )  # fmt: skip
+    for trial in trials:
+        values = trial.metrics or {}
+        seconds = trial_seconds(trial)
+        writer.writerow(
+            [trial.number, trial.job_id or "", trial.state.value,
+             *(trial.assignments[name] for name in names),
+             *(_cell(values.get(name)) for name in metrics),
+             _cell(trial_limit(record, trial)), trial.model_version or "",
+             "" if seconds is None else f"{seconds:.2f}", trial.error or ""]
+        )  # fmt: skip
+    return out.getvalue()
+
+
+def _assignments(record: SweepRecord, trial: Trial) -> list[dict[str, Any]]:
+    return [{"name": name, "value": value} for name, value in record.ordered(trial)]
+
+
+def _cell(value: float | None) -> str:
+    return "" if value is None else f"{value:.6g}"
