@@ -15,10 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,18 +26,12 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
+from squarenet.stack import running_trainer
+
 TRIALS = 12
 QUICK_TRIALS = 4
 PARALLEL = 2
 GOAL_OVERHEAD = 0.10
-SCRIPTS = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def seconds_between(start: str, end: str) -> float:
@@ -80,32 +70,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     console = Console(stderr=args.json, width=120)
     epochs, count = (40, QUICK_TRIALS) if args.quick else (400, TRIALS)
-    port = free_port()
-    with tempfile.TemporaryDirectory(prefix="squarenet-bench-sweep-") as folder:
-        log_path = Path(folder) / "trainer.log"
-        with log_path.open("wb") as log:
-            trainer = subprocess.Popen(
-                [str(SCRIPTS / "squarenet-trainer"), "--model-store", f"{folder}/store",
-                 "--host", "127.0.0.1", "--port", str(port),
-                 "--max-concurrent-jobs", str(PARALLEL)],
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            )  # fmt: skip
-        try:
-            base_url = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if httpx.get(f"{base_url}/readyz", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline or trainer.poll() is not None:
-                    raise SystemExit("the trainer did not become ready:\n" + log_path.read_text())
-                time.sleep(0.1)
-            sweep, trials = run_sweep(base_url, count, epochs, timeout=1200)
-        finally:
-            os.killpg(trainer.pid, signal.SIGTERM)
-            trainer.wait(timeout=60)
+    with (
+        tempfile.TemporaryDirectory(prefix="squarenet-bench-sweep-") as folder,
+        running_trainer(
+            Path(folder, "store"), Path(folder, "trainer.log"),
+            "--max-concurrent-jobs", str(PARALLEL), timeout=60,
+        ) as trainer,
+    ):  # fmt: skip
+        sweep, trials = run_sweep(trainer.base_url, count, epochs, timeout=1200)
     if sweep["state"] != "SUCCEEDED":
         raise SystemExit(f"sweep ended {sweep['state']}: {sweep.get('message')}")
     own = [float(trial["seconds"]) for trial in trials]
