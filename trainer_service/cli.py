@@ -125,6 +125,15 @@ def load_settings(given: dict[str, Any]) -> Settings:
             file=sys.stderr,
         )
         raise SystemExit(EXIT_BAD_CONFIG) from None
+    if settings.executor == "kubernetes":
+        from trainer_service.runner.kubernetes import (  # noqa: PLC0415 - loaded when used
+            configuration_problem,
+        )
+
+        problem = configuration_problem(settings)
+        if problem is not None:
+            print(f"squarenet-trainer: --executor kubernetes: {problem}", file=sys.stderr)
+            raise SystemExit(EXIT_BAD_CONFIG)
     return settings
 
 

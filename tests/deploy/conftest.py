@@ -133,7 +133,12 @@ def start_service(
 @pytest.fixture(scope="session")
 def trainer(engine: Engine, images: dict[str, str], store_volume: str) -> Iterator[Service]:
     """The trainer container, ready (``/readyz`` answers 200)."""
-    overrides = {"SQUARENET_HOST": "127.0.0.1", "SQUARENET_PORT": str(free_port())}
+    # No API server runs beside these containers: jobs run as the trainer's own processes.
+    overrides = {
+        "SQUARENET_HOST": "127.0.0.1",
+        "SQUARENET_PORT": str(free_port()),
+        "SQUARENET_EXECUTOR": "local",
+    }
     with start_service(engine, images, "trainer", store_volume, overrides) as service:
 
         def ready() -> bool:

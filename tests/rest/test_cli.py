@@ -68,6 +68,19 @@ def test_bad_configuration_exits_2_naming_the_setting(tmp_path: Path) -> None:
     assert "model_store" in missing.stderr
 
 
+def test_kubernetes_executor_without_a_cluster_configuration_exits_2(tmp_path: Path) -> None:
+    empty = tmp_path / "kubeconfig"
+    empty.write_text("")
+    outside = subprocess.run(
+        [*command_of("squarenet-trainer"), "--model-store", str(tmp_path / "s"),
+         "--executor", "kubernetes", "--kubeconfig", str(empty)],
+        capture_output=True, check=False, text=True, timeout=60,
+    )  # fmt: skip
+    assert outside.returncode == 2, outside.stderr
+    assert "--executor kubernetes" in outside.stderr and "--kubeconfig" in outside.stderr
+    assert "Traceback" not in outside.stderr
+
+
 def test_keep_finished_jobs_reaches_the_job_book(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

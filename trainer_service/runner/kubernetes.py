@@ -69,6 +69,20 @@ def connect(settings: Settings) -> tuple[client.ApiClient, str]:
     return client.ApiClient(), settings.namespace or namespace
 
 
+def configuration_problem(settings: Settings) -> str | None:
+    """Why no cluster can be reached from here, or None; the trainer checks it at start, so a
+    trainer outside a cluster without a kubeconfig exits with a message, not a traceback in
+    every worker."""
+    try:
+        connect(settings)
+    except (config.ConfigException, OSError) as exc:
+        return (
+            f"no cluster configuration found ({exc}); inside a pod it is found by itself, "
+            "outside one give --kubeconfig or KUBECONFIG"
+        )
+    return None
+
+
 def job_name(job_id: str) -> str:
     """The Job's name: the job id in DNS-1123 form."""
     return f"squarenet-{job_id.lower()}"
