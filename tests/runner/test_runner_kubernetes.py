@@ -310,3 +310,45 @@ def test_a_service_account_without_the_role_gets_a_clear_error(cluster: Cluster)
         wait_for(lambda: "may not create jobs" in trainer.log(), 60, "the finalizer's error")
         assert "Traceback" not in trainer.log()
         assert httpx.get(f"{trainer.base_url}/healthz", timeout=30).status_code == 200
+
+
+def test_a_sweep_runs_its_trials_as_jobs_and_publishes_them_under_its_own_model(
+    cluster: Cluster,
+) -> None:
+    spec = {
+        "base": QUICK,
+        "parameters": [
+            {"name": "num_neurons", "parameterType": "int", "feasibleSpace": {"list": [2, 4]}}
+        ],
+        "algorithm": {"algorithmName": "grid"},
+        "parallelTrialCount": 1,
+    }
+    with cluster.trainer("trainer") as trainer:
+        created = httpx.post(f"{trainer.base_url}/v1/sweeps", json=spec, timeout=30)
+        assert created.status_code == 202, created.text + trainer.log()
+        sweep_id = created.json()["id"]
+        trials_url = f"{trainer.base_url}/v1/sweeps/{sweep_id}/trials"
+        played: list[str] = []
+        for _ in range(2):  # parallelTrialCount 1: the next trial's Job comes after this one
+
+            def next_trial() -> str | None:
+                trials = httpx.get(trials_url, timeout=30).json()["trials"]
+                ids = [t["jobId"] for t in trials if t["jobId"] and t["jobId"] not in played]
+                return ids[0] if ids else None
+
+            job_id = wait_for(next_trial, TIMEOUT, "the sweep to release a trial")
+            assert cluster.job(job_id) is not None  # each trial is one batch/v1 Job
+            node = play(cluster, job_id)
+            assert node.report_when_done() == 0
+            node.stop()
+            assert wait_final(trainer, job_id)["sweep_id"] == sweep_id
+            played.append(job_id)
+
+        def finished() -> dict[str, Any] | None:
+            sweep = httpx.get(f"{trainer.base_url}/v1/sweeps/{sweep_id}", timeout=30).json()
+            return sweep if sweep["state"] in ("SUCCEEDED", "FAILED", "CANCELLED") else None
+
+        sweep = wait_for(finished, TIMEOUT, "the sweep to finish")
+        assert sweep["state"] == "SUCCEEDED" and sweep["trialsSucceeded"] == 2, sweep
+        assert cluster.store.list_versions(f"sweep-{sweep_id}") == [1, 2]
+        assert cluster.store.list_versions() == []  # the served model is untouched
