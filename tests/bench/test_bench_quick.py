@@ -65,6 +65,7 @@ def test_every_benchmark_runs_and_the_run_succeeds(quick_run: tuple[Any, Path]) 
         "train-to-served",
         "trainer-start",
         "dashboard",
+        "protocols",
         "sweep",
     ]
     assert all(benchmark["error"] is None for benchmark in document["benchmarks"])
