@@ -126,7 +126,10 @@ def test_metadata_records_params_domain_metrics_timings_framework(run: Run) -> N
     assert metadata["created_at"].endswith("Z")
     assert set(metadata["metrics"]) == {"loss", "val_loss", "mse_in_domain", "mse_out_of_domain"}
     assert all(math.isfinite(value) for value in metadata["metrics"].values())
-    assert set(metadata["timings"]) == {"train_seconds", "train_cpu_seconds", "export_seconds"}
+    timings = metadata["timings"]
+    assert set(timings) == {"train_seconds", "train_cpu_seconds", "export_seconds", "phases"}
+    assert {"train", "export", "measure", "plots"} <= set(timings["phases"])
+    assert all(seconds >= 0 for seconds in timings["phases"].values())
     assert set(metadata["framework"]) == {"tensorflow", "keras", "python"}
     assert metadata["framework"]["tensorflow"] == tf.__version__
     assert metadata["training"]["seed"] == 7
