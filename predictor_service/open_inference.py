@@ -10,24 +10,18 @@ ModelMetadata, as MLServer does. Triton's other calls are not offered: UNIMPLEME
 
 from __future__ import annotations
 
-import logging
-import time
-from collections.abc import Callable
 from typing import Any
 
 import grpc
 import numpy as np
 from numpy.typing import NDArray
 
-from predictor_service import metrics
 from predictor_service.registry import Registry, ServedModel
-from predictor_service.servicer import CallError, abort_call, version_call_error
+from predictor_service.servicer import CallError, answer_call
 from predictor_service.versions import VersionError, resolve_text
 from predictor_service.wire import Method, add_service
 from squarenet import __version__
 from squarenet.third_party.open_inference import dataplane_pb2 as v2
-
-log = logging.getLogger(__name__)
 
 SERVICE_NAME: str = v2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 INPUT, OUTPUT, FLAGS = "x", "y", "extrapolated"
@@ -37,7 +31,6 @@ _DATATYPES: dict[str, tuple[np.dtype[Any], str]] = {
     "FP64": (np.dtype("<f8"), "fp64_contents"),
 }
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
-_OK = grpc.StatusCode.OK
 _INVALID = grpc.StatusCode.INVALID_ARGUMENT
 
 
@@ -56,22 +49,6 @@ class OpenInferenceServicer:
         self._max_batch = max_batch
         self._platform = f"squarenet_{runtime}"
 
-    def _answer(self, method: str, context: grpc.ServicerContext, call: Callable[[], Any]) -> Any:
-        """Run ``call``; every refusal leaves through abort_call, counted under ``method``."""
-        started = time.perf_counter()
-        try:
-            response = call()
-        except CallError as exc:
-            abort_call(context, method, started, exc)
-        except VersionError as exc:
-            abort_call(context, method, started, version_call_error(exc))
-        except Exception:
-            log.exception("%s failed unexpectedly", method)
-            error = CallError(grpc.StatusCode.INTERNAL, f"{method} failed; see the predictor's log")
-            abort_call(context, method, started, error)
-        metrics.recorder(method, _OK)(time.perf_counter() - started)
-        return response
-
     def _model(self, name: str, version: str) -> ServedModel:
         if name != self._model_name:
             raise CallError(
@@ -84,12 +61,12 @@ class OpenInferenceServicer:
 
     def ServerLive(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         """Live as long as the process answers."""
-        return self._answer("ServerLive", context, lambda: v2.ServerLiveResponse(live=True))
+        return answer_call("ServerLive", context, lambda: v2.ServerLiveResponse(live=True))
 
     def ServerReady(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         """Ready once a model is loaded (like health SERVING)."""
         ready = self._registry.snapshot.default is not None and not self._registry.closed
-        return self._answer("ServerReady", context, lambda: v2.ServerReadyResponse(ready=ready))
+        return answer_call("ServerReady", context, lambda: v2.ServerReadyResponse(ready=ready))
 
     def ModelReady(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         """Whether the named version (or label, or the default) is loaded."""
@@ -103,12 +80,12 @@ class OpenInferenceServicer:
                 return v2.ModelReadyResponse(ready=False)
             return v2.ModelReadyResponse(ready=True)
 
-        return self._answer("ModelReady", context, ready)
+        return answer_call("ModelReady", context, ready)
 
     def ServerMetadata(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         """squarenet and its version; no protocol extensions."""
         answer = v2.ServerMetadataResponse(name="squarenet", version=__version__)
-        return self._answer("ServerMetadata", context, lambda: answer)
+        return answer_call("ServerMetadata", context, lambda: answer)
 
     def ModelMetadata(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         """Inputs, outputs, loaded versions; lineage (version, domain, job, metrics) in parameters."""
@@ -144,13 +121,13 @@ class OpenInferenceServicer:
                 parameters=parameters,
             )
 
-        return self._answer("ModelMetadata", context, metadata)
+        return answer_call("ModelMetadata", context, metadata)
 
     # --- inference --------------------------------------------------------------------
 
     def ModelInfer(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         """y and extrapolated for every x, answered as raw little-endian bytes."""
-        return self._answer("ModelInfer", context, lambda: self._infer(request))
+        return answer_call("ModelInfer", context, lambda: self._infer(request))
 
     def _infer(self, request: Any) -> Any:
         model = self._model(request.model_name, request.model_version)

@@ -11,8 +11,8 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Iterator
-from typing import NoReturn
+from collections.abc import Callable, Iterator
+from typing import Any, NoReturn
 
 import grpc
 import numpy as np
@@ -70,6 +70,25 @@ def abort_call(
     metrics.recorder(method, error.code)(time.perf_counter() - started)
     context.abort(error.code, error.message)
     raise AssertionError("context.abort returned")  # pragma: no cover
+
+
+def answer_call(method: str, context: grpc.ServicerContext, call: Callable[[], Any]) -> Any:
+    """Run ``call`` for the standard protocols' servicers; every refusal leaves through
+    abort_call, and anything unexpected becomes INTERNAL (never UNKNOWN), counted under
+    ``method``."""
+    started = time.perf_counter()
+    try:
+        response = call()
+    except CallError as exc:
+        abort_call(context, method, started, exc)
+    except VersionError as exc:
+        abort_call(context, method, started, version_call_error(exc))
+    except Exception:
+        log.exception("%s failed unexpectedly", method)
+        error = CallError(grpc.StatusCode.INTERNAL, f"{method} failed; see the predictor's log")
+        abort_call(context, method, started, error)
+    metrics.recorder(method, grpc.StatusCode.OK)(time.perf_counter() - started)
+    return response
 
 
 class PredictorServicer(predictor_pb2_grpc.PredictorServicer):

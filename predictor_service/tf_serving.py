@@ -13,19 +13,15 @@ these services only with ``--runtime litert``.
 
 from __future__ import annotations
 
-import logging
-import time
-from collections.abc import Callable
 from typing import Any
 
 import grpc
 import numpy as np
 from numpy.typing import NDArray
 
-from predictor_service import metrics
 from predictor_service.registry import Registry, ServedModel
-from predictor_service.servicer import CallError, abort_call, version_call_error
-from predictor_service.versions import VersionError, resolve
+from predictor_service.servicer import CallError, answer_call
+from predictor_service.versions import resolve
 from predictor_service.wire import Method, add_service
 from squarenet.third_party.tensorflow.core.framework import (
     tensor_pb2,
@@ -45,8 +41,6 @@ from squarenet.third_party.tensorflow_serving.apis import (
 )
 from squarenet.third_party.xla.tsl.protobuf import error_codes_pb2
 
-log = logging.getLogger(__name__)
-
 PREDICTION_SERVICE: str = prediction_service.DESCRIPTOR.services_by_name[
     "PredictionService"
 ].full_name
@@ -59,7 +53,6 @@ _DTYPES: dict[int, np.dtype[Any]] = {
     types_pb2.DT_DOUBLE: np.dtype("<f8"),
 }
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
-_OK = grpc.StatusCode.OK
 _INVALID = grpc.StatusCode.INVALID_ARGUMENT
 _STATES = {
     "LOADING": get_model_status_pb2.ModelVersionStatus.LOADING,
@@ -85,21 +78,6 @@ class TensorFlowServingServicer:
         self._registry = registry
         self._model_name = model_name
         self._max_batch = max_batch
-
-    def _answer(self, method: str, context: grpc.ServicerContext, call: Callable[[], Any]) -> Any:
-        started = time.perf_counter()
-        try:
-            response = call()
-        except CallError as exc:
-            abort_call(context, method, started, exc)
-        except VersionError as exc:
-            abort_call(context, method, started, version_call_error(exc))
-        except Exception:
-            log.exception("%s failed unexpectedly", method)
-            error = CallError(grpc.StatusCode.INTERNAL, f"{method} failed; see the predictor's log")
-            abort_call(context, method, started, error)
-        metrics.recorder(method, _OK)(time.perf_counter() - started)
-        return response
 
     def _check_name(self, spec: Any) -> None:
         if spec.name != self._model_name:
@@ -127,7 +105,7 @@ class TensorFlowServingServicer:
 
     def Predict(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         """output_0 = the model's y for the signature input x."""
-        return self._answer("tensorflow.serving.Predict", context, lambda: self._predict(request))
+        return answer_call("tensorflow.serving.Predict", context, lambda: self._predict(request))
 
     def _predict(self, request: Any) -> Any:
         model = self._model(request.model_spec)
@@ -193,7 +171,7 @@ class TensorFlowServingServicer:
 
     def GetModelMetadata(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         """The serving_default signature (the only metadata field TensorFlow Serving offers)."""
-        return self._answer(
+        return answer_call(
             "tensorflow.serving.GetModelMetadata", context, lambda: self._metadata(request)
         )
 
@@ -231,7 +209,7 @@ class TensorFlowServingServicer:
 
     def GetModelStatus(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         """Each version's state through the hot-swap lifecycle: LOADING, AVAILABLE, END."""
-        return self._answer(
+        return answer_call(
             "tensorflow.serving.GetModelStatus", context, lambda: self._status(request)
         )
 
