@@ -68,12 +68,10 @@ def stream_accepted(base_url: str, path: str) -> bool:
         return response_head(sock)[0] == 200
 
 
-def test_streams_past_the_bound_are_503_at_once_and_the_api_keeps_answering(
-    trainer: Trainer,
-) -> None:
-    base = trainer.base_url
-    job_id = httpx.post(f"{base}/v1/jobs", json=LONG_JOB, timeout=10).json()["id"]
-    sockets = [open_stream(base, f"/v1/jobs/{job_id}/events") for _ in range(CLIENTS)]
+def flood(base: str, path: str, still_answers: str) -> None:
+    """More clients than the bound stream ``path``: each gets its head at once, the ones
+    past the bound a 503 problem with ``Retry-After``, and the API keeps answering."""
+    sockets = [open_stream(base, path) for _ in range(CLIENTS)]
     try:
         heads = [response_head(sock) for sock in sockets]  # none may hang
         streaming = [s for s, (status, _) in zip(sockets, heads, strict=True) if status == 200]
@@ -85,14 +83,36 @@ def test_streams_past_the_bound_are_503_at_once_and_the_api_keeps_answering(
         for _ in range(2 * WORKERS):  # fresh connections reach both workers
             assert httpx.get(f"{base}/healthz", timeout=5).status_code == 200
             assert httpx.get(f"{base}/readyz", timeout=5).status_code == 200
-            assert httpx.get(f"{base}/v1/jobs/{job_id}", timeout=5).status_code == 200
+            assert httpx.get(f"{base}{still_answers}", timeout=5).status_code == 200
     finally:
         for sock in sockets:
             sock.close()
     # the slots come back once the server notices the clients left
-    wait_for(
-        lambda: stream_accepted(base, f"/v1/jobs/{job_id}/events"),
-        30,
-        "a stream to be accepted again",
-    )
+    wait_for(lambda: stream_accepted(base, path), 30, "a stream to be accepted again")
+
+
+def test_streams_past_the_bound_are_503_at_once_and_the_api_keeps_answering(
+    trainer: Trainer,
+) -> None:
+    base = trainer.base_url
+    job_id = httpx.post(f"{base}/v1/jobs", json=LONG_JOB, timeout=10).json()["id"]
+    flood(base, f"/v1/jobs/{job_id}/events", f"/v1/jobs/{job_id}")
     assert httpx.post(f"{base}/v1/jobs/{job_id}/cancel", timeout=30).status_code == 200
+
+
+def test_sweep_streams_share_the_same_bound(trainer: Trainer) -> None:
+    base = trainer.base_url
+    spec = {
+        "base": LONG_JOB,
+        "parameters": [
+            {"name": "num_neurons", "parameterType": "int", "feasibleSpace": {"list": [2, 4]}}
+        ],
+        "algorithm": {"algorithmName": "grid"},
+        "objective": {"type": "minimize", "objectiveMetricName": "mse_in_domain"},
+        "parallelTrialCount": 1,
+    }
+    answer = httpx.post(f"{base}/v1/sweeps", json=spec, timeout=10)
+    assert answer.status_code == 202, answer.text
+    sweep_id = answer.json()["id"]
+    flood(base, f"/v1/sweeps/{sweep_id}/events", f"/v1/sweeps/{sweep_id}")
+    assert httpx.post(f"{base}/v1/sweeps/{sweep_id}/cancel", timeout=30).status_code in (200, 202)

@@ -10,6 +10,7 @@ import json
 import logging
 import math
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -188,7 +189,7 @@ def job_event_stream(job_id: str) -> Response:
     """``text/event-stream`` of the job's epochs, then its final state (503 when full)."""
     svc = services()
     svc.book.get(job_id)  # 404 now, before the stream has started
-    stream = svc.streams.open(
+    return event_stream(
         job_events(
             svc.book,
             job_id,
@@ -197,6 +198,16 @@ def job_event_stream(job_id: str) -> Response:
             keepalive=svc.settings.sse_keepalive,
         )
     )
+
+
+def event_stream(events: Iterator[str]) -> Response:
+    """``events`` as a ``text/event-stream`` holding one of this worker's stream slots.
+
+    Every event route answers through here, so ``--max-event-streams`` bounds them all:
+    past the bound the answer is 503 with ``Retry-After`` at once.
+    """
+    svc = services()
+    stream = svc.streams.open(events)
     if stream is None:
         raise Problem(
             503,

@@ -15,7 +15,7 @@ from flask import Blueprint, Response, request, send_file, url_for
 from pydantic import BaseModel, ConfigDict, Field
 
 from trainer_service.api.problems import Problem
-from trainer_service.api.views import read_json_body, services
+from trainer_service.api.views import event_stream, read_json_body, services
 from trainer_service.params import TrainingParams
 from trainer_service.sweeps.controller import (
     create_sweep,
@@ -174,17 +174,14 @@ def sweep_event_stream(sweep_id: str) -> Response:
     """``text/event-stream``: a ``trial`` event per trial state change, then ``state``."""
     svc = services()
     _record(sweep_id)  # 404 now, before the stream has started
-    stream = sweep_events(
-        _files(),
-        svc.book,
-        sweep_id,
-        poll_interval=svc.settings.sse_poll_interval,
-        keepalive=svc.settings.sse_keepalive,
-    )
-    return Response(
-        stream,
-        mimetype="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    return event_stream(
+        sweep_events(
+            _files(),
+            svc.book,
+            sweep_id,
+            poll_interval=svc.settings.sse_poll_interval,
+            keepalive=svc.settings.sse_keepalive,
+        )
     )
 
 

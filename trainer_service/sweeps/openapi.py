@@ -262,7 +262,7 @@ def sweep_paths(problems: Any) -> dict[str, Any]:
                         "data Sweep.",
                         "content": {"text/event-stream": {"schema": {"type": "string"}}},
                     },
-                    **problems(404),
+                    **problems(404, 503),
                 },
             )
         },
