@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn
 
-from rich.console import Console
+from rich.console import Console, RenderableType
 
 from squarenet.cli.errors import CliError, ExitCode
 from squarenet.cli.hyperparameters import add_hyperparameter_flags, job_body
@@ -185,6 +185,14 @@ class Context:
         sys.stdout.write(json.dumps(document, sort_keys=True) + "\n")
         sys.stdout.flush()
 
+    def answer(self, document: Any, human: Callable[[], RenderableType]) -> ExitCode:
+        """``document`` with --json, else what ``human`` renders (built only then); OK."""
+        if self.args.json:
+            self.print_json(document)
+        else:
+            self.console.print(human())
+        return ExitCode.OK
+
 
 def cmd_train(ctx: Context) -> ExitCode:
     """Submit a job; with --wait follow it to its end."""
@@ -205,11 +213,7 @@ def cmd_job(ctx: Context) -> ExitCode:
         job = client.get_job(ctx.args.job_id)
         if ctx.args.wait:
             return _wait_for(ctx, client, job)
-        if ctx.args.json:
-            ctx.print_json(job)
-        else:
-            ctx.console.print(job_table(job))
-    return ExitCode.OK
+    return ctx.answer(job, lambda: job_table(job))
 
 
 def _wait_for(ctx: Context, client: TrainerClient, job: JobDocument) -> ExitCode:
@@ -257,44 +261,29 @@ def cmd_jobs(ctx: Context) -> ExitCode:
     """List jobs."""
     with ctx.trainer() as client:
         jobs = client.list_jobs()
-    if ctx.args.json:
-        ctx.print_json({"jobs": jobs})
-    else:
-        ctx.console.print(jobs_table(jobs))
-    return ExitCode.OK
+    return ctx.answer({"jobs": jobs}, lambda: jobs_table(jobs))
 
 
 def cmd_cancel(ctx: Context) -> ExitCode:
     """Cancel a job."""
     with ctx.trainer() as client:
         job = client.cancel_job(ctx.args.job_id)
-    if ctx.args.json:
-        ctx.print_json(job)
-    else:
-        ctx.console.print(f"job {job.get('id')} {job.get('state')}")
-    return ExitCode.OK
+    return ctx.answer(job, lambda: f"job {job.get('id')} {job.get('state')}")
 
 
 def cmd_models(ctx: Context) -> ExitCode:
     """List published versions."""
     with ctx.trainer() as client:
         models = client.list_models()
-    if ctx.args.json:
-        ctx.print_json({"models": models})
-    else:
-        ctx.console.print(models_table(models))
-    return ExitCode.OK
+    return ctx.answer({"models": models}, lambda: models_table(models))
 
 
 def cmd_label(ctx: Context) -> ExitCode:
     """Point LABEL at VERSION (predictors serving that label follow within a poll)."""
     with ctx.trainer() as client:
         answer = client.set_label(ctx.args.model, ctx.args.label, ctx.args.version)
-    if ctx.args.json:
-        ctx.print_json(answer)
-    else:
-        ctx.console.print(f"{ctx.args.model}: {ctx.args.label} -> version {ctx.args.version}")
-    return ExitCode.OK
+    args = ctx.args
+    return ctx.answer(answer, lambda: f"{args.model}: {args.label} -> version {args.version}")
 
 
 def cmd_labels(ctx: Context) -> ExitCode:

@@ -210,25 +210,20 @@ def cmd_sweep_cancel(ctx: Context) -> ExitCode:
     """Cancel a sweep."""
     with ctx.trainer() as client:
         sweep = client.cancel_sweep(ctx.args.sweep_id)
-    if ctx.args.json:
-        ctx.print_json(sweep)
-    else:
-        ctx.console.print(sweep_line(sweep))
-    return ExitCode.OK
+    return ctx.answer(sweep, lambda: sweep_line(sweep))
 
 
 def cmd_sweep_promote(ctx: Context) -> ExitCode:
     """Promote a sweep's best trial."""
     with ctx.trainer() as client:
         promotion = client.promote_sweep(ctx.args.sweep_id)
-    if ctx.args.json:
-        ctx.print_json(promotion)
-    else:
-        ctx.console.print(
+    return ctx.answer(
+        promotion,
+        lambda: (
             f"trial {promotion.get('trial')} (job {promotion.get('job_id')}) published as "
             f"{promotion.get('model_name')} version {promotion.get('version')}"
-        )
-    return ExitCode.OK
+        ),
+    )
 
 
 # --- rendering ------------------------------------------------------------------------------
