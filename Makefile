@@ -6,8 +6,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 EXTRAS ?= trainer,predictor,predictor-tensorflow,dev
 PYTEST_ARGS ?=
+ROUNDS ?= 1
 
-.PHONY: venv proto vendor-js test test-fast lint demo bench client-venvs bench-venvs images cluster-build cluster-up cluster-down clean
+.PHONY: venv proto vendor-js test test-fast test-under-load lint demo bench client-venvs bench-venvs images cluster-build cluster-up cluster-down clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,6 +32,9 @@ test: venv ## the whole suite: unit, integration (real processes), containers, m
 
 test-fast: venv ## the quick subset for the edit-test loop (no training-heavy, container or cluster tests)
 	$(PY) -m pytest -m "not slow and not docker and not cluster" $(PYTEST_ARGS)
+
+test-under-load: venv ## the suite (or PYTEST_ARGS) with every core saturated by stress-ng, ROUNDS times in a row
+	bash scripts/under-load.sh --rounds $(ROUNDS) $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: venv ## ruff and mypy
 	$(VENV)/bin/ruff check .

@@ -67,6 +67,11 @@ CURRENT_VERSION = Gauge(
     "The version answering calls that pin none (0: no model yet).",
     multiprocess_mode="livemax",
 )
+CALLS_IN_FLIGHT = Gauge(
+    "squarenet_predictor_calls_in_flight",
+    "Unary calls being answered now (streams not counted).",
+    multiprocess_mode="livesum",
+)
 LOADS = Counter("squarenet_predictor_model_loads_total", "Versions verified, loaded and warmed.")
 LOAD_FAILURES = Counter(
     "squarenet_predictor_load_failures_total",

@@ -19,6 +19,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from predictor_service.draining_health import DrainingHealthServicer
+from predictor_service.in_flight import CALLS
 from predictor_service.metrics import serve_metrics
 from predictor_service.open_inference import SERVICE_NAME as V2_SERVICE
 from predictor_service.open_inference import OpenInferenceServicer, add_open_inference
@@ -156,11 +157,22 @@ def serve(settings: PredictorSettings) -> int:
     while not stopping.wait(0.5):
         pass
 
-    log.info("stopping: NOT_SERVING, %.1f s for calls in flight", settings.grace_period)
     health_servicer.enter_graceful_shutdown()
     health_servicer.end_watches()
     registry.close()
-    server.stop(settings.grace_period).wait()
+    stopped = server.stop(settings.grace_period)  # refuses new calls from here on
+    log.info(
+        "stopping: NOT_SERVING, %d calls in flight, %.1f s for them",
+        CALLS.count,
+        settings.grace_period,
+    )
+    stopped.wait()
     poller.stop()
-    log.info("stopped")
+    cut_off = CALLS.count  # handlers still running when the grace period ended
+    if cut_off:
+        log.warning(
+            "stopped: %d calls cut off by the %.1f s grace period", cut_off, settings.grace_period
+        )
+    else:
+        log.info("stopped: every call in flight was answered")
     return 0

@@ -18,6 +18,7 @@ import grpc
 from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
 
 from predictor_service.encoding import decode_request
+from predictor_service.in_flight import CALLS
 from predictor_service.servicer import CallError, abort_call
 from squarenet.v1 import predictor_pb2
 
@@ -67,11 +68,15 @@ def add_service(server: grpc.Server, service_name: str, methods: dict[str, Metho
     """Register ``methods`` of ``service_name`` with tolerant decoding; others are UNIMPLEMENTED."""
     handlers = {}
     for name, (handler, request_type, response_type, streams) in methods.items():
-        make = (
-            grpc.unary_stream_rpc_method_handler if streams else grpc.unary_unary_rpc_method_handler
-        )
+        if streams:
+            make, behaviour = grpc.unary_stream_rpc_method_handler, rejecting_malformed(handler)
+        else:
+            make, behaviour = (
+                grpc.unary_unary_rpc_method_handler,
+                CALLS.track(rejecting_malformed(handler)),
+            )
         handlers[name] = make(
-            rejecting_malformed(handler),
+            behaviour,
             request_deserializer=tolerant_decoder(request_type),
             response_serializer=response_type.SerializeToString,
         )
@@ -83,12 +88,12 @@ def add_predictor_to_server(servicer: Any, server: grpc.Server) -> None:
     """Register ``servicer``'s Predict, GetModel and WatchModel with tolerant decoding."""
     handlers = {
         "Predict": grpc.unary_unary_rpc_method_handler(
-            rejecting_malformed(servicer.Predict),
+            CALLS.track(rejecting_malformed(servicer.Predict)),
             request_deserializer=tolerant_decoder(predictor_pb2.PredictRequest, decode_request),
             response_serializer=None,  # Predict answers the encoded bytes itself
         ),
         "GetModel": grpc.unary_unary_rpc_method_handler(
-            rejecting_malformed(servicer.GetModel),
+            CALLS.track(rejecting_malformed(servicer.GetModel)),
             request_deserializer=tolerant_decoder(predictor_pb2.GetModelRequest),
             response_serializer=predictor_pb2.Model.SerializeToString,
         ),

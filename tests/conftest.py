@@ -8,6 +8,7 @@ from pathlib import Path
 
 import kube
 import pytest
+from refuse_skips import pytest_runtest_makereport  # noqa: F401 (the hook, registered here)
 from support import service_env
 
 from squarenet.stack import LocalStack, local_stack

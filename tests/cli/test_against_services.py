@@ -6,13 +6,13 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from support import service_env, wait_for
+from prometheus_client.parser import text_string_to_metric_families
+from support import patient, service_env, wait_for
 
 from squarenet.stack import LocalStack, running_predictor, running_trainer
 
@@ -176,7 +176,7 @@ def test_a_cancelled_job_ends_train_wait_with_exit_1(services: LocalStack) -> No
         job = wait_for(lambda: running_job(services), 60, "the job to run")
         cancel = squarenet(services, "cancel", job["id"])
         assert cancel.returncode == 0 and "CANCELLED" in cancel.stdout
-        _, err = waiting.communicate(timeout=60)
+        _, err = waiting.communicate(timeout=patient(60))
     finally:
         waiting.kill()
     assert waiting.returncode == 1
@@ -184,15 +184,16 @@ def test_a_cancelled_job_ends_train_wait_with_exit_1(services: LocalStack) -> No
 
 
 def test_ctrl_c_with_cancel_on_interrupt_cancels_the_job(services: LocalStack) -> None:
+    streams = event_streams(services)
     waiting = subprocess.Popen(
         [SQUARENET, "train", "--wait", "--cancel-on-interrupt", *LONG], env=services.client_env(),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
         job = wait_for(lambda: running_job(services), 60, "the job to run")
-        time.sleep(0.5)  # let the follower be inside the event stream
+        wait_for(lambda: event_streams(services) > streams, 60, "the follower's event stream")
         waiting.send_signal(signal.SIGINT)
-        _, err = waiting.communicate(timeout=60)
+        _, err = waiting.communicate(timeout=patient(60))
     finally:
         waiting.kill()
     assert waiting.returncode == 130
@@ -204,15 +205,16 @@ def test_ctrl_c_with_cancel_on_interrupt_cancels_the_job(services: LocalStack) -
 
 
 def test_ctrl_c_leaves_the_job_running_and_says_how_to_cancel(services: LocalStack) -> None:
+    streams = event_streams(services)
     waiting = subprocess.Popen(
         [SQUARENET, "train", "--wait", *LONG], env=services.client_env(),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
         job = wait_for(lambda: running_job(services), 60, "the job to run")
-        time.sleep(0.5)
+        wait_for(lambda: event_streams(services) > streams, 60, "the follower's event stream")
         waiting.send_signal(signal.SIGINT)
-        _, err = waiting.communicate(timeout=60)
+        _, err = waiting.communicate(timeout=patient(60))
         state = httpx.get(f"{services.trainer_url}/v1/jobs/{job['id']}", timeout=5).json()["state"]
         assert state == "RUNNING"
         assert squarenet(services, "cancel", job["id"]).returncode == 0
@@ -222,6 +224,20 @@ def test_ctrl_c_leaves_the_job_running_and_says_how_to_cancel(services: LocalSta
     assert err == (
         f"squarenet: interrupted: job {job['id']} keeps running; "
         f"stop it with `squarenet cancel {job['id']}`\n"
+    )
+
+
+def event_streams(services: LocalStack) -> float:
+    """Job event streams the trainer has answered so far, by its own metric: once it rises,
+    a ``--wait`` follower is reading its stream, so a Ctrl-C meets the follower."""
+    text = httpx.get(f"{services.trainer_url}/metrics", timeout=5).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "squarenet_http_requests_total"
+        and sample.labels.get("route") == "/v1/jobs/<job_id>/events"
+        and sample.labels.get("status") == "200"
     )
 
 

@@ -9,6 +9,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from support import patient
+
 from cluster.overlays import NAMESPACE, Manifest
 
 
@@ -66,5 +68,5 @@ class PodWatch:
     def stop(self) -> None:
         """End the watch (the events stay readable)."""
         self.process.terminate()
-        self.process.wait(timeout=10)
+        self.process.wait(timeout=patient(10))
         self._out.close()

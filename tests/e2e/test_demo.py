@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from support import free_port, wait_for
+from support import free_port, patient, wait_for
 
 from squarenet.stack import processes_marked
 
@@ -99,7 +99,7 @@ def test_ctrl_c_during_training_stops_everything(tmp_path: Path) -> None:
                 break
         assert lines and lines[-1].startswith("submitted job"), "".join(lines)
         demo.send_signal(signal.SIGINT)
-        rest, _ = demo.communicate(timeout=120)
+        rest, _ = demo.communicate(timeout=patient(120))
     finally:
         demo.kill()
     output = "".join(lines) + rest

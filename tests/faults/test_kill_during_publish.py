@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from predictor.predictor_harness import Launcher, add_version
 from runner.runner_harness import RunnerProcess, children_of, wait_until_finished
-from support import wait_for
+from support import patient, wait_for
 
 from faults.load import PredictLoad, summary
 from squarenet.stack import running_trainer
@@ -70,7 +70,7 @@ def test_sigkill_at_random_moments_of_publishing_never_shows_a_broken_version(
             )
             time.sleep(chance.uniform(0.15, 0.9))
             publisher.kill()
-            publisher.wait(10)
+            publisher.wait(patient(10))
             assert_every_version_verifies(store)
             killed_mid_publish += any(tag in name for name in staging_debris(store))
         versions = store.list_versions()

@@ -16,7 +16,7 @@ from predictor.predictor_harness import (
     store_state,
 )
 from runner.runner_harness import children_of, process_gone
-from support import wait_for
+from support import patient, wait_for
 
 from faults.load import PredictLoad, summary
 from squarenet.stack import running_trainer
@@ -61,7 +61,7 @@ def test_trainer_killed_mid_job_and_restarted_fails_the_job_and_keeps_the_store_
         assert len(doomed) >= 5, doomed  # master, two web workers, job runner, job process
         for pid in doomed:  # all at once, as when the node dies: nobody gets to clean up
             os.kill(pid, signal.SIGKILL)
-        first.process.wait(10)
+        first.process.wait(patient(10))
         wait_for(lambda: all(process_gone(pid) for pid in doomed), 10, "every process gone")
     assert ModelStore(store.root).list_versions() == [1]
 
@@ -108,7 +108,7 @@ def test_predictor_killed_and_restarted_under_load_loses_no_call_of_a_retrying_c
         wait_for(lambda: len(load.calls) > 200, 30, "the load to be under way")
         killed_at = time.monotonic()
         first.process.send_signal(signal.SIGKILL)
-        first.process.wait(10)
+        first.process.wait(patient(10))
         served = len(load.calls)
         restarted = restart_on_same_port(launcher, store, first)
         restarted.wait_serving(60)

@@ -14,16 +14,22 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from predictor.predictor_harness import NOT_SERVING, SERVING, Launcher, add_version
-from support import wait_for
+from predictor.predictor_harness import (
+    NOT_SERVING,
+    SERVING,
+    Launcher,
+    ShutdownReport,
+    add_version,
+)
+from support import patient, wait_for
 
 from faults.load import Call, PredictLoad, summary
 from squarenet.store import ModelStore
 from squarenet.v1 import predictor_pb2, predictor_pb2_grpc
 
-GRACE_PERIOD = 5.0
-BIG_BATCH = 300_000  # a call that takes a while, so some are surely in flight at SIGTERM
-RACE = 0.05  # seconds around SIGTERM in which a call may meet the closing server
+GRACE_PERIOD = patient(5.0)  # the calls in flight need well under a second of it
+BIG_BATCH = 300_000  # a call that takes a while, so some are likely in flight at SIGTERM
+REFUSED = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED}
 
 
 class BigCalls(threading.Thread):
@@ -43,7 +49,7 @@ class BigCalls(threading.Thread):
         while True:
             started = time.monotonic()
             try:
-                response = stub.Predict(request, timeout=30)
+                response = stub.Predict(request, timeout=patient(30))
             except grpc.RpcError as exc:
                 self.calls.append(Call(started, time.monotonic() - started, exc.code(), 0, 1))
                 return
@@ -86,38 +92,41 @@ def test_sigterm_under_load_flips_health_first_and_refuses_only_new_calls(
         )
         sigterm_at = time.monotonic()
         predictor.process.send_signal(signal.SIGTERM)
-        code = predictor.process.wait(GRACE_PERIOD + 3)  # the grace period, plus exit and noise
+        # The grace period, plus exit; the server's report below says whether it was needed.
+        code = predictor.process.wait(GRACE_PERIOD + patient(3))
         exited_at = time.monotonic()
     for client in big:
-        client.join(30)
+        client.join(patient(30))
         client.channel.close()
-    follower.join(10)
+    follower.join(patient(10))
     watch_channel.close()
-    calls = load.calls
-    big_calls = [call for client in big for call in client.calls]
-    in_flight = [
-        c for c in calls + big_calls if c.started < sigterm_at - RACE < c.started + c.latency
+    report = predictor.shutdown_report()
+    calls = load.calls + [call for client in big for call in client.calls]
+    answered_after = [
+        c for c in calls if c.code == grpc.StatusCode.OK and c.started + c.latency > sigterm_at
     ]
-    raced = [c for c in calls if c.code == grpc.StatusCode.CANCELLED]
     print(
         f"\npredictor SIGTERM under load: exit {code} after {exited_at - sigterm_at:.2f} s "
-        f"(grace {GRACE_PERIOD} s, a health Watch open); small calls: {summary(calls)}; "
-        f"calls in flight at SIGTERM: {summary(in_flight)}; big calls: {summary(big_calls)}"
+        f"(grace {GRACE_PERIOD} s, a health Watch open); all calls: {summary(calls)}; "
+        f"the server held {report.in_flight} at SIGTERM and cut off {report.cut_off}; "
+        f"answered after SIGTERM: {len(answered_after)}"
     )
     assert code == 0
     statuses = [status for _, status in health_seen]
     assert statuses[0] == SERVING
     assert NOT_SERVING in statuses  # told before the server went away
-    assert [c for c in big_calls if c.started < sigterm_at - RACE < c.started + c.latency]
-    assert in_flight and all(c.code == grpc.StatusCode.OK for c in in_flight)
+    # Which calls the server held when it stopped taking new ones is its own count: no
+    # client can tell when its call arrived, so no client-side time window decides it.
+    assert report.cut_off == 0
+    assert len(answered_after) >= report.in_flight
     finished_before = [c for c in calls if c.started + c.latency < sigterm_at]
     assert finished_before and all(c.code == grpc.StatusCode.OK for c in finished_before)
     refused = [c for c in calls if c.code != grpc.StatusCode.OK]
     assert refused  # calls kept coming after SIGTERM and were refused, ...
-    assert all(c.started > sigterm_at - RACE for c in refused)  # ... only new ones ...
-    late = [c for c in refused if c.started > sigterm_at + RACE]
-    assert {c.code for c in late} == {grpc.StatusCode.UNAVAILABLE}  # ... as UNAVAILABLE
-    assert len(raced) <= 16  # racing the stop: at most one per client
+    assert {c.code for c in refused} <= REFUSED  # ... as UNAVAILABLE, or CANCELLED when ...
+    # ... grpcio had accepted a call but not started it as the server stopped: at most the
+    # one call each client had open at that moment.
+    assert len([c for c in refused if c.code == grpc.StatusCode.CANCELLED]) <= 16 + len(big)
 
 
 @pytest.mark.slow
@@ -126,7 +135,7 @@ def test_open_health_watches_end_at_shutdown_instead_of_holding_the_grace_period
 ) -> None:
     """A watching load balancer gets NOT_SERVING, then the end of its stream (status OK)."""
     add_version(store, trained_version)
-    long_grace = 60.0
+    long_grace = patient(60.0)
     predictor = launcher.start(store, "--grace-period", str(long_grace))
     predictor.wait_serving()
     with grpc.insecure_channel(f"127.0.0.1:{predictor.port}") as channel:
@@ -140,3 +149,4 @@ def test_open_health_watches_end_at_shutdown_instead_of_holding_the_grace_period
     assert rest[-1:] == [NOT_SERVING]
     # nothing else is in flight, so the process does not sit out the 60 s grace period
     assert predictor.process.wait(long_grace / 2) == 0
+    assert predictor.shutdown_report() == ShutdownReport(in_flight=0, cut_off=0)

@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 from rest.rest_helpers import TINY
+from support import patient
 
 from hostile.hostile_support import children, rss_bytes
 from squarenet.stack import running_trainer
@@ -56,11 +57,11 @@ def test_a_burst_of_submissions_is_bounded_and_reads_keep_working(tmp_path: Path
         reads: list[int] = []
 
         def submit(_: int) -> httpx.Response:
-            start.wait(timeout=60)
+            start.wait(timeout=patient(60))
             return httpx.post(f"{base}/v1/jobs", json=TINY, timeout=60)
 
         def read_meanwhile() -> None:
-            start.wait(timeout=60)
+            start.wait(timeout=patient(60))
             while not posts_done.is_set():
                 for path in ("/healthz", "/v1/jobs?limit=5", "/v1/models"):
                     reads.append(httpx.get(base + path, timeout=30).status_code)
@@ -70,7 +71,7 @@ def test_a_burst_of_submissions_is_bounded_and_reads_keep_working(tmp_path: Path
         with ThreadPoolExecutor(max_workers=BURST) as pool:
             answers = list(pool.map(submit, range(BURST)))
             posts_done.set()
-        reader.join(timeout=60)
+        reader.join(timeout=patient(60))
 
         statuses = Counter(answer.status_code for answer in answers)
         jobs = httpx.get(f"{base}/v1/jobs", timeout=10).json()["jobs"]

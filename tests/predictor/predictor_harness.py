@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -40,6 +41,14 @@ def add_version(store: ModelStore, source: Path) -> int:
     for key in ("files", "version", "format", "model_name"):
         metadata.pop(key, None)
     return store.publish_version(staging, metadata).version
+
+
+@dataclass(frozen=True)
+class ShutdownReport:
+    """The server's own count at SIGTERM: no client can tell when its call reached it."""
+
+    in_flight: int  # unary calls being answered when the server stopped taking new ones
+    cut_off: int  # of those, still running when the grace period ended
 
 
 @dataclass
@@ -93,6 +102,15 @@ class Predictor:
     def log(self) -> str:
         """Everything the process wrote so far."""
         return self.service.log()
+
+    def shutdown_report(self) -> ShutdownReport:
+        """What the stopped server logged about the calls it held when it stopped."""
+        text = self.log()
+        held = re.search(r"stopping: NOT_SERVING, (\d+) calls in flight", text)
+        cut = re.search(r"stopped: (\d+) calls cut off", text)
+        answered = "stopped: every call in flight was answered" in text
+        assert held and (cut or answered), f"no shutdown report in the log:\n{text}"
+        return ShutdownReport(int(held.group(1)), int(cut.group(1)) if cut else 0)
 
     def metric(self, name: str, **labels: str) -> float:
         """One sample from /metrics (0 when absent)."""

@@ -7,15 +7,24 @@ import signal
 import threading
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2
-from support import wait_for
+from support import patient, wait_for
 
-from predictor.predictor_harness import NOT_SERVING, POLLS, SERVICE, SERVING, Launcher, add_version
+from predictor.predictor_harness import (
+    NOT_SERVING,
+    POLLS,
+    SERVICE,
+    SERVING,
+    Launcher,
+    ShutdownReport,
+    add_version,
+)
 from squarenet.store import ModelStore
 from squarenet.v1 import predictor_pb2, predictor_pb2_grpc
 
@@ -69,8 +78,8 @@ def test_empty_store_to_serving_to_new_version_to_sigterm(
     wait_for(
         lambda: health_watch.messages[-1].status == NOT_SERVING, 5, "NOT_SERVING after SIGTERM"
     )
-    assert predictor.process.wait(30) == 0
-    assert watch.ended.wait(5)
+    assert predictor.process.wait(patient(30)) == 0
+    assert watch.ended.wait(patient(5))
     assert watch.error is None  # the model stream ended cleanly, not with an error
     assert "stopping" in predictor.log()
 
@@ -89,7 +98,7 @@ def test_hot_swap_answers_every_call_during_the_swap(
         while not stop.is_set():
             try:
                 response = predictor.stub.Predict(
-                    predictor_pb2.PredictRequest(x=[1.0, 6.0]), timeout=5
+                    predictor_pb2.PredictRequest(x=[1.0, 6.0]), timeout=patient(5)
                 )
             except grpc.RpcError as exc:
                 failures.append(exc)
@@ -104,7 +113,7 @@ def test_hot_swap_answers_every_call_during_the_swap(
     wait_for(lambda: seen[-1] == 2 and seen.count(2) > 50, 10, "calls on version 2")
     stop.set()
     for thread in threads:
-        thread.join(10)
+        thread.join(patient(10))
     assert failures == []
     assert set(seen) == {1, 2}
     first_new = seen.index(2)
@@ -141,53 +150,86 @@ def test_versions_keeps_the_newest_n_and_unloads_older_ones(
     assert predictor.metric("squarenet_predictor_version_loaded", version="1") == 0
 
 
-@pytest.mark.slow
-def test_sigterm_lets_calls_in_flight_finish(
-    launcher: Launcher, store: ModelStore, trained_versions: list[Path]
-) -> None:
-    add_version(store, trained_versions[0])
-    predictor = launcher.start(store, "--max-batch", "500000", "--grace-period", "10")
+#: SIGTERMs to try before giving up on catching a call in the server's hands (each one a
+#: fresh predictor). Three callers keep the server busy, so one try almost always does.
+SIGTERM_TRIES = 8
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One call of a caller: when it ended (client clock) and how."""
+
+    ended: float
+    code: grpc.StatusCode
+
+
+def sigterm_during_big_calls(
+    launcher: Launcher, store: ModelStore
+) -> tuple[ShutdownReport, list[Outcome], float]:
+    """SIGTERM a predictor while three callers send large batches back to back."""
+    predictor = launcher.start(store, "--max-batch", "500000", "--grace-period", "30")
     predictor.wait_serving()
     request = predictor_pb2.PredictRequest(x=[0.25] * 500_000)  # a call that takes a while
     channel = grpc.insecure_channel(
         f"127.0.0.1:{predictor.port}", options=[("grpc.max_receive_message_length", 1 << 25)]
     )
     stub = predictor_pb2_grpc.PredictorStub(channel)  # type: ignore[no-untyped-call]
-    outcomes: list[tuple[float, float, grpc.StatusCode]] = []
-    in_progress: dict[int, float] = {}
+    outcomes: list[Outcome] = []
 
-    def caller(slot: int) -> None:
+    def caller() -> None:
         while True:
-            started = time.monotonic()
-            in_progress[slot] = started
             try:
-                stub.Predict(request, timeout=30)
+                stub.Predict(request, timeout=patient(60))
             except grpc.RpcError as exc:
-                outcomes.append((started, time.monotonic(), exc.code()))
+                outcomes.append(Outcome(time.monotonic(), exc.code()))
                 return
-            outcomes.append((started, time.monotonic(), grpc.StatusCode.OK))
+            outcomes.append(Outcome(time.monotonic(), grpc.StatusCode.OK))
 
-    threads = [threading.Thread(target=caller, args=(slot,)) for slot in range(3)]
+    threads = [threading.Thread(target=caller) for _ in range(3)]
     for thread in threads:
         thread.start()
     wait_for(
-        lambda: outcomes and any(time.monotonic() - s > 0.1 for s in in_progress.values()),
-        20,
-        "a call well under way",
+        lambda: predictor.metric("squarenet_predictor_calls_in_flight") >= 1,
+        60,
+        "the server to be answering a call",
     )
-    sigterm_at = time.monotonic()
+    sigterm_sent = time.monotonic()
     predictor.process.send_signal(signal.SIGTERM)
-    assert predictor.process.wait(30) == 0
+    assert predictor.process.wait(patient(60)) == 0
     for thread in threads:
-        thread.join(30)
+        thread.join(patient(30))
     channel.close()
-    in_flight = [o for o in outcomes if o[0] < sigterm_at - 0.1 and o[1] > sigterm_at]
-    assert in_flight, outcomes
-    assert all(code == grpc.StatusCode.OK for _, _, code in in_flight)
-    # Every call is answered or refused; a refusal comes only to calls that began at SIGTERM.
+    return predictor.shutdown_report(), outcomes, sigterm_sent
+
+
+@pytest.mark.slow
+def test_sigterm_lets_calls_in_flight_finish(
+    launcher: Launcher, store: ModelStore, trained_versions: list[Path]
+) -> None:
+    """Calls the server was answering when it stopped all finish OK; the rest are refused.
+
+    Which calls those were is the server's own count (its shutdown log): a window of
+    client-side time around the signal would be a guess that a busy machine breaks.
+    """
+    add_version(store, trained_versions[0])
+    tries = 0
+    while True:
+        tries += 1
+        report, outcomes, sigterm_sent = sigterm_during_big_calls(launcher, store)
+        if report.in_flight:
+            break
+        if tries == SIGTERM_TRIES:
+            pytest.fail(f"no SIGTERM in {SIGTERM_TRIES} found a call in the server's hands")
+    print(f"\nSIGTERM (try {tries}) with {report.in_flight} calls in flight: {report}")
+    assert report.cut_off == 0  # every call the server held was answered within the grace
+    answered_after = [
+        o for o in outcomes if o.code is grpc.StatusCode.OK and o.ended > sigterm_sent
+    ]
+    assert len(answered_after) >= report.in_flight, (report, outcomes)
+    # Every call is answered or refused (UNAVAILABLE; CANCELLED when grpcio had accepted it
+    # but not yet started it); never an error, never a deadline.
     refused = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED}
-    for started, _, code in outcomes:
-        assert code == grpc.StatusCode.OK or (code in refused and started > sigterm_at - 0.1)
+    assert all(o.code is grpc.StatusCode.OK or o.code in refused for o in outcomes), outcomes
 
 
 def test_watch_streams_are_bounded_so_predict_always_has_threads(

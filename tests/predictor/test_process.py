@@ -12,7 +12,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from support import wait_for
+from support import patient, wait_for
 
 from predictor.predictor_harness import Launcher, add_version, store_state
 from squarenet.stack import command_of
@@ -183,5 +183,5 @@ def test_workers_share_one_port_and_stop_together(
         "the workers' summed metrics",
     )
     predictor.process.send_signal(signal.SIGTERM)
-    assert predictor.process.wait(30) == 0
+    assert predictor.process.wait(patient(30)) == 0
     assert "workers stopped codes=[0, 0]" in predictor.log()

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from support import wait_for
+from support import patient, wait_for
 
 from predictor.predictor_harness import Launcher, Predictor, add_version
 from squarenet.store import ModelStore
@@ -250,7 +250,7 @@ class _OwnClientLoad:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(30)
+        self._thread.join(patient(30))
 
 
 @pytest.fixture
@@ -315,7 +315,7 @@ def test_a_label_moved_back_and_forth_under_load_fails_no_call(
         stop_file.touch()
         own.stop()
         for client in clients:
-            client.wait(60)
+            client.wait(patient(60))
     expected = [first, *moves]
     for out in outputs.values():
         lines = _lines(out)

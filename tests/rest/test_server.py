@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from support import service_env, wait_for
+from support import patient, service_env, wait_for
 
 from rest.rest_helpers import TINY, metric_value, parse_sse, processes_mentioning
 from squarenet.stack import Trainer, running_trainer
@@ -42,7 +42,7 @@ def stop(trainer: Trainer) -> int:
     """SIGTERM the service and return its exit code."""
     trainer.process.send_signal(signal.SIGTERM)
     try:
-        return trainer.process.wait(timeout=60)
+        return trainer.process.wait(timeout=patient(60))
     except subprocess.TimeoutExpired:
         pytest.fail(f"squarenet-trainer ignored SIGTERM:\n{trainer.log()}")
 
@@ -127,7 +127,7 @@ def test_sigterm_during_a_job_and_a_stream_stops_everything_and_fails_the_job(
         reader.start()
         wait_for(lambda: "event: epoch" in seen, 90, "the first epoch event")
         assert stop(trainer) == 0, trainer.log()
-        reader.join(timeout=30)
+        reader.join(timeout=patient(30))
         assert not reader.is_alive()
         assert "event: state" not in seen  # cut short, not finished: the client reconnects
         assert processes_mentioning(str(trainer.store)) == []
@@ -146,7 +146,7 @@ def test_a_dead_job_runner_stops_the_service_with_exit_1(trainer: Trainer) -> No
     assert len(runners) == 1
     os.kill(runners[0], signal.SIGKILL)
     try:
-        code = trainer.process.wait(timeout=60)
+        code = trainer.process.wait(timeout=patient(60))
     except subprocess.TimeoutExpired:
         pytest.fail(f"the trainer kept running without its job runner:\n{trainer.log()}")
     assert code == 1

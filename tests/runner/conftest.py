@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from support import patient
 
 from runner.runner_harness import RunnerProcess, process_gone
 from squarenet.store import ModelStore
@@ -28,7 +29,7 @@ def start_runner(store: ModelStore, tmp_path: Path) -> Iterator[Callable[..., Ru
         runner.job_processes()
         if runner.process.poll() is None:
             runner.process.kill()
-            runner.process.wait(timeout=10)
+            runner.process.wait(timeout=patient(10))
         for pid in runner.seen_children:
             if not process_gone(pid):
                 os.kill(pid, signal.SIGKILL)

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from support import wait_for
+from support import patient, wait_for
 
 from squarenet.store import ModelStore
 from trainer_service.params import TrainingParams
@@ -111,7 +111,7 @@ class RunnerProcess:
     def kill(self) -> None:
         """SIGKILL, as the OOM killer or a node failure would."""
         self.process.kill()
-        self.process.wait(timeout=10)
+        self.process.wait(timeout=patient(10))
 
 
 def wait_until_finished(book: JobBook, job_id: str, timeout: float = JOB_TIMEOUT) -> Job:

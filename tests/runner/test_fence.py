@@ -8,6 +8,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from support import patient
 
 from squarenet.store import ModelStore
 from trainer_service.runner import fence
@@ -90,7 +91,7 @@ def test_racing_publishers_and_revokers_never_both_win(store: ModelStore) -> Non
         thread.start()
         fence.revoke(store, "square", job_id)
         published_at_revocation = fence.published_version(store, "square", job_id)
-        thread.join(timeout=30)
+        thread.join(timeout=patient(30))
         assert ("version" in outcome) != ("refused" in outcome)
         if "version" in outcome:
             assert published_at_revocation is not None

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from support import patient
 
 from squarenet.store import ModelStore
 from trainer_service.errors import JobAlreadyFinished, JobNotFound, PlotNotFound, QueueFull
@@ -100,7 +101,7 @@ def test_queue_bound_holds_across_processes_submitting_at_once(store: ModelStore
     for worker in workers:
         worker.start()
     for worker in workers:
-        worker.join(timeout=60)
+        worker.join(timeout=patient(60))
         assert worker.exitcode == 0
     assert sum(results.get(timeout=5) for _ in workers) == 10
     assert len(JobBook(store).list()) == 10

@@ -31,7 +31,7 @@ from kube import (
     service_account_kubeconfig,
     temporary_namespace,
 )
-from support import wait_for
+from support import patient, wait_for
 
 from squarenet.stack import Trainer, running_trainer
 from squarenet.store import ModelStore
@@ -150,7 +150,7 @@ class PlayedNode:
         """Kill the process (the pod was deleted)."""
         self.process.send_signal(signal.SIGTERM)
         try:
-            self.process.wait(timeout=30)
+            self.process.wait(timeout=patient(30))
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()

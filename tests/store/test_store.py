@@ -13,6 +13,7 @@ from multiprocessing.synchronize import Event as EventType
 from pathlib import Path
 
 import pytest
+from support import patient
 
 from squarenet.store import (
     LABELS_FILE,
@@ -157,7 +158,7 @@ def test_concurrent_publishers_get_distinct_versions_and_lose_nothing(store: Mod
         writer.start()
     versions = [results.get(timeout=60) for _ in range(2 * per_writer)]
     for writer in writers:
-        writer.join(timeout=30)
+        writer.join(timeout=patient(30))
         assert writer.exitcode == 0
     assert sorted(versions) == list(range(1, 2 * per_writer + 1))
     assert store.list_versions() == sorted(versions)
@@ -206,8 +207,8 @@ def test_no_number_is_handed_out_twice_while_the_newest_keeps_being_deleted(
     finally:
         stop.set()
         for writer in writers:
-            writer.join(timeout=60)
-        deleter.join(timeout=60)
+            writer.join(timeout=patient(60))
+        deleter.join(timeout=patient(60))
     assert deleted.get(timeout=10) > 0
     assert all(writer.exitcode == 0 for writer in writers)
     assert len(set(versions)) == len(versions), sorted(versions)
@@ -239,7 +240,7 @@ def test_a_reader_never_sees_a_partial_version(store: ModelStore) -> None:
     finally:
         stop.set()
     scans = seen.get(timeout=60)
-    reader.join(timeout=30)
+    reader.join(timeout=patient(30))
     assert reader.exitcode == 0, "the reader met a version that failed verification"
     assert scans > 0
     assert store.list_versions() == list(range(1, 41))
