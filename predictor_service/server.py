@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from types import FrameType
 
@@ -130,8 +131,10 @@ def serve(settings: PredictorSettings) -> int:
         on_change=on_change,
     )
 
+    signalled: list[int] = []
+
     def on_signal(signum: int, _frame: FrameType | None) -> None:
-        stopping.set()
+        signalled.append(signum)  # no lock: the main thread may hold one when this runs
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
@@ -154,8 +157,11 @@ def serve(settings: PredictorSettings) -> int:
             settings.model_store,
         )
     poller.start()
-    while not stopping.wait(0.5):
-        pass
+    # The signal handler takes no lock (one the main thread holds when the signal lands
+    # would deadlock it); a short poll turns the signal into NOT_SERVING within 50 ms.
+    while not signalled:
+        time.sleep(0.05)
+    stopping.set()
 
     health_servicer.enter_graceful_shutdown()
     health_servicer.end_watches()
