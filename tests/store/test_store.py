@@ -218,28 +218,34 @@ def test_no_number_is_handed_out_twice_while_the_newest_keeps_being_deleted(
     assert publish(store, "after") == max(versions) + 1
 
 
-def _scan_until_stopped(root: str, stop: EventType, seen: multiprocessing.Queue[int]) -> None:
+def _scan_until_stopped(
+    root: str, scanning: EventType, stop: EventType, seen: multiprocessing.Queue[int]
+) -> None:
     store = ModelStore(root)
     scans = 0
     while not stop.is_set():
         for version in store.list_versions():
             store.verify_version("square", version)  # raises on a partial version
         scans += 1
+        scanning.set()
     seen.put(scans)
 
 
 def test_a_reader_never_sees_a_partial_version(store: ModelStore) -> None:
     ctx = multiprocessing.get_context("spawn")
-    stop = ctx.Event()
+    scanning, stop = ctx.Event(), ctx.Event()
     seen: multiprocessing.Queue[int] = ctx.Queue()
-    reader = ctx.Process(target=_scan_until_stopped, args=(str(store.root), stop, seen))
+    reader = ctx.Process(target=_scan_until_stopped, args=(str(store.root), scanning, stop, seen))
     reader.start()
     try:
+        # A spawned reader takes a while to start on a busy machine: publish only once it
+        # scans, so the publishes below always race a reader.
+        assert scanning.wait(patient(60)), "the reader never scanned"
         for index in range(40):
             publish(store, f"job-{index}", os.urandom(256 * 1024))
     finally:
         stop.set()
-    scans = seen.get(timeout=60)
+    scans = seen.get(timeout=patient(60))
     reader.join(timeout=patient(30))
     assert reader.exitcode == 0, "the reader met a version that failed verification"
     assert scans > 0
