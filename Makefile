@@ -31,15 +31,16 @@ test: venv ## the whole suite: unit, integration (real processes), containers, m
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: venv ## the quick subset for the edit-test loop (no training-heavy, container or cluster tests)
-	$(PY) -m pytest -m "not slow and not docker and not cluster" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not slow and not docker and not cluster and not node" $(PYTEST_ARGS)
 
 test-under-load: venv ## the suite (or PYTEST_ARGS) with every core saturated by stress-ng, ROUNDS times in a row
 	bash scripts/under-load.sh --rounds $(ROUNDS) $(PY) -m pytest $(PYTEST_ARGS)
 
-lint: venv ## ruff and mypy
+lint: venv ## ruff, mypy and the import contracts (pyproject.toml's [tool.importlinter])
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 demo: venv ## train with the article's settings, serve it, print predictions, stop everything
 	$(PY) scripts/demo.py
@@ -58,11 +59,11 @@ bench: venv bench-venvs ## speed and accuracy against baselines measured in the 
 images: ## build the trainer and predictor images (needs a Docker engine)
 	bash scripts/build-images.sh
 
-cluster-build: ## build the control plane's binaries once per version (~/.cache/squarenet-cluster)
-	bash scripts/cluster/cluster.sh build
+cluster-build: ## build the control plane's binaries once per version (~/.cache/squarenet-cluster); NODE=real adds the node's
+	NODE=$(NODE) bash scripts/cluster/cluster.sh build
 
-cluster-up: ## start etcd, API server, controller manager, scheduler, kwok nodes; var/cluster/kubeconfig
-	bash scripts/cluster/cluster.sh up
+cluster-up: ## start etcd, API server, controller manager, scheduler and kwok nodes (NODE=real: one real node); var/cluster/kubeconfig
+	NODE=$(NODE) bash scripts/cluster/cluster.sh up
 
 cluster-down: ## stop the control plane (by PID) and remove var/cluster
 	bash scripts/cluster/cluster.sh down

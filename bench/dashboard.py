@@ -3,10 +3,12 @@
 Both run the real ``squarenet-trainer`` on a temp store and Debian's headless Chromium
 (``/usr/bin/chromium``, driven by Playwright; nothing is downloaded).
 
-**jobs-page**: the store holds 1,000 finished jobs. From navigation start to the jobs
-view showing its first page (the newest 100 rows, the pager counting all 1,000), against the baseline of the same browser tab fetching and
-parsing ``GET /v1/jobs`` (the data the page is built from) on its own: the ratio is what
-the page adds to the API answer it needs (scripts, schema, rendering).
+**jobs-page**: the store holds 1,000 finished jobs. In a warm tab (the dashboard loaded
+once, then showing another view), from switching to the jobs view to its first page shown
+(the newest 100 rows, the pager counting all 1,000), against the baseline of the same tab
+fetching and parsing ``GET /v1/jobs`` (the data the view is built from) on its own: the
+ratio is what the view adds to the API answer it needs (rendering). The cold figure (a new
+tab, navigation start to the rows, scripts and schema included) is reported beside it.
 
 **trainer-cpu**: the CPU seconds of the trainer's web processes (the gunicorn master and
 workers; not the job runner or the job's training process) per epoch of a training job,
@@ -51,8 +53,10 @@ FLAGS = [
     "--no-first-run",
 ]
 JOBS_IN_STORE = 1_000
-PAGE_GOAL_RATIO = 3.0
-"""The page may take at most 3x its bare API answer to show all rows."""
+PAGE_GOAL_RATIO = 2.0
+"""The jobs view in a warm tab may take at most 2x its bare API answer to show its rows."""
+PAGE_GOAL_SECONDS = 1.0
+"""... and at most this long."""
 CPU_GOAL_MS = 5.0
 """Trainer CPU per epoch that one open dashboard may add."""
 PAGE_ROWS = 100
@@ -99,15 +103,30 @@ def launch(playwright: Any) -> Browser:
     return browser
 
 
-def jobs_page(browser: Browser, base: str, rounds: int) -> tuple[list[float], list[float]]:
-    """Seconds to all rows shown (fresh tab each round), and to the bare API answer."""
-    pages, apis = [], []
+def jobs_page(
+    browser: Browser, base: str, rounds: int
+) -> tuple[list[float], list[float], list[float]]:
+    """Seconds to the rows shown in a warm tab and in a cold one, and to the bare API answer.
+
+    Each round opens a fresh tab (cold: navigation start to the rows), switches to the
+    models view and back (warm: the switch to the rows, timed inside the page when the
+    rows appear), then fetches and parses ``GET /v1/jobs`` in the same tab.
+    """
+    shown = PAGE_SHOWN.format(rows=PAGE_ROWS, n=JOBS_IN_STORE)
+    warm, cold, apis = [], [], []
     for _ in range(rounds):
         context = browser.new_context(viewport={"width": 1280, "height": 900})
         tab = context.new_page()
         tab.goto(f"{base}/#/jobs", wait_until="commit")
-        tab.wait_for_function(PAGE_SHOWN.format(rows=PAGE_ROWS, n=JOBS_IN_STORE), timeout=60_000)
-        pages.append(tab.evaluate("() => performance.now()") / 1000)
+        tab.wait_for_function(shown, timeout=60_000)
+        cold.append(tab.evaluate("() => performance.now()") / 1000)
+        tab.evaluate("() => { location.hash = '#/models'; }")
+        tab.wait_for_function("() => !document.querySelector('#jobs-table')", timeout=60_000)
+        tab.evaluate("() => { window.switched = performance.now(); location.hash = '#/jobs'; }")
+        # the predicate stamps the first frame that shows the rows (polled every frame)
+        seen = f"() => ({shown})() && (window.seen = window.seen || performance.now())"
+        tab.wait_for_function(seen, polling="raf", timeout=60_000)
+        warm.append(tab.evaluate("() => (window.seen - window.switched) / 1000"))
         apis.append(
             tab.evaluate(
                 """async () => { const t = performance.now();
@@ -117,7 +136,7 @@ def jobs_page(browser: Browser, base: str, rounds: int) -> tuple[list[float], li
             )
         )
         context.close()
-    return pages, apis
+    return warm, cold, apis
 
 
 def cpu_seconds(master: int) -> float:
@@ -172,12 +191,17 @@ def main(argv: list[str] | None = None) -> int:
         fill_store(crowded, JOBS_IN_STORE)
         with running_trainer(crowded, Path(tmp, "crowded.log")) as process:
             base = process.base_url
-            pages, apis = jobs_page(browser, base, rounds)
-        page, api = statistics.median(pages), statistics.median(apis)
-        say(f"jobs page, {JOBS_IN_STORE} jobs: {page:.3f} s (GET /v1/jobs alone {api:.3f} s)")
-        emit(args.json, figure="jobs_page_seconds", name=f"dashboard: jobs page rendered, {JOBS_IN_STORE} jobs in the store, median",
+            pages, colds, apis = jobs_page(browser, base, rounds)
+        page, api, cold = (statistics.median(v) for v in (pages, apis, colds))
+        say(f"jobs view, {JOBS_IN_STORE} jobs, warm tab: {page:.3f} s (cold tab {cold:.3f} s, "
+            f"GET /v1/jobs alone {api:.3f} s)")  # fmt: skip
+        met = page / api <= PAGE_GOAL_RATIO and page <= PAGE_GOAL_SECONDS
+        emit(args.json, figure="jobs_page_seconds", name=f"dashboard: jobs page rendered, {JOBS_IN_STORE} jobs in the store, warm tab, median",
              value=page, unit="s", baseline=api, baseline_name="GET /v1/jobs fetched and parsed in the same tab",
-             ratio=page / api, goal=f"<= {PAGE_GOAL_RATIO:g}x", met=page / api <= PAGE_GOAL_RATIO, rounds=pages)  # fmt: skip
+             ratio=page / api, goal=f"<= {PAGE_GOAL_RATIO:g}x and <= {PAGE_GOAL_SECONDS:g} s", met=met, rounds=pages)  # fmt: skip
+        emit(args.json, figure="jobs_page_cold_seconds", name=f"dashboard: jobs page in a new tab (scripts, schema, rows), {JOBS_IN_STORE} jobs, median",
+             value=cold, unit="s", baseline=api, baseline_name="GET /v1/jobs fetched and parsed in the same tab",
+             ratio=cold / api, goal="report", met=None, rounds=colds)  # fmt: skip
 
         # --- the trainer's CPU with one dashboard open ----------------------------------------
         fresh = Path(tmp, "fresh")

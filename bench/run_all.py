@@ -79,6 +79,13 @@ SUITES = (
         "serving",
         ["serving.py", "--json"],
         ["serving.py", "--quick", "--json"],
+        360,
+        (),  # its rows are whatever it measured; an empty set is an error
+    ),
+    Suite(
+        "wire",
+        ["wire.py", "--json"],
+        ["wire.py", "--quick", "--json"],
         240,
         (),  # its rows are whatever it measured; an empty set is an error
     ),
@@ -93,7 +100,7 @@ SUITES = (
         "trainer-start",
         ["lifecycle.py", "trainer-start", "--json"],
         ["lifecycle.py", "trainer-start", "--quick", "--json"],
-        90,
+        240,
         ("trainer_start_seconds",),
     ),
     Suite(
@@ -293,16 +300,25 @@ def training_rows(figure: dict[str, Any]) -> list[Row]:
     return [Row(f"training: {name}", json.dumps(figure)[:60])]
 
 
+def spread_text(spread: float | None) -> str:
+    """How far identical rounds lay apart, when the benchmark measured it."""
+    return "" if spread is None else f" (spread {spread * 100:.0f} %)"
+
+
 def serving_rows(figure: dict[str, Any]) -> list[Row]:
     """serving.py: each Figure it printed, as it judged it."""
     unit = figure.get("unit", "")
     baseline = figure.get("baseline")
     ratio = figure.get("ratio")
+    value = f"{number(figure['value'])} {unit}{spread_text(figure.get('spread'))}"
+    if baseline is not None:
+        shown_spread = spread_text(figure.get("baseline_spread"))
+        baseline = f"{number(baseline)} {unit}{shown_spread} ({figure['baseline_name']})"
     return [
         Row(
             str(figure.get("name", "serving figure")),
-            f"{number(figure['value'])} {unit}",
-            "-" if baseline is None else f"{number(baseline)} {unit} ({figure['baseline_name']})",
+            value,
+            "-" if baseline is None else baseline,
             "-" if ratio is None else f"{ratio:.2f}x",
             str(figure.get("goal") or "-"),
             met_text(figure.get("met")),
@@ -368,6 +384,7 @@ ROW_MAKERS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "training": training_rows,
     "serving": serving_rows,
     "protocols": serving_rows,
+    "wire": serving_rows,
     "lifecycle": lifecycle_rows,
     "dashboard": serving_rows,  # the same shape: name, value, unit, baseline, ratio, goal
     "sweep": sweep_rows,

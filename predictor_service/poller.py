@@ -20,6 +20,8 @@ from collections.abc import Callable
 from predictor_service import metrics
 from predictor_service.loader import load_version
 from predictor_service.registry import Registry, ServedModel, Snapshot
+from predictor_service.traffic import Planner
+from squarenet.rollouts import Traffic, read_traffic
 from squarenet.store import BrokenVersion, Fingerprint, ModelStore, StoreError, folder_fingerprint
 
 log = logging.getLogger(__name__)
@@ -39,6 +41,7 @@ class Poller:
         poll_interval: float,
         serve_label: str = "",
         on_change: Callable[[Snapshot], None] = lambda snapshot: None,
+        planner: Planner | None = None,
     ) -> None:
         self._store = store
         self._registry = registry
@@ -50,6 +53,9 @@ class Poller:
         self._serve_label = serve_label
         self._labels: dict[str, int] = {}
         self._labels_failed = False
+        self._planner = planner or Planner()
+        self._traffic: Traffic | None = None
+        self._traffic_failed = False
         self._broken: dict[int, Fingerprint] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="store-poller", daemon=True)
@@ -93,6 +99,7 @@ class Poller:
         for gone in self._broken.keys() - set(on_disk):
             del self._broken[gone]  # forget folders that were removed
         labels = self._read_labels()
+        traffic = self._read_traffic()
         current = {model.version: model for model in self._registry.snapshot.models}
         chosen: list[ServedModel] = []
         for version in on_disk:
@@ -110,7 +117,20 @@ class Poller:
         chosen.sort(key=lambda model: model.version, reverse=True)
         if not chosen and current:
             return  # nothing good on disk any more: the models in memory keep serving
-        self._publish(chosen, current, labels)
+        self._publish(chosen, current, labels, traffic)
+
+    def _read_traffic(self) -> Traffic | None:
+        """The store's traffic document; on a read error the last one read (logged once)."""
+        try:
+            traffic = read_traffic(self._store, self._model_name)
+        except (OSError, StoreError) as exc:
+            if not self._traffic_failed:
+                log.error("cannot read the traffic document: %s; keeping the last one", exc)
+            self._traffic_failed = True
+            return self._traffic
+        self._traffic_failed = False
+        self._traffic = traffic
+        return traffic
 
     def _read_labels(self) -> dict[str, int]:
         """The store's labels; on a read error the last ones read (logged once)."""
@@ -174,11 +194,19 @@ class Poller:
         return model
 
     def _publish(
-        self, chosen: list[ServedModel], current: dict[int, ServedModel], labels: dict[str, int]
+        self,
+        chosen: list[ServedModel],
+        current: dict[int, ServedModel],
+        labels: dict[str, int],
+        traffic: Traffic | None = None,
     ) -> None:
         default = self._default(chosen, labels)
         snapshot = self._registry.publish(
-            chosen, labels=labels, default=default, serving_label=self._serve_label
+            chosen,
+            labels=labels,
+            default=default,
+            serving_label=self._serve_label,
+            traffic=self._planner.plan(traffic, labels, chosen),
         )
         if snapshot is None:
             return

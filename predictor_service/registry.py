@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from predictor_service.runtime import Runtime
 from squarenet.store import Fingerprint  # what a version folder looked like when loaded
+
+if TYPE_CHECKING:
+    from predictor_service.traffic import RoutePlan
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,7 @@ class Snapshot:
     labels: Mapping[str, int] = field(default_factory=dict)
     default: ServedModel | None = None
     serving_label: str = ""
+    traffic: RoutePlan | None = None  # traffic.json's routes: calls that name no version
 
     @property
     def loaded_versions(self) -> list[int]:
@@ -104,6 +109,7 @@ class Registry:
         labels: Mapping[str, int] | None = None,
         default: ServedModel | None = None,
         serving_label: str = "",
+        traffic: RoutePlan | None = None,
     ) -> Snapshot | None:
         """Serve ``models`` (newest first) if anything differs from now; return the new snapshot.
 
@@ -120,6 +126,7 @@ class Registry:
                 and labels == current.labels
                 and default is current.default
                 and serving_label == current.serving_label
+                and traffic is current.traffic
             ):
                 return None
             self._snapshot = Snapshot(
@@ -129,9 +136,17 @@ class Registry:
                 labels=labels,
                 default=default,
                 serving_label=serving_label,
+                traffic=traffic,
             )
             self._changed.notify_all()
             return self._snapshot
+
+    def refresh(self) -> None:
+        """Wake watchers with the same content under a new generation (a route was ejected)."""
+        with self._changed:
+            current = self._snapshot
+            self._snapshot = replace(current, generation=current.generation + 1)
+            self._changed.notify_all()
 
     def wait_for_change(self, generation: int, timeout: float) -> Snapshot:
         """Block until the generation differs from ``generation``, closing, or ``timeout``."""

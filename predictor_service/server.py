@@ -29,6 +29,7 @@ from predictor_service.registry import Registry, Snapshot
 from predictor_service.servicer import PredictorServicer
 from predictor_service.settings import PredictorSettings
 from predictor_service.supervisor import follow_supervisor
+from predictor_service.traffic import EjectionPolicy, Planner, SessionInterceptor
 from predictor_service.wire import add_predictor_to_server
 from squarenet.store import ModelStore
 from squarenet.v1 import predictor_pb2
@@ -93,6 +94,7 @@ def serve(settings: PredictorSettings) -> int:
     server = grpc.server(
         ThreadPoolExecutor(max_workers=settings.threads, thread_name_prefix="grpc"),
         options=server_options(settings),
+        interceptors=[SessionInterceptor()],
     )
     add_predictor_to_server(
         PredictorServicer(
@@ -129,6 +131,15 @@ def serve(settings: PredictorSettings) -> int:
         poll_interval=settings.poll_interval,
         serve_label=settings.serve_label,
         on_change=on_change,
+        planner=Planner(
+            EjectionPolicy(
+                window=settings.eject_window,
+                min_calls=settings.eject_min_calls,
+                factor=settings.eject_factor,
+                failures=settings.eject_failures,
+            ),
+            on_eject=registry.refresh,
+        ),
     )
 
     signalled: list[int] = []

@@ -20,6 +20,7 @@ import numpy as np
 from predictor_service import metrics
 from predictor_service.encoding import PredictCall, encode_response
 from predictor_service.registry import Registry, ServedModel, Snapshot
+from predictor_service.traffic import routed, traffic_summary
 from predictor_service.versions import (
     BadVersionName,
     NoModelLoaded,
@@ -158,7 +159,7 @@ class PredictorServicer(predictor_pb2_grpc.PredictorServicer):
             lo, hi = model.domain_min, model.domain_max
             outside: list[bool] | np.ndarray = [value < lo or value > hi for value in values]
         else:
-            x = np.array(request.x, dtype=np.float64)
+            x = np.asarray(request.x, dtype=np.float64)  # a view of the request when decoded so
             usable = np.abs(x) <= _FLOAT32_MAX  # False for NaN and ±Inf too
             if not usable.all():
                 bad = int(np.argmin(usable))
@@ -171,7 +172,7 @@ class PredictorServicer(predictor_pb2_grpc.PredictorServicer):
     def _pick(self, request: PredictCall) -> ServedModel:
         snapshot = self._registry.snapshot
         if not request.version and not request.version_label:
-            model = snapshot.default  # the commonest call: no version named
+            model = routed(snapshot)  # the commonest call: no version named
             if model is not None:
                 return model
         try:
@@ -251,7 +252,7 @@ def _model_message(snapshot: Snapshot) -> predictor_pb2.Model:
         domain_max=model.domain_max,
         created_at=model.created_at,
         job_id=model.job_id,
-        metrics=dict(model.metrics),
+        metrics={**model.metrics, **traffic_summary(snapshot)},
         loaded_versions=snapshot.loaded_versions,
         labels=dict(snapshot.labels),
         serving_label=snapshot.serving_label,

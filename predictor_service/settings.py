@@ -66,6 +66,22 @@ class PredictorSettings(BaseSettings):
             "the label is not set); empty: serve the newest."
         ),
     )
+    eject_window: int = Field(
+        200, ge=1, le=100_000, description="Calls per route in the live MSE ejection judges."
+    )
+    eject_min_calls: int = Field(
+        50, ge=1, le=100_000, description="Calls a route and the primary need before ejection."
+    )
+    eject_factor: float = Field(
+        10.0,
+        gt=1.0,
+        le=1e9,
+        description="Eject a weighted route whose live in-domain MSE exceeds the primary "
+        "route's by this factor (per replica, until traffic.json changes).",
+    )
+    eject_failures: int = Field(
+        5, ge=1, le=10_000, description="Failed calls in a row that eject a route."
+    )
     reuse_port: bool = Field(
         False, description="Share the port with sibling processes (set by --workers)."
     )

@@ -8,6 +8,7 @@ and each servicer maps these errors to its status codes in one place.
 from __future__ import annotations
 
 from predictor_service.registry import ServedModel, Snapshot
+from predictor_service.traffic import routed
 from squarenet.store import LABEL_PATTERN
 
 
@@ -39,9 +40,10 @@ def resolve(snapshot: Snapshot, version: int = 0, label: str = "") -> ServedMode
             )
         return _by_label(snapshot, label)
     if version == 0:
-        if snapshot.default is None:
+        model = routed(snapshot)
+        if model is None:
             raise NoModelLoaded()
-        return snapshot.default
+        return model
     if version < 0:
         raise BadVersionName(f"version {version} is negative; use 0 for the default")
     model = snapshot.by_version.get(version)

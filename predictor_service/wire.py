@@ -64,9 +64,26 @@ def rejecting_malformed(method: Callable[[Any, grpc.ServicerContext], Any]) -> C
 Method = tuple[Callable[[Any, grpc.ServicerContext], Any], Any, Any, bool]
 
 
-def add_service(server: grpc.Server, service_name: str, methods: dict[str, Method]) -> None:
-    """Register ``methods`` of ``service_name`` with tolerant decoding; others are UNIMPLEMENTED."""
+def _serialized(response: Any) -> bytes:
+    """A handler's answer as bytes: encoded already by a hand path, or a message."""
+    if isinstance(response, bytes):
+        return response
+    return bytes(response.SerializeToString())
+
+
+def add_service(
+    server: grpc.Server,
+    service_name: str,
+    methods: dict[str, Method],
+    parsers: dict[str, Callable[[bytes], Any]] | None = None,
+) -> None:
+    """Register ``methods`` of ``service_name`` with tolerant decoding; others are UNIMPLEMENTED.
+
+    ``parsers`` replaces protobuf's parsing for some methods (the bulk paths, ``views``);
+    their handlers may answer bytes they encoded themselves.
+    """
     handlers = {}
+    parsers = parsers or {}
     for name, (handler, request_type, response_type, streams) in methods.items():
         if streams:
             make, behaviour = grpc.unary_stream_rpc_method_handler, rejecting_malformed(handler)
@@ -75,10 +92,11 @@ def add_service(server: grpc.Server, service_name: str, methods: dict[str, Metho
                 grpc.unary_unary_rpc_method_handler,
                 CALLS.track(rejecting_malformed(handler)),
             )
+        hand_parsed = name in parsers
         handlers[name] = make(
             behaviour,
-            request_deserializer=tolerant_decoder(request_type),
-            response_serializer=response_type.SerializeToString,
+            request_deserializer=tolerant_decoder(request_type, parsers.get(name)),
+            response_serializer=_serialized if hand_parsed else response_type.SerializeToString,
         )
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service_name, handlers),))
     server.add_registered_method_handlers(service_name, handlers)

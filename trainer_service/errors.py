@@ -32,6 +32,18 @@ class QueueFull(TrainerError):
         self.limit = limit
 
 
+class TooManyJobs(QueueFull):
+    """Every Kubernetes Job slot (``--max-concurrent-jobs``) is held by a queued or running job."""
+
+    def __init__(self, limit: int) -> None:
+        TrainerError.__init__(
+            self,
+            f"{limit} training jobs are queued or running on the cluster already "
+            "(max_concurrent_jobs); retry later",
+        )
+        self.limit = limit
+
+
 class JobAlreadyFinished(TrainerError):
     """A cancel arrived for a job that has already ended (it keeps its final state)."""
 

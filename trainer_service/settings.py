@@ -9,17 +9,45 @@ first request.
 from __future__ import annotations
 
 import os
+import re
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from squarenet import __version__
 from squarenet.tokens import clean_token
 
 DEFAULT_PORT = 8080
 MAX_BODY_BYTES = 64 * 1024
 JOB_MOUNT_PATH = "/models"  # where a Kubernetes job's pod mounts the store claim
+# Kubernetes' names and quantities, checked at start so a typo fails there, not at submit
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+DNS_SUBDOMAIN = re.compile(
+    r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+)
+QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
+_SUFFIXES: dict[str, Decimal] = {
+    "": Decimal(1), "m": Decimal("0.001"),
+    **{suffix: Decimal(1000) ** power for power, suffix in enumerate("kMGTPE", start=1)},
+    **{f"{suffix}i": Decimal(1024) ** power for power, suffix in enumerate("KMGTPE", start=1)},
+}  # fmt: skip
+
+
+def quantity(text: str) -> Decimal:
+    """A Kubernetes resource quantity (``500m``, ``1Gi``, ``2``) as a number; ValueError else."""
+    match = QUANTITY.fullmatch(text)
+    if match is None:
+        raise ValueError(f"{text!r} is not a Kubernetes quantity (e.g. 500m, 2, 1Gi)")
+    try:
+        value = Decimal(match.group(1)) * _SUFFIXES[match.group(2) or ""]
+    except InvalidOperation as exc:
+        raise ValueError(f"{text!r} is not a Kubernetes quantity") from exc
+    if value <= 0:
+        raise ValueError(f"{text!r} must be above zero")
+    return value
 
 
 class Settings(BaseSettings):
@@ -86,7 +114,9 @@ class Settings(BaseSettings):
         description="kubernetes: namespace of the Jobs (default: the pod's own, else 'default').",
     )
     job_image: str = Field(
-        "squarenet-trainer:latest", min_length=1, description="kubernetes: the Jobs' image."
+        f"squarenet-trainer:{__version__}",
+        min_length=1,
+        description="kubernetes: the Jobs' image, pulled if not present (never `:latest`).",
     )
     store_claim: str = Field(
         "squarenet-models",
@@ -102,7 +132,22 @@ class Settings(BaseSettings):
         "1Gi", min_length=1, description="kubernetes: a Job's memory request and limit."
     )
     job_ttl_seconds: int = Field(
-        3600, ge=0, description="kubernetes: finished Jobs are deleted after this long."
+        3600,
+        ge=60,
+        description="kubernetes: finished Jobs are deleted after this long (at least 60 s, "
+        "so the finalizer reads how a Job ended before it is gone).",
+    )
+    max_pending_seconds: int = Field(
+        300,
+        ge=1,
+        le=86_400,
+        description="kubernetes: a job whose pod is unschedulable or cannot pull its image "
+        "this long is FAILED with the pod's reason.",
+    )
+    queue_name: str | None = Field(
+        None,
+        description="kubernetes: a Kueue LocalQueue; Jobs are created suspended with its "
+        "label so Kueue admits them (and they wait admitted, not pending).",
     )
     runner_pid: int | None = Field(
         None,
@@ -110,6 +155,27 @@ class Settings(BaseSettings):
         description="Set by squarenet-trainer: the job runner /readyz checks (None: not checked).",
     )
     max_body_bytes: int = Field(MAX_BODY_BYTES, ge=1024, le=16 * 1024 * 1024)
+    gate_max_floor_ratio: float = Field(
+        50.0,
+        gt=0,
+        le=1e12,
+        description="A label moves only to a version whose in-domain MSE is at most this many "
+        "times the floor of its width and domain (else 409 unless forced).",
+    )
+    gate_agreement_tolerance: float = Field(
+        1e-4,
+        gt=0,
+        le=1.0,
+        description="Largest |model.tflite - SavedModel| on the gate's grid, as a fraction of "
+        "the largest |y| there (at least 1).",
+    )
+    gate_max_regression: float = Field(
+        2.0,
+        ge=1.0,
+        le=1e6,
+        description="A label moves only to a version whose MSE on the shared domain is at "
+        "most this many times the MSE of the version holding the label now.",
+    )
 
     @field_validator("max_event_streams")
     @classmethod
@@ -128,6 +194,51 @@ class Settings(BaseSettings):
         """How many event streams one worker holds at once."""
         return self.max_event_streams or max(1, self.threads * 3 // 4)
 
+    @field_validator("job_cpu", "job_cpu_limit", "job_memory")
+    @classmethod
+    def _quantity(cls, value: str) -> str:
+        quantity(value)
+        return value
+
+    @field_validator("job_cpu_limit")
+    @classmethod
+    def _limit_covers_request(cls, value: str, info: ValidationInfo) -> str:
+        """The API server refuses a Job whose limit is below its request: say so at start."""
+        request = info.data.get("job_cpu")
+        if request is not None and quantity(value) < quantity(request):
+            raise ValueError(f"must be at least job_cpu ({request})")
+        return value
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace(cls, value: str | None) -> str | None:
+        if value is not None and not DNS_LABEL.fullmatch(value):
+            raise ValueError(f"{value!r} is not a namespace name (a DNS-1123 label)")
+        return value
+
+    @field_validator("queue_name")
+    @classmethod
+    def _queue_name(cls, value: str | None) -> str | None:
+        if value is not None and not DNS_SUBDOMAIN.fullmatch(value):
+            raise ValueError(f"{value!r} is not a LocalQueue name (a DNS-1123 subdomain)")
+        return value
+
+    @field_validator("store_claim")
+    @classmethod
+    def _claim(cls, value: str) -> str:
+        if not DNS_SUBDOMAIN.fullmatch(value):
+            raise ValueError(f"{value!r} is not a claim name (a DNS-1123 subdomain)")
+        return value
+
+    @field_validator("job_image")
+    @classmethod
+    def _pinned_image(cls, value: str) -> str:
+        """An untagged or ``:latest`` image may differ from pod to pod of one installation."""
+        name = value.rsplit("/", 1)[-1]
+        if "@" not in name and (":" not in name or name.endswith(":latest")):
+            raise ValueError(f"{value!r} must name a tag other than latest, or a digest")
+        return value
+
     @field_validator("model_store")
     @classmethod
     def _absolute_store(cls, value: Path) -> Path:
@@ -144,8 +255,35 @@ class Settings(BaseSettings):
 
 def prepare_store(settings: Settings) -> None:
     """Create the store folder if needed and prove it is writable, or raise ``OSError``."""
-    root = settings.model_store
-    root.mkdir(parents=True, exist_ok=True)
-    probe = root / f".write-probe-{os.getpid()}"
-    probe.write_bytes(b"")
-    probe.unlink()
+    check_writable(settings.model_store)
+
+
+def check_writable(root: Path) -> None:
+    """Create ``root`` if needed and write a probe in it; ``OSError`` naming the owner else.
+
+    A new NFS share (Filestore) is ``root:root 0755``, and not every CSI driver applies the
+    pod's ``fsGroup``: the message says who owns the folder and who we are, in one line.
+    """
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = root / f".write-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except PermissionError as exc:
+        raise PermissionError(exc.errno, ownership_problem(root)) from None
+
+
+def ownership_problem(root: Path) -> str:
+    """Who owns ``root`` (or its nearest existing parent) against who this process is."""
+    place = root
+    while not place.exists() and place != place.parent:
+        place = place.parent
+    try:
+        stat = place.stat()
+        owner = f"owned by uid {stat.st_uid} gid {stat.st_gid} mode {stat.st_mode & 0o7777:04o}"
+    except OSError as exc:
+        owner = f"unreadable ({exc.strerror})"
+    return (
+        f"{place} is not writable by uid {os.getuid()} gid {os.getgid()}: it is {owner}; "
+        'make it writable by that uid (README: "A store the pods can write")'
+    )

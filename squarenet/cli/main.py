@@ -31,6 +31,7 @@ from squarenet.cli.render import (
     predictions_document,
     predictions_table,
 )
+from squarenet.cli.rollouts import add_rollout_commands, gate_line
 from squarenet.cli.sweeps import add_sweep_commands
 from squarenet.cli.trainer_client import JobDocument, TrainerClient
 
@@ -132,6 +133,9 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     label.add_argument("label", metavar="LABEL", help="e.g. stable or canary")
     label.add_argument("version", metavar="VERSION", type=_positive_int, help="a published version")
     label.add_argument("--model", default="square", help="model name (default %(default)s)")
+    label.add_argument(
+        "--force", action="store_true", help="move it even when the version fails its gate"
+    )
     label.set_defaults(handler=cmd_label)
 
     labels = commands.add_parser("labels", help="list every model's version labels")
@@ -159,6 +163,7 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     )
     watch.set_defaults(handler=cmd_watch)
     add_sweep_commands(commands)
+    add_rollout_commands(commands)
     return parser
 
 
@@ -281,9 +286,14 @@ def cmd_models(ctx: Context) -> ExitCode:
 def cmd_label(ctx: Context) -> ExitCode:
     """Point LABEL at VERSION (predictors serving that label follow within a poll)."""
     with ctx.trainer() as client:
-        answer = client.set_label(ctx.args.model, ctx.args.label, ctx.args.version)
+        answer = client.set_label(
+            ctx.args.model, ctx.args.label, ctx.args.version, force=ctx.args.force
+        )
     args = ctx.args
-    return ctx.answer(answer, lambda: f"{args.model}: {args.label} -> version {args.version}")
+    gate = gate_line(answer.get("gate"))
+    return ctx.answer(
+        answer, lambda: f"{args.model}: {args.label} -> version {args.version}\n{gate}"
+    )
 
 
 def cmd_labels(ctx: Context) -> ExitCode:

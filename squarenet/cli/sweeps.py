@@ -1,7 +1,8 @@
 """``squarenet sweep``, ``sweeps``, ``sweep-cancel``, ``sweep-promote``: sweeps from the shell.
 
-``--vary NAME=V,V,...`` varies a hyperparameter over a list and ``--vary NAME=MIN:MAX:STEP``
-over a grid; ``--base NAME=VALUE`` sets one every trial shares. The trainer owns the rules
+``--vary NAME=V,V,...`` varies a hyperparameter over a list, ``--vary NAME=MIN:MAX:STEP``
+over a grid and ``--vary NAME=MIN:MAX`` (``:log`` for a log scale) over a range the search
+algorithm draws from; ``--base NAME=VALUE`` sets one every trial shares. The trainer owns the rules
 (422 naming the field); the client only turns the flags into the Katib-style spec.
 """
 
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
     from squarenet.cli.trainer_client import TrainerClient
 
 FINISHED = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
+ALGORITHMS = ("grid", "random", "tpe", "multivariate-tpe", "bayesianoptimization", "cmaes", "sobol")
+LOG_SCALE = "log"
 POLL_SECONDS = 1.0
 BEST_MARK = "★"
 _TYPES = {item.name: item.parse for item in HYPERPARAMETERS}
@@ -49,16 +52,24 @@ def _split(text: str) -> tuple[str, str]:
 
 
 def parse_vary(text: str) -> dict[str, Any]:
-    """``num_neurons=1,2,4``, ``mid_range=2:102:50`` or ``learning_rate=0.001:0.1`` (random)."""
+    """``num_neurons=1,2,4``, ``mid_range=2:102:50``, ``learning_rate=0.001:0.1`` (searched)
+    or ``learning_rate=0.0005:0.05:log`` (searched on a log scale)."""
     name, rest = _split(text)
     parse = _TYPES.get(name)
     kind = "categorical" if parse is str else "int" if parse is int else "double"
+    log = rest.endswith(":" + LOG_SCALE)
+    if log:
+        rest = rest.removesuffix(":" + LOG_SCALE)
+        if rest.count(":") != 1:
+            raise argparse.ArgumentTypeError(f"expected {name}=MIN:MAX:log, got {text!r}")
     if ":" in rest:
         parts = rest.split(":")
         if len(parts) not in (2, 3):
             raise argparse.ArgumentTypeError(f"expected {name}=MIN:MAX[:STEP], got {text!r}")
         bounds = [_value(name, part) if kind == "int" else finite_float(part) for part in parts]
         space: dict[str, Any] = dict(zip(("min", "max", "step"), bounds, strict=False))
+        if log:
+            space["distribution"] = "logUniform"
     else:
         space = {"list": [_value(name, part.strip()) for part in rest.split(",")]}
     return {"name": name, "parameterType": kind, "feasibleSpace": space}
@@ -93,8 +104,20 @@ def add_sweep_commands(commands: Any) -> None:
     sweep.add_argument("--parallel", type=int, default=None, help="trials at once (1)")
     sweep.add_argument("--max-trials", type=int, default=None, help="maxTrialCount")
     sweep.add_argument("--max-failed", type=int, default=None, help="maxFailedTrialCount")
-    sweep.add_argument("--algorithm", choices=("grid", "random"), default="grid")
-    sweep.add_argument("--random-seed", type=int, default=None, help="seed of --algorithm random")
+    sweep.add_argument("--algorithm", choices=ALGORITHMS, default="grid", help="search (grid)")
+    sweep.add_argument(
+        "--random-seed", type=int, default=None, help="random_state: the same trials again"
+    )
+    sweep.add_argument(
+        "--goal", type=finite_float, default=None, help="end the sweep once a trial reaches it"
+    )
+    sweep.add_argument(
+        "--medianstop",
+        type=int,
+        default=None,
+        metavar="EPOCH",
+        help="stop trials worse than the median of 3 succeeded ones from this epoch on",
+    )
     sweep.add_argument(
         "--objective", default=None, metavar="METRIC", help="metric to minimize (mse_in_domain)"
     )
@@ -121,11 +144,18 @@ def sweep_spec(args: argparse.Namespace) -> dict[str, Any]:
     spec: dict[str, Any] = {"parameters": args.vary, "base": dict(args.base)}
     spec["algorithm"] = {"algorithmName": args.algorithm}
     if args.random_seed is not None:
-        spec["algorithm"]["algorithmSettings"] = [{"name": "seed", "value": args.random_seed}]
-    if args.objective is not None or args.maximize:
+        spec["algorithm"]["algorithmSettings"] = [
+            {"name": "random_state", "value": str(args.random_seed)}
+        ]
+    if args.objective is not None or args.maximize or args.goal is not None:
         spec["objective"] = {"type": "maximize" if args.maximize else "minimize"}
         if args.objective is not None:
             spec["objective"]["objectiveMetricName"] = args.objective
+        if args.goal is not None:
+            spec["objective"]["goal"] = args.goal
+    if args.medianstop is not None:
+        start = {"name": "start_step", "value": str(args.medianstop)}
+        spec["earlyStopping"] = {"algorithmName": "medianstop", "algorithmSettings": [start]}
     for flag, key in (("parallel", "parallelTrialCount"), ("max_trials", "maxTrialCount"),
                       ("max_failed", "maxFailedTrialCount")):  # fmt: skip
         if getattr(args, flag) is not None:
@@ -234,7 +264,9 @@ def sweep_line(sweep: Mapping[str, Any]) -> str:
     counts = ", ".join(
         f"{sweep.get(key)} {label}"
         for key, label in (("trialsSucceeded", "succeeded"), ("trialsFailed", "failed"),
-                           ("trialsCancelled", "cancelled"), ("trialsRunning", "running"),
+                           ("trialsCancelled", "cancelled"),
+                           ("trialsEarlyStopped", "early-stopped"), ("trialsSkipped", "skipped"),
+                           ("trialsRunning", "running"),
                            ("trialsQueued", "queued"), ("trialsPending", "pending"))
         if sweep.get(key)
     )  # fmt: skip

@@ -24,6 +24,8 @@ DEFAULT_TIMEOUT: Final = 10.0
 # An epoch of the article's configuration takes well under a second; a silent minute means
 # the stream is stuck, and the follower reconnects (or reads the job) instead of hanging.
 STREAM_READ_TIMEOUT: Final = 60.0
+#: A label move may measure its version first (a SavedModel loaded in a child process).
+GATE_READ_TIMEOUT: Final = 180.0
 
 
 class StreamBusy(CliError):
@@ -166,10 +168,32 @@ class TrainerClient:
             if isinstance(found, dict)
         }
 
-    def set_label(self, model_name: str, label: str, version: int) -> JobDocument:
-        """PUT /v1/models/{model}/labels/{label}: point the label at ``version``."""
+    def set_label(
+        self, model_name: str, label: str, version: int, *, force: bool = False
+    ) -> JobDocument:
+        """PUT /v1/models/{model}/labels/{label}: point the label at ``version``.
+
+        The trainer gates the version first; measuring one published without a sealed
+        measurement loads its SavedModel, so this call may take seconds the first time.
+        """
         path = f"/v1/models/{_segment(model_name)}/labels/{_segment(label)}"
-        return self._json_object(self._request("PUT", path, json={"version": version}))
+        body: dict[str, Any] = {"version": version}
+        if force:
+            body["force"] = True
+        timeout = httpx.Timeout(self._http.timeout.connect, read=GATE_READ_TIMEOUT)
+        return self._json_object(self._request("PUT", path, json=body, timeout=timeout))
+
+    def history(self, model_name: str, at: str | None = None) -> JobDocument:
+        """GET /v1/models/{model}/history[?at=]: every change, or the state at one time."""
+        params = {"at": at} if at is not None else None
+        path = f"/v1/models/{_segment(model_name)}/history"
+        return self._json_object(self._request("GET", path, params=params))
+
+    def traffic(self, model_name: str, method: str = "GET", document: Any = None) -> JobDocument:
+        """GET, PUT (``document``) or DELETE /v1/models/{model}/traffic."""
+        path = f"/v1/models/{_segment(model_name)}/traffic"
+        kwargs = {"json": document} if method == "PUT" else {}
+        return self._json_object(self._request(method, path, **kwargs))
 
     def get_plot(self, job_id: str, name: str) -> bytes:
         """GET /v1/jobs/{id}/plots/{name}: a PNG the trainer drew for the job."""

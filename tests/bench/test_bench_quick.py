@@ -62,6 +62,7 @@ def test_every_benchmark_runs_and_the_run_succeeds(quick_run: tuple[Any, Path]) 
     assert names == [
         "training",
         "serving",
+        "wire",
         "train-to-served",
         "trainer-start",
         "dashboard",
@@ -82,6 +83,9 @@ def test_every_goal_of_the_brief_has_a_row(quick_run: tuple[Any, Path]) -> None:
         "calls/s, 1 value, concurrency 8",
         "calls/s, 1 value, concurrency 64",
         "predictions/s, 1000 values",
+        "ceiling: aio echo vs sync echo",
+        "p99.9 latency",
+        "wire: own Predict, 1,000 values",
         "SUCCEEDED → WatchModel",
         "SUCCEEDED → first Predict",
         "cold start to SERVING",

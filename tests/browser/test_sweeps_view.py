@@ -80,6 +80,15 @@ def test_trials_sort_by_the_objective_and_every_picture_is_drawn(
         ".data.datasets.map(d => d.label)"
     )
     assert len(datasets) == TRIALS + 1 and datasets[-1] == "x²", datasets
+    # parallel coordinates: a line per trial through both parameters and the objective
+    expect(page.locator("#parallel-chart")).to_be_visible()
+    lines = page.evaluate(
+        "() => window.Chart.getChart(document.querySelector('#parallel-chart'))"
+        ".data.datasets.map(d => d.data.map(p => p.y))"
+    )
+    assert len(lines) == TRIALS and all(len(line) == 3 for line in lines), lines
+    assert all(0 <= y <= 1 for line in lines for y in line)
+    assert lines[0][-1] == 0  # drawn best first: the lowest objective, at its axis' bottom
     violations = axe_violations(page)
     assert violations == [], describe(violations)
     screenshot(page, "sweep")

@@ -107,9 +107,19 @@ def test_predict_marks_values_outside_the_training_domain(
 
 def test_label_labels_and_predict_by_label(services: LocalStack, trained: dict[str, Any]) -> None:
     version = str(trained["model_version"])
-    done = squarenet(services, "label", "canary", version)
+    # five epochs on 200 rows land far above the floor: the gate refuses, --force moves it
+    refused = squarenet(services, "label", "canary", version)
+    assert refused.returncode == 4
+    assert "fails its promotion gate: floor_ratio" in one_error_line(refused)
+    done = squarenet(services, "label", "canary", version, "--force")
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == f"square: canary -> version {version}"
+    first, gate = done.stdout.strip().splitlines()
+    assert first == f"square: canary -> version {version}"
+    assert gate.startswith("gate FAILED: floor_ratio ")
+    history = squarenet(services, "--json", "history")
+    (entry,) = json.loads(history.stdout)["history"]
+    assert entry["label"] == "canary" and entry["forced"] is True
+    assert "forced" in squarenet(services, "history").stdout
     listed = squarenet(services, "labels")
     assert f"square canary {version}" in listed.stdout.splitlines()
     as_json = json.loads(squarenet(services, "--json", "labels").stdout)

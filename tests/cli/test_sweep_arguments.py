@@ -38,10 +38,27 @@ def test_a_random_search_takes_a_range_without_step_and_a_seed() -> None:
     assert spec["parameters"][0]["feasibleSpace"] == {"min": 0.001, "max": 0.1}
     assert spec["algorithm"] == {
         "algorithmName": "random",
-        "algorithmSettings": [{"name": "seed", "value": 7}],
+        "algorithmSettings": [{"name": "random_state", "value": "7"}],
     }
     assert spec["maxTrialCount"] == 8
     assert spec["objective"] == {"type": "minimize", "objectiveMetricName": "val_loss"}
+
+
+def test_a_tpe_search_takes_a_log_range_a_goal_and_medianstop() -> None:
+    args = build_parser({}).parse_args(
+        ["sweep", "--vary", "learning_rate=0.0005:0.05:log", "--algorithm", "tpe",
+         "--goal", "0.01", "--medianstop", "20"]
+    )  # fmt: skip
+    spec = sweep_spec(args)
+    assert spec["parameters"][0]["feasibleSpace"] == {
+        "min": 0.0005, "max": 0.05, "distribution": "logUniform"
+    }  # fmt: skip
+    assert spec["algorithm"] == {"algorithmName": "tpe"}
+    assert spec["objective"] == {"type": "minimize", "goal": 0.01}
+    assert spec["earlyStopping"] == {
+        "algorithmName": "medianstop",
+        "algorithmSettings": [{"name": "start_step", "value": "20"}],
+    }
 
 
 @pytest.mark.parametrize(
@@ -53,8 +70,17 @@ def test_a_random_search_takes_a_range_without_step_and_a_seed() -> None:
         ["sweep", "--vary", "mid_range=1:2:3:4"],
         ["sweep", "--vary", "mid_range=1:nan:1"],
         ["sweep", "--base", "epochs"],
+        ["sweep", "--vary", "learning_rate=0.1:log"],
     ],
-    ids=["unknown name", "no values", "not a number", "four parts", "nan", "base without value"],
+    ids=[
+        "unknown name",
+        "no values",
+        "not a number",
+        "four parts",
+        "nan",
+        "base without value",
+        "log without a range",
+    ],
 )
 def test_bad_sweep_flags_are_usage_errors(
     argv: list[str], capsys: pytest.CaptureFixture[str]

@@ -23,14 +23,13 @@ class Grant:
         return {(self.group, self.resource, verb) for verb in self.verbs}
 
 
-# The trainer's `kubernetes` executor creates and deletes one Job per training job, reads
-# their pods (and logs), and elects its finalizer with a Lease (k8s/base/rbac.yaml); the
-# predictor only reads the store and calls nothing.
+# The trainer's `kubernetes` executor creates, lists and deletes one Job per training job,
+# lists their pods, and elects its finalizer with a Lease (k8s/base/rbac.yaml): exactly the
+# calls its code makes; the predictor only reads the store and calls nothing.
 GRANTS: dict[str, tuple[Grant, ...]] = {
     "squarenet-trainer": (
-        Grant("batch", "jobs", ("create", "get", "list", "watch", "delete")),
-        Grant("", "pods", ("get", "list", "watch")),
-        Grant("", "pods/log", ("get",)),
+        Grant("batch", "jobs", ("create", "list", "delete")),
+        Grant("", "pods", ("list",)),
         Grant("coordination.k8s.io", "leases", ("get", "create", "update")),
     ),
     "squarenet-predictor": (),

@@ -44,7 +44,7 @@ def job_runner_of(master: int) -> list[int]:
     return [
         pid
         for pid in children(master)
-        if b"-m\x00trainer_service.runner\x00" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        if b"-m\x00trainer_service.control_loop\x00" in Path(f"/proc/{pid}/cmdline").read_bytes()
     ]
 
 

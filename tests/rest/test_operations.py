@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from rest.rest_helpers import TINY, MakeApp, metric_value, publish_fake_version
 from squarenet.store import ModelStore
 from trainer_service.api import metrics
 from trainer_service.params import TrainingParams
+from trainer_service.runner.local import READY_FILE
 
 
 def test_healthz(client: FlaskClient) -> None:
@@ -25,11 +27,29 @@ def test_healthz(client: FlaskClient) -> None:
     assert response.get_json() == {"status": "ok"}
 
 
-def test_readyz_with_a_live_job_runner(make_app: MakeApp) -> None:
-    client = make_app(runner_pid=subprocess.os.getpid()).test_client()  # type: ignore[attr-defined]
+def test_readyz_with_a_live_job_runner_once_its_pool_is_warm(
+    make_app: MakeApp, store: ModelStore
+) -> None:
+    """The runner's pool is played by its marker file (tests/runner start the real one)."""
+    pid = os.getpid()
+    client = make_app(runner_pid=pid).test_client()
+    response = client.get("/readyz")
+    assert response.status_code == 503  # the pool has not said it is warm
+    assert "job_processes" in response.get_json()["detail"]
+    ready = store.jobs_dir / READY_FILE
+    ready.parent.mkdir(parents=True, exist_ok=True)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    ready.write_text(str(gone.pid))  # a runner that is gone: its word does not count
+    assert client.get("/readyz").status_code == 503
+    ready.write_text(str(pid))
     response = client.get("/readyz")
     assert response.status_code == 200
-    assert response.get_json()["checks"] == {"model_store": True, "job_runner": True}
+    assert response.get_json()["checks"] == {
+        "model_store": True,
+        "job_runner": True,
+        "job_processes": True,
+    }
 
 
 def test_readyz_is_503_when_the_job_runner_is_gone(make_app: MakeApp) -> None:

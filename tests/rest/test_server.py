@@ -141,7 +141,7 @@ def test_a_dead_job_runner_stops_the_service_with_exit_1(trainer: Trainer) -> No
     runners = [
         pid
         for pid in processes_mentioning(str(trainer.store))
-        if "-m\x00trainer_service.runner\x00" in Path(f"/proc/{pid}/cmdline").read_text()
+        if "-m\x00trainer_service.control_loop\x00" in Path(f"/proc/{pid}/cmdline").read_text()
     ]
     assert len(runners) == 1
     os.kill(runners[0], signal.SIGKILL)

@@ -66,7 +66,7 @@ def job_process_of(job_id: str) -> int | None:
 
 
 class RunnerProcess:
-    """``python -m trainer_service.runner`` (local executor) on the test's store."""
+    """``python -m trainer_service.control_loop`` (local executor) on the test's store."""
 
     def __init__(self, store: ModelStore, log_path: Path, **settings: str) -> None:
         self.log_path = log_path
@@ -77,7 +77,7 @@ class RunnerProcess:
         }
         with log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "trainer_service.runner"],
+                [sys.executable, "-m", "trainer_service.control_loop"],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,

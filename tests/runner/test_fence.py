@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import errno
+import os
+import shutil
 import signal
+import sys
+import tempfile
 import threading
 from pathlib import Path
 
@@ -12,7 +16,8 @@ from support import patient
 
 from squarenet.store import ModelStore
 from trainer_service.runner import fence
-from trainer_service.runner.job_process import public_error
+from trainer_service.runner.job_process import ProgressFile, public_error
+from trainer_service.runner.job_process import main as job_main
 from trainer_service.runner.local import describe_exit
 
 JOB = "20261129T051500Z-3f9a1c2b"
@@ -129,3 +134,75 @@ def test_a_failed_jobs_error_tells_the_cause_without_server_paths(tmp_path: Path
         public_error(other, store) == "cannot read jobs/x/params.json; store <model store> is odd"
     )
     assert public_error(RuntimeError(), store) == "RuntimeError"
+
+
+def test_a_reported_version_is_found_however_many_versions_landed_after_it(
+    store: ModelStore,
+) -> None:
+    claim = fence.claim(store, "square", JOB)
+    assert publish(store, claim.path) == 1
+    for number in range(25):  # a sweep's parallel trials publishing before the job settles
+        other = store.model_dir("square") / f".tmp-other-{number}"
+        other.mkdir()
+        write_model(other)
+        store.publish_version(other, {"domain": [-5.0, 5.0], "job_id": f"other-{number}"})
+    assert fence.published_version(store, "square", JOB) is None  # beyond the lookback
+    assert fence.published_version(store, "square", JOB, 1) == (1, {"loss": 0.5})
+    assert fence.published_version(store, "square", JOB, 2) is None  # not this job's version
+    assert fence.published_version(store, "square", JOB, 999) is None
+
+
+def test_every_batch_of_progress_lines_is_fsynced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """NFS's client-side caching (another node seeing epochs late) cannot be shown on one
+    machine: the test counts the fsyncs that push each batch to the server instead."""
+    synced: list[int] = []
+    real_fsync = os.fsync
+
+    def counting_fsync(fd: int) -> None:
+        synced.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", counting_fsync)
+    progress = ProgressFile(tmp_path / "progress.jsonl")
+    progress.result("succeeded", version=1)
+    assert len(synced) == 1
+    progress.pending.append('{"epoch": 2}\n')
+    progress.flush()
+    assert len(synced) == 2
+    assert (tmp_path / "progress.jsonl").read_text().count("\n") == 2
+
+
+def test_a_store_the_job_cannot_write_is_one_line_naming_its_owner(tmp_path: Path) -> None:
+    """A new Filestore share is root:root 0755 and the job's pod runs as uid 10001: a forked
+    child drops to that uid (the venv's interpreter is not reachable by it, so no exec)."""
+    shared = Path(tempfile.mkdtemp(prefix="squarenet-share-"))
+    try:
+        shared.chmod(0o755)
+        store = shared / "store"
+        store.mkdir(mode=0o755)  # owned by root, like a new share
+        read_end, write_end = os.pipe()
+        child = os.fork()
+        if child == 0:  # pragma: no cover - the child
+            try:
+                os.dup2(write_end, 2)
+                sys.stderr = os.fdopen(2, "w")
+                os.setgid(10001)
+                os.setuid(10001)
+                argv = ["--model-store", str(store), "--job-id", JOB, "--params", "{}"]
+                code = job_main(argv)
+                sys.stderr.flush()
+                os._exit(code)
+            finally:
+                os._exit(99)
+        os.close(write_end)
+        with os.fdopen(read_end) as stream:
+            said = stream.read()
+        _, status = os.waitpid(child, 0)
+        assert os.waitstatus_to_exitcode(status) == 2, said
+        assert said.count("\n") == 1, said  # one line, no traceback
+        assert f"{store} is not writable by uid 10001 gid 10001" in said
+        assert "owned by uid 0 gid 0 mode 0755" in said
+    finally:
+        shutil.rmtree(shared)

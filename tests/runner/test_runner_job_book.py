@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support import patient
@@ -12,9 +14,18 @@ from support import patient
 from squarenet.store import ModelStore
 from trainer_service.errors import JobAlreadyFinished, JobNotFound, PlotNotFound, QueueFull
 from trainer_service.params import TrainingParams
-from trainer_service.runner.book import JobBook, JobState
+from trainer_service.runner import fence
+from trainer_service.runner.book import EXITED, JobBook, JobState
 from trainer_service.runner.local import LocalExecutor
-from trainer_service.runner.records import Job, JobFiles, Progress, is_job_id, new_job_id
+from trainer_service.runner.records import (
+    Job,
+    JobFiles,
+    Progress,
+    is_job_id,
+    new_job_id,
+    trial_job_id,
+)
+from trainer_service.runner.slots import JobSlots
 
 
 def cancel(book: JobBook, job_id: str, timeout: float = 0) -> Job:
@@ -298,3 +309,78 @@ def test_the_oldest_finished_jobs_are_forgotten_beyond_keep_finished(store: Mode
     later = book.submit(TINY)  # jobs not finished never count against the kept ones
     assert [job.id for job in book.list()] == [later.id, waiting.id, old[2], old[1]]
     assert book.counts()[JobState.QUEUED] == 2
+
+
+def test_a_job_that_reported_its_version_succeeds_after_many_later_versions(
+    store: ModelStore,
+) -> None:
+    book = JobBook(store)
+    job = book.submit(TINY)
+    book.start(job.id)
+    staging = fence.claim(store, "square", job.id).path
+    for name in ("model.tflite", "saved_model.pb"):
+        (staging / name).write_bytes(b"placeholder")
+    metadata = {"domain": [-5.0, 5.0], "job_id": job.id, "metrics": {"loss": 0.25}}
+    version = store.publish_version(staging, metadata).version
+    for number in range(21):  # more versions than the fence's lookback land before it settles
+        other = store.model_dir("square") / f".tmp-other-{number}"
+        other.mkdir()
+        for name in ("model.tflite", "saved_model.pb"):
+            (other / name).write_bytes(b"placeholder")
+        store.publish_version(other, {"domain": [-5.0, 5.0], "job_id": f"other-{number}"})
+    progress = JobFiles(store).progress_path(job.id)
+    progress.parent.mkdir(parents=True, exist_ok=True)
+    progress.write_text(
+        json.dumps({"result": "succeeded", "version": version, "metrics": {"loss": 0.25}}) + "\n"
+    )
+    done = book.finish(job.id, EXITED)
+    assert done is not None
+    assert done.state is JobState.SUCCEEDED, done.error
+    assert done.model_version == version
+
+
+def _take_slot(root: str, job_id: str, taken: Any) -> None:
+    taken.put(JobSlots(Path(root), 3).take(job_id))
+
+
+def test_job_slots_hold_their_bound_across_processes_taking_at_once(tmp_path: Path) -> None:
+    """The kubernetes executor's bound: 8 API workers race for 3 slots, 3 win."""
+    context = multiprocessing.get_context("spawn")
+    taken = context.Queue()
+    racers = [
+        context.Process(target=_take_slot, args=(str(tmp_path), new_job_id(), taken))
+        for _ in range(8)
+    ]
+    for racer in racers:
+        racer.start()
+    for racer in racers:
+        racer.join(timeout=60)
+    results = [taken.get(timeout=10) for _ in racers]
+    assert sorted(results) == [False] * 5 + [True] * 3
+    slots = JobSlots(tmp_path, 3)
+    holder = next(iter(slots.holders().values()))
+    slots.release(holder)
+    assert slots.take(new_job_id())
+    assert not slots.take(new_job_id())
+
+
+def test_a_finished_job_frees_its_slot(store: ModelStore) -> None:
+    book = JobBook(store, slots=1, local_lock=False)
+    job = book.submit(TINY)
+    assert book.slots is not None and book.slots.take(job.id)
+    assert not book.slots.take(new_job_id())
+    book.finish(job.id, EXITED)
+    assert book.slots.take(new_job_id())
+
+
+def test_a_trials_job_id_is_the_same_every_time_and_new_per_attempt(store: ModelStore) -> None:
+    sweep = "20261205-084221-0a1b2c3d"
+    first = trial_job_id(sweep, 3, 0)
+    assert is_job_id(first) and first.startswith("20261205T084221Z-")
+    assert trial_job_id(sweep, 3, 0) == first
+    assert len({first, trial_job_id(sweep, 3, 1), trial_job_id(sweep, 4, 0)}) == 3
+    assert trial_job_id("20261205-084221-ffffffff", 3, 0) != first
+    book = JobBook(store)
+    released = book.submit(TINY, job_id=first, sweep_id=sweep)
+    again = book.submit(TINY, job_id=trial_job_id(sweep, 3, 0), sweep_id=sweep)
+    assert again == released and len(book.list()) == 1  # a second release is a no-op

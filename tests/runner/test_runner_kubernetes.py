@@ -21,6 +21,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -33,9 +34,10 @@ from kube import (
 )
 from support import patient, wait_for
 
+from runner.tcp_gate import TcpGate, tcp_gate
 from squarenet.stack import Trainer, running_trainer
 from squarenet.store import ModelStore
-from trainer_service.runner.kubernetes import JOB_ID_LABEL, LEASE_NAME, job_name
+from trainer_service.runner.kubernetes import JOB_ID_LABEL, LEASE_PREFIX, job_name
 from trainer_service.settings import JOB_MOUNT_PATH
 
 pytestmark = pytest.mark.slow
@@ -56,7 +58,9 @@ class Cluster:
     kubeconfig: Path  # the trainer's ServiceAccount, bound to its Role
     tmp: Path
 
-    def trainer(self, name: str, kubeconfig: Path | None = None) -> AbstractContextManager[Trainer]:
+    def trainer(
+        self, name: str, kubeconfig: Path | None = None, max_jobs: int = 4
+    ) -> AbstractContextManager[Trainer]:
         """``squarenet-trainer --executor kubernetes`` on this namespace."""
         return running_trainer(
             self.store.root,
@@ -64,6 +68,7 @@ class Cluster:
             *("--executor", "kubernetes", "--namespace", self.namespace),
             *("--kubeconfig", str(kubeconfig or self.kubeconfig)),
             *("--job-image", "squarenet-trainer:test", "--cancel-wait", "30"),
+            *("--max-concurrent-jobs", str(max_jobs)),
         )
 
     def pod(self, job_id: str) -> dict[str, Any] | None:
@@ -269,7 +274,9 @@ def test_a_trainer_killed_mid_job_finds_the_job_from_its_status_after_a_restart(
 
 
 def lease_holder(cluster: Cluster) -> str:
-    lease = kubectl_json(cluster.admin, "-n", cluster.namespace, "get", "lease", LEASE_NAME)
+    lease = kubectl_json(
+        cluster.admin, "-n", cluster.namespace, "get", "lease", LEASE_PREFIX + "squarenet-models"
+    )
     return str(lease["spec"]["holderIdentity"])
 
 
@@ -352,3 +359,209 @@ def test_a_sweep_runs_its_trials_as_jobs_and_publishes_them_under_its_own_model(
         assert sweep["state"] == "SUCCEEDED" and sweep["trialsSucceeded"] == 2, sweep
         assert cluster.store.list_versions(f"sweep-{sweep_id}") == [1, 2]
         assert cluster.store.list_versions() == []  # the served model is untouched
+
+
+def gated_kubeconfig(cluster: Cluster, gate: TcpGate) -> Path:
+    """The trainer's kubeconfig with its API server reached through ``gate``."""
+    config = json.loads(cluster.kubeconfig.read_text())
+    config["clusters"][0]["cluster"]["server"] = f"https://127.0.0.1:{gate.port}"
+    path = cluster.tmp / "gated.kubeconfig"
+    path.write_text(json.dumps(config))
+    path.chmod(0o600)
+    return path
+
+
+def api_server_address(cluster: Cluster) -> tuple[str, int]:
+    config = json.loads(cluster.kubeconfig.read_text())
+    server = urlsplit(config["clusters"][0]["cluster"]["server"])
+    assert server.hostname is not None and server.port is not None
+    return server.hostname, server.port
+
+
+def timed_post(url: str, **kwargs: Any) -> tuple[httpx.Response, float]:
+    """POST and how long the answer took (a client that gave up at 60 s would be an error)."""
+    started = time.perf_counter()
+    response = httpx.post(url, timeout=60, **kwargs)
+    return response, time.perf_counter() - started
+
+
+def assert_executor_unavailable(response: httpx.Response, trainer: Trainer) -> None:
+    assert response.status_code == 503, response.text + trainer.log()
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["type"] == "urn:squarenet:problem:executor-unavailable"
+    assert "did not answer" in response.json()["detail"]
+
+
+def test_an_api_server_stopped_or_black_holed_is_a_503_and_the_finalizer_carries_on(
+    cluster: Cluster,
+) -> None:
+    """The API server is reached through a TCP gate the test stops and black-holes: the
+    control plane itself keeps running for the other tests of the session."""
+    with tcp_gate(api_server_address(cluster)) as gate:
+        kubeconfig = gated_kubeconfig(cluster, gate)
+        with cluster.trainer("gated", kubeconfig=kubeconfig) as trainer:
+            wait_for(lambda: ": leading (Lease" in trainer.log(), 60, "the finalizer to lead")
+            job_id = submit(trainer, **LONG)
+            wait_for(lambda: cluster.job(job_id), 60, "the Job")
+
+            gate.stop()
+            stopped_post, stopped_seconds = timed_post(f"{trainer.base_url}/v1/jobs", json=QUICK)
+            assert_executor_unavailable(stopped_post, trainer)
+            cancel_url = f"{trainer.base_url}/v1/jobs/{job_id}/cancel"
+            stopped_cancel, _ = timed_post(cancel_url)
+            assert_executor_unavailable(stopped_cancel, trainer)
+            listed = httpx.get(f"{trainer.base_url}/v1/jobs", timeout=30)
+            assert listed.status_code == 200  # the list is read from the store
+            assert [job["id"] for job in listed.json()["jobs"]] == [job_id]
+
+            gate.black_hole()
+            holed_post, holed_seconds = timed_post(f"{trainer.base_url}/v1/jobs", json=QUICK)
+            assert_executor_unavailable(holed_post, trainer)
+            print(
+                f"\nAPI server stopped -> 503 in {stopped_seconds:.2f} s; "
+                f"black-holed -> 503 in {holed_seconds:.2f} s"
+            )
+            wait_for(
+                lambda: "no longer leading" in trainer.log(), 120, "the finalizer to step down"
+            )
+
+            gate.open()  # the cancel request was kept: the finalizer carries it out now
+            done = wait_final(trainer, job_id)
+            assert done["state"] == "CANCELLED", done
+            wait_for(lambda: cluster.job(job_id) is None, 60, "the Job to be deleted")
+            log = trainer.log()
+            assert "Traceback" not in log
+            assert log.count("finalizer: list Jobs: ") <= 2, log  # a line per problem
+
+
+def evict(cluster: Cluster, pod: str) -> None:
+    """Evict ``pod`` through the Eviction API, as a drain, an upgrade or a scale-down does."""
+    eviction = {
+        "apiVersion": "policy/v1",
+        "kind": "Eviction",
+        "metadata": {"name": pod, "namespace": cluster.namespace},
+    }
+    path = cluster.tmp / "eviction.json"
+    path.write_text(json.dumps(eviction))
+    kubectl(
+        cluster.admin, "create", "--raw",
+        f"/api/v1/namespaces/{cluster.namespace}/pods/{pod}/eviction", "-f", str(path),
+    )  # fmt: skip
+
+
+def being_disrupted(cluster: Cluster, pod: str) -> bool:
+    """True once the pod is being deleted with a DisruptionTarget condition (or is gone)."""
+    found = kubectl(
+        cluster.admin, "-n", cluster.namespace, "get", "pod", pod, "-o", "json", check=False
+    )
+    if found.returncode != 0:
+        return True  # kwok removes a pod being deleted at once: the kubelet's part is ours
+    current = json.loads(found.stdout)
+    conditions = {c["type"]: c["status"] for c in current["status"].get("conditions", [])}
+    return bool(current["metadata"].get("deletionTimestamp")) and (
+        conditions.get("DisruptionTarget") == "True"
+    )
+
+
+def test_an_evicted_pod_fails_the_job_as_interrupted_not_cancelled(cluster: Cluster) -> None:
+    """kwok's node has no kubelet: the test plays it, sending SIGTERM to the job's process
+    once the API server marks the pod for deletion with a DisruptionTarget condition."""
+    with cluster.trainer("trainer") as trainer:
+        job_id = submit(trainer, **{**QUICK, "epochs": 10_000})
+        node = play(cluster, job_id)
+        wait_for(lambda: job_state(trainer, job_id)["progress"]["epoch"] >= 1, TIMEOUT, "epochs")
+        evict(cluster, node.name)
+        wait_for(lambda: being_disrupted(cluster, node.name), 60, "the pod to be evicted")
+        node.stop()  # SIGTERM, as the kubelet sends it
+        assert node.process.returncode == 143
+        still_there = kubectl(
+            cluster.admin, "-n", cluster.namespace, "get", "pod", node.name, check=False
+        )
+        if still_there.returncode == 0:  # held by the Job's tracking finalizer until it ends
+            report_pod_finished(cluster.admin, cluster.namespace, node.name, 143)
+        done = wait_final(trainer, job_id)
+        assert done["state"] == "FAILED", done
+        error = done["error"]
+        assert error.startswith("interrupted: its pod was disrupted by the cluster ("), done
+        # the pod's condition reason, or (pod gone already) the Job's message naming it
+        assert "EvictionByEvictionAPI" in error or "has condition DisruptionTarget" in error
+        assert cluster.store.list_versions() == []
+        assert not (cluster.store.jobs_dir / job_id / "cancel").exists()
+
+
+def test_an_unschedulable_pod_fails_the_job_with_its_reason(cluster: Cluster) -> None:
+    with running_trainer(
+        cluster.store.root,
+        cluster.tmp / "unschedulable.log",
+        *("--executor", "kubernetes", "--namespace", cluster.namespace),
+        *("--kubeconfig", str(cluster.kubeconfig), "--job-image", "squarenet-trainer:test"),
+        *("--job-cpu", "1000", "--job-cpu-limit", "1000", "--max-pending-seconds", "3"),
+    ) as trainer:
+        job_id = submit(trainer, **QUICK)
+
+        def unschedulable() -> float | None:
+            pods = kubectl_json(
+                cluster.admin, "-n", cluster.namespace, "get", "pods", "-l",
+                f"{JOB_ID_LABEL}={job_id}",
+            )["items"]  # fmt: skip
+            conditions = [c for pod in pods for c in pod["status"].get("conditions", [])]
+            scheduled = [c for c in conditions if c["type"] == "PodScheduled"]
+            return time.perf_counter() if scheduled and scheduled[0]["status"] == "False" else None
+
+        seen = wait_for(unschedulable, 60, "the scheduler to find no node", every=0.1)
+        done = wait_final(trainer, job_id)
+        print(f"\nunschedulable pod seen -> FAILED in {time.perf_counter() - seen:.2f} s "
+              "with --max-pending-seconds 3")  # fmt: skip
+        assert done["state"] == "FAILED", done
+        assert done["error"].startswith("never started: its pod did not start within 3 s: "), done
+        assert "Unschedulable: 0/" in done["error"] and "Insufficient cpu" in done["error"], done
+        wait_for(lambda: cluster.job(job_id) is None, 60, "the Job to be deleted")
+
+
+def test_max_concurrent_jobs_bounds_the_jobs_queued_or_running_on_the_cluster(
+    cluster: Cluster,
+) -> None:
+    with cluster.trainer("bounded", max_jobs=1) as trainer:
+        first = submit(trainer, **QUICK)
+        refused = httpx.post(f"{trainer.base_url}/v1/jobs", json=QUICK, timeout=30)
+        assert refused.status_code == 429, refused.text
+        assert refused.json()["type"] == "urn:squarenet:problem:queue-full"
+        assert "queued or running on the cluster" in refused.json()["detail"]
+        pod = wait_for(lambda: cluster.pod(first), TIMEOUT, "the first job's pod to run")
+        refused = httpx.post(f"{trainer.base_url}/v1/jobs", json=QUICK, timeout=30)
+        assert refused.status_code == 429, refused.text  # RUNNING counts as well
+        report_pod_finished(cluster.admin, cluster.namespace, pod["metadata"]["name"], 1)
+        assert wait_final(trainer, first)["state"] == "FAILED"
+        second = submit(trainer, **QUICK)  # the ended job's slot is free again
+        pod = wait_for(lambda: cluster.pod(second), TIMEOUT, "the second job's pod to run")
+        report_pod_finished(cluster.admin, cluster.namespace, pod["metadata"]["name"], 1)
+        assert wait_final(trainer, second)["state"] == "FAILED"
+
+
+def test_two_installations_in_one_namespace_each_elect_and_settle_their_own(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    other_store = tmp_path / "other-store"
+    other_store.mkdir()
+    other = running_trainer(
+        other_store,
+        cluster.tmp / "other.log",
+        *("--executor", "kubernetes", "--namespace", cluster.namespace),
+        *("--kubeconfig", str(cluster.kubeconfig), "--job-image", "squarenet-trainer:test"),
+        "--store-claim", "other-models",
+    )  # fmt: skip
+    with cluster.trainer("mine") as mine, other as theirs:
+        for trainer in (mine, theirs):  # one Lease each: both lead
+
+            def leading(t: Trainer = trainer) -> bool:
+                return ": leading (Lease" in t.log()
+
+            wait_for(leading, 60, "each to lead")
+        assert f"{LEASE_PREFIX}other-models" in theirs.log()
+        job_id = submit(mine, **QUICK)
+        labels = wait_for(lambda: cluster.job(job_id), 60, "the Job")["metadata"]["labels"]
+        assert labels["squarenet.io/installation"] == "squarenet-models"
+        pod = wait_for(lambda: cluster.pod(job_id), TIMEOUT, "the job's pod to run")
+        report_pod_finished(cluster.admin, cluster.namespace, pod["metadata"]["name"], 1)
+        assert wait_final(mine, job_id)["state"] == "FAILED"
+        assert job_id not in theirs.log()

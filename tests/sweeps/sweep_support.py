@@ -48,8 +48,16 @@ class StandInRunner:
         with path.open("a", encoding="utf-8") as progress:
             progress.writelines(json.dumps(row) + "\n" for row in rows)
 
-    def succeed(self, job: Job, mse_in_domain: float) -> int:
-        """Publish a placeholder version as the job and end it SUCCEEDED."""
+    def report_epochs(self, job: Job, losses: list[float], first: int = 1) -> None:
+        """Progress lines of epochs ``first``, ``first + 1``, ... with these training losses."""
+        rows = [
+            {"epoch": first + i, "loss": loss, "val_loss": None} for i, loss in enumerate(losses)
+        ]
+        self._report(job, *rows)
+
+    def succeed(self, job: Job, mse_in_domain: float, *, epochs_reported: bool = False) -> int:
+        """Publish a placeholder version as the job and end it SUCCEEDED (reporting two epochs
+        unless ``epochs_reported``)."""
         model_name = job.params.model_name
         staging = self.store.staging_dir(model_name, tag="standin")
         (staging / SAVED_MODEL_FILE).write_bytes(b"saved model placeholder")
@@ -61,10 +69,13 @@ class StandInRunner:
             {"domain": list(job.params.domain), "job_id": job.id, "metrics": metrics},
             model_name,
         ).version
-        self._report(
-            job,
+        epochs = [
             {"epoch": 1, "loss": 2 * mse_in_domain, "val_loss": None},
             {"epoch": 2, "loss": mse_in_domain, "val_loss": None},
+        ]
+        self._report(
+            job,
+            *([] if epochs_reported else epochs),
             {"result": "succeeded", "version": version, "metrics": metrics},
         )
         ended = self.book.finish(job.id, EXITED)

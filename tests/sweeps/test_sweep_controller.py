@@ -63,10 +63,10 @@ def test_trials_are_released_parallel_at_a_time_and_followed_to_the_end(
     best = sweep["currentOptimalTrial"]
     assert best["observation"]["metrics"][0] == {"name": "mse_in_domain", "value": 0.01}
     assert best["number"] == 1
-    assert best["parameterAssignments"] == [
-        {"name": "num_neurons", "value": 1},
-        {"name": "mid_range", "value": 12.0},
-    ]
+    trials = client.get(f"/v1/sweeps/{sweep_id}/trials").get_json()["trials"]
+    assert best["parameterAssignments"] == trials[1]["parameterAssignments"]
+    points = {tuple(a["value"] for a in t["parameterAssignments"]) for t in trials}
+    assert points == {(1, 2.0), (1, 12.0), (4, 2.0), (4, 12.0)}  # the grid, each point once
     assert store.list_versions("square") == []  # trials never touch the served model
     assert len(store.list_versions(f"sweep-{sweep_id}")) == 4
 
@@ -99,7 +99,8 @@ def test_failures_past_max_failed_trial_count_fail_the_sweep_and_cancel_the_rest
     sweep = client.get(f"/v1/sweeps/{sweep_id}").get_json()
     assert sweep["state"] == "FAILED"
     assert "more than maxFailedTrialCount (0)" in sweep["message"]
-    assert (sweep["trialsFailed"], sweep["trialsCancelled"]) == (1, 3)
+    assert (sweep["trialsFailed"], sweep["trialsCancelled"]) == (1, 1)
+    assert sweep["trials"] == 2  # no trial is drawn once the sweep stops
     assert [job["state"] for job in _jobs(client, sweep_id)] == ["CANCELLED", "FAILED"]
 
 
@@ -110,7 +111,7 @@ def test_cancel_stops_queued_and_running_trials_and_never_starts_the_rest(
     running = runner.claim()
     answer = client.post(f"/v1/sweeps/{sweep_id}/cancel")
     assert answer.status_code == 202  # the running trial's runner has not confirmed yet
-    assert answer.get_json()["trialsCancelled"] == 3
+    assert answer.get_json()["trialsCancelled"] == 1  # the queued one; the rest never drawn
     runner.confirm_cancel(running)
     answer = client.post(f"/v1/sweeps/{sweep_id}/cancel")
     assert answer.status_code == 200

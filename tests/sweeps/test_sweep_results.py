@@ -34,14 +34,24 @@ def test_trials_table_and_csv_carry_metrics_and_the_architecture_limit(
     sweep_id = _run_to_the_end(client, executor, runner)
     trials = client.get(f"/v1/sweeps/{sweep_id}/trials").get_json()["trials"]
     assert [trial["objective"] for trial in trials] == SCORES
-    assert trials[3]["mseLimit"] == mse_limit(12.0, 4) == (12 / 5) ** 4 / 180
+    for trial in trials:
+        assigned = {a["name"]: a["value"] for a in trial["parameterAssignments"]}
+        floor = mse_limit(assigned["mid_range"], assigned["num_neurons"])
+        assert trial["mseLimit"] == floor
+        assert trial["metrics"]["floor"] == floor
+        assert trial["metrics"]["floor_ratio"] == trial["objective"] / floor
+    assert mse_limit(12.0, 4) == (12 / 5) ** 4 / 180
     assert all(trial["seconds"] is not None and trial["seconds"] >= 0 for trial in trials)
     response = client.get(f"/v1/sweeps/{sweep_id}/trials.csv")
     assert response.mimetype == "text/csv"
     rows = list(csv.DictReader(io.StringIO(response.text)))
-    assert [row["num_neurons"] for row in rows] == ["1", "1", "4", "4"]
+    assert [row["num_neurons"] for row in rows] == [
+        str(trial["parameterAssignments"][0]["value"]) for trial in trials
+    ]
     assert [float(row["mse_in_domain"]) for row in rows] == SCORES
-    assert float(rows[0]["mse_limit"]) == float(f"{mse_limit(2.0, 1):.6g}")
+    assert [row["state"] for row in rows] == ["SUCCEEDED"] * 4
+    assert float(rows[0]["mse_limit"]) == float(f"{trials[0]['mseLimit']:.6g}")
+    assert float(rows[0]["floor_ratio"]) == float(f"{SCORES[0] / trials[0]['mseLimit']:.6g}")
     assert rows[1]["mse_out_of_domain"] == "2"
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from flask import Flask
 
 from squarenet.store import ModelStore
-from trainer_service.api import auth, labels, metrics, problems, views
+from trainer_service.api import auth, labels, metrics, problems, traffic, views
 from trainer_service.api.events import StreamSlots
 from trainer_service.dashboard import bp as dashboard_bp
 from trainer_service.dashboard.chart_data import bp as chart_data_bp
@@ -41,6 +41,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     problems.init_app(app)
     app.register_blueprint(views.bp)
     app.register_blueprint(labels.bp)
+    app.register_blueprint(traffic.bp)
     app.register_blueprint(chart_data_bp)
     app.register_blueprint(dashboard_bp)
     app.register_blueprint(sweeps_api.bp)

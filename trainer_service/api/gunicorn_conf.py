@@ -1,6 +1,6 @@
 """gunicorn configuration of ``squarenet-trainer``: options and the master's hooks.
 
-The master starts the job runner (``python -m trainer_service.runner``) before it forks
+The master starts the job runner (``python -m trainer_service.control_loop``) before it forks
 any worker, so every worker's settings carry the runner's pid for ``/readyz``; on exit it
 stops the runner and waits for it. Workers are threaded (``gthread``): their heartbeat comes
 from the worker's main loop, not from requests, so a long event stream or a slow client
@@ -82,7 +82,7 @@ def runner_command(settings: Settings) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "trainer_service.runner",
+        "trainer_service.control_loop",
         "--model-store",
         str(settings.model_store),
     ]

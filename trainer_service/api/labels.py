@@ -2,8 +2,9 @@
 
 A label (``stable``, ``canary``) names one version of a model; predictors started with
 ``--serve-label`` serve that version by default, so promoting and rolling back are one call
-each. The labels live in the store (``labels.json``, written atomically); these views only
-translate HTTP to :meth:`ModelStore.set_label` / :meth:`ModelStore.remove_label`.
+each. The labels live in the store (``labels.json``, written atomically). A move runs the
+version's promotion gate first (``trainer_service.rollouts``): a failing gate answers 409
+with the report unless the body says ``"force": true``; every move enters the history.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from flask import Blueprint, Response, jsonify
 from squarenet.store import BrokenVersion, UnknownVersion, validate_label, validate_model_name
 from trainer_service.api.openapi import LabelAnswer, LabelRequest
 from trainer_service.api.problems import Problem
+from trainer_service.api.traffic import GateProblem, thresholds, who
 from trainer_service.api.views import read_json_body, services
+from trainer_service.rollouts.moves import GateRefused, move_label, remove_label
 
 bp = Blueprint("labels", __name__)
 log = logging.getLogger("squarenet.trainer.labels")
@@ -43,15 +46,24 @@ def set_label(model_name: str, label: str) -> Response:
     body = LabelRequest.model_validate(read_json_body("the label's version", empty={}))
     store = services().store
     try:
-        labels = store.set_label(model_name, label, body.version)
+        labels, report = move_label(
+            store,
+            model_name,
+            label,
+            body.version,
+            force=body.force,
+            thresholds=thresholds(),
+            by=who(),
+        )
+    except GateRefused as exc:
+        raise GateProblem(str(exc), exc.report) from exc
     except UnknownVersion as exc:
         raise Problem(404, str(exc), kind="not-found") from exc
     except BrokenVersion as exc:
         raise Problem(
             404, f"{model_name} version {body.version} is broken: {exc.reason}", kind="not-found"
         ) from exc
-    log.info("label %s of model=%s now names version=%d", label, model_name, body.version)
-    return jsonify(LabelAnswer(model_name=model_name, labels=labels).model_dump())
+    return jsonify(LabelAnswer(model_name=model_name, labels=labels, gate=report).model_dump())
 
 
 @bp.delete(LABEL_PATH)
@@ -59,8 +71,8 @@ def delete_label(model_name: str, label: str) -> Response:
     """Remove ``label`` (404 when the model has no such label)."""
     _checked(model_name, label)
     store = services().store
-    if not store.remove_label(model_name, label):
+    if not remove_label(store, model_name, label, by=who()):
         raise Problem(404, f"{model_name} has no label {label!r}", kind="not-found")
     log.info("label %s of model=%s removed", label, model_name)
     answer = LabelAnswer(model_name=model_name, labels=store.read_labels(model_name))
-    return jsonify(answer.model_dump())
+    return jsonify(answer.model_dump(exclude_none=True))

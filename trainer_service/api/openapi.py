@@ -15,6 +15,7 @@ from pydantic.json_schema import models_json_schema
 
 from squarenet.store import LABEL_PATTERN, MODEL_NAME_PATTERN
 from trainer_service.params import TrainingParams
+from trainer_service.rollouts import openapi as rollouts_openapi
 from trainer_service.runner.book import Job, JobState
 from trainer_service.runner.records import JOB_ID_PATTERN
 from trainer_service.settings import MAX_BODY_BYTES
@@ -57,6 +58,11 @@ class ModelEntry(BaseModel):
         description="metadata.json of the version (null when broken)."
     )
     labels: list[str] = Field(description="The version labels naming this version.")
+    gate: dict[str, Any] | None = Field(
+        None,
+        description="The version's promotion gate: the last report of a label move to it, "
+        "else its measurement alone (null when it has none yet).",
+    )
 
 
 class ModelList(BaseModel):
@@ -74,6 +80,9 @@ class LabelRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     version: int = Field(ge=1, le=10**18 - 1, description="A published, unbroken version.")
+    force: bool = Field(
+        False, description="Move the label even when the version fails its promotion gate."
+    )
 
 
 class LabelAnswer(BaseModel):
@@ -81,6 +90,9 @@ class LabelAnswer(BaseModel):
 
     model_name: str
     labels: dict[str, int] = Field(description="Every label of the model and its version.")
+    gate: dict[str, Any] | None = Field(
+        None, description="PUT: the version's gate report (checks, values, limits, passed)."
+    )
 
 
 class FieldError(BaseModel):
@@ -117,7 +129,8 @@ def _problems(*statuses: int) -> dict[str, Any]:
         404: "No such job, sweep or plot (or fit curve yet); for labels: no such model, "
         "version (or a broken one), or label.",
         409: "The job or sweep has already finished (cancel); the sweep has not finished "
-        "(delete); no trial of the sweep succeeded (promote).",
+        "(delete); no trial of the sweep succeeded (promote); for labels: the version fails "
+        'its promotion gate (`gate` holds the report; send "force": true to move it anyway).',
         413: f"Body larger than {MAX_BODY_BYTES} bytes.",
         415: "Body is not application/json.",
         422: "For labels: the label is not [a-z][a-z0-9-]{0,31} or the body is not "
@@ -367,6 +380,7 @@ def _paths() -> dict[str, Any]:
             }
         },
         "/v1/models/{model_name}/labels/{label}": _label_operations(),
+        **rollouts_openapi.rollout_paths(_problems),
         **sweeps_openapi.sweep_paths(_problems),
         "/": {
             "get": {
@@ -435,7 +449,7 @@ def _label_operations() -> dict[str, Any]:
             "by default: promote and roll back by moving the label.",
             "parameters": parameters,
             "requestBody": {"required": True, "content": _json_body("LabelRequest")},
-            "responses": {"200": answer, **_problems(400, 401, 404, 413, 415, 422, 503)},
+            "responses": {"200": answer, **_problems(400, 401, 404, 409, 413, 415, 422, 503)},
         },
         "delete": {
             "summary": "Remove a version label.",
@@ -478,6 +492,7 @@ OPERATION_IDS = {
     ("/metrics", "get"): "metrics",
     ("/openapi.json", "get"): "openapi",
     **sweeps_openapi.OPERATION_IDS,
+    **rollouts_openapi.OPERATION_IDS,
 }
 
 
@@ -504,6 +519,7 @@ def openapi_document() -> dict[str, Any]:
             (LabelAnswer, "serialization"),
             (ProblemDetails, "serialization"),
             *sweeps_openapi.SCHEMA_MODELS,
+            *rollouts_openapi.SCHEMA_MODELS,
         ],
         ref_template=REF,
     )

@@ -31,8 +31,10 @@ from trainer_service.api.openapi import JobList, JobQuery, openapi_document
 from trainer_service.api.problems import Problem
 from trainer_service.errors import PlotNotFound, QueueFull
 from trainer_service.params import TrainingParams
+from trainer_service.rollouts.moves import version_gates
 from trainer_service.runner.book import JobBook, JobState
 from trainer_service.runner.executor import Executor
+from trainer_service.runner.local import pool_warm
 from trainer_service.settings import Settings
 
 PLOT_NAMES = ("loss", "fit")
@@ -251,6 +253,7 @@ def model_entries(store: ModelStore) -> list[dict[str, Any]]:
         labels: dict[int, list[str]] = {}
         for label, labelled in sorted(model_labels(store, name).items()):
             labels.setdefault(labelled, []).append(label)
+        gates = version_gates(store, name)
         for version in reversed(store.list_versions(name)):
             try:
                 found = store.verify_version(name, version)
@@ -263,7 +266,7 @@ def model_entries(store: ModelStore) -> list[dict[str, Any]]:
             entries.append(
                 {"model_name": name, "version": version, "status": "ok",
                  "reason": None, "metadata": dict(found.metadata),
-                 "labels": labels.get(version, [])}
+                 "labels": labels.get(version, []), "gate": gates.get(version)}
             )  # fmt: skip
     return entries
 
@@ -313,11 +316,15 @@ def store_writable(root: Path) -> bool:
 
 @bp.get("/readyz")
 def readyz() -> Response:
-    """Readiness: the store is writable and the job runner is alive (else 503)."""
-    settings = services().settings
+    """Readiness: the store is writable, the job runner is alive and (local executor) its
+    pool of job processes has been warm, so no job waits for TensorFlow (else 503)."""
+    svc = services()
+    settings = svc.settings
     checks = {"model_store": store_writable(settings.model_store)}
     if settings.runner_pid is not None:
         checks["job_runner"] = runner_alive(settings.runner_pid)
+        if settings.executor == "local":
+            checks["job_processes"] = pool_warm(svc.book, runner_alive)
     failing = sorted(name for name, ok in checks.items() if not ok)
     if failing:
         raise Problem(

@@ -42,6 +42,7 @@ from trainer_service.runner.records import (
     new_job_id,
     utc_now,
 )
+from trainer_service.runner.slots import JobSlots
 
 __all__ = ["Ending", "Job", "JobBook", "JobState", "Progress"]
 
@@ -80,6 +81,7 @@ class JobBook:
         max_queued: int = DEFAULT_MAX_QUEUED,
         keep_finished: int = DEFAULT_KEEP_FINISHED,
         local_lock: bool = True,
+        slots: int | None = None,
     ) -> None:
         if max_queued < 1 or keep_finished < 1:
             raise ValueError("max_queued and keep_finished must be at least 1")
@@ -88,6 +90,8 @@ class JobBook:
         self.keep_finished = keep_finished
         self.local_lock = local_lock
         self.files = JobFiles(store)
+        # kubernetes: queued and running jobs each hold one of ``slots`` (None: unbounded here)
+        self.slots = JobSlots(self.files.root, slots) if slots is not None else None
         self.on_finished: list[Callable[[Job], None]] = []
 
     @contextlib.contextmanager
@@ -289,7 +293,9 @@ class JobBook:
             update: dict[str, Any] = {"finished_at": utc_now()}
             if report.epochs:
                 update["progress"] = Progress(epoch=report.last_epoch, epochs=record.params.epochs)
-            published = fence.published_version(self.store, model_name, job_id)
+            published = fence.published_version(
+                self.store, model_name, job_id, result.get("version")
+            )
             if published is not None:
                 update.update(state=JobState.SUCCEEDED, model_version=published[0])
                 update["metrics"] = _metrics(result.get("metrics")) or published[1]
@@ -307,6 +313,8 @@ class JobBook:
                 update["started_at"] = update["finished_at"]
             record = record.model_copy(update=update)
             self.files.write(record)
+            if self.slots is not None:
+                self.slots.release(job_id)
         outcome = record.error or (
             f"version {record.model_version}" if record.model_version else ""
         )

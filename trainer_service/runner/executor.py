@@ -2,8 +2,9 @@
 
 ``--executor local`` (one machine) runs jobs in child processes of the trainer's runner;
 ``--executor kubernetes`` makes each job a ``batch/v1`` Job on the cluster. The API talks to
-either through ``Executor``; the runner process (``python -m trainer_service.runner``,
-started by ``squarenet-trainer`` next to gunicorn) runs the executor's loop.
+either through ``Executor``; the trainer's control loop (``python -m
+trainer_service.control_loop``, started by ``squarenet-trainer`` next to gunicorn) runs the
+executor's loop.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from squarenet.store import ModelStore
 from trainer_service.params import TrainingParams
 from trainer_service.runner.book import Job, JobBook
 from trainer_service.settings import Settings
-from trainer_service.sweeps.controller import SweepTicker
 
 
 class Executor(Protocol):
@@ -42,6 +42,7 @@ def make_book(settings: Settings, store: ModelStore) -> JobBook:
         max_queued=settings.max_queued_jobs,
         keep_finished=settings.keep_finished_jobs,
         local_lock=settings.executor == "local",
+        slots=settings.max_concurrent_jobs if settings.executor == "kubernetes" else None,
     )
 
 
@@ -59,22 +60,3 @@ def executor_for(settings: Settings, book: JobBook) -> Executor:
     from trainer_service.runner.local import LocalExecutor  # noqa: PLC0415
 
     return LocalExecutor(book, settings.cancel_wait)
-
-
-def run_runner(settings: Settings) -> int:
-    """The runner process's loop for the settings' executor; its exit status.
-
-    The sweep controller runs here: whenever a job ends (``on_finished``) and on the loop's
-    periodic ``sweeps`` call, so trials are released by whoever settles jobs.
-    """
-    store = ModelStore(settings.model_store)
-    book = make_book(settings, store)
-    sweeps = SweepTicker(store, executor_for(settings, book))
-    book.on_finished.append(sweeps.job_finished)
-    if settings.executor == "kubernetes":
-        from trainer_service.runner.kubernetes import Finalizer  # noqa: PLC0415
-
-        return Finalizer(book, settings, sweeps=sweeps.tick).run()
-    from trainer_service.runner.local import LocalRunner  # noqa: PLC0415
-
-    return LocalRunner(book, settings.max_concurrent_jobs, sweeps=sweeps.tick).run()

@@ -118,24 +118,43 @@ def sweep(store: ModelStore, running: set[str]) -> None:
 
 
 def published_version(
-    store: ModelStore, model_name: str, job_id: str
+    store: ModelStore, model_name: str, job_id: str, reported: object = None
 ) -> tuple[int, dict[str, float]] | None:
-    """The version this job published and its metrics, if it got that far."""
+    """The version this job published and its metrics, if it got that far.
+
+    ``reported`` is the version the job's process wrote in its result line: it is checked
+    against that version's own metadata, however many versions landed after it. Without a
+    report (the process died between its rename and its result line) the newest versions
+    are searched.
+    """
+    if isinstance(reported, int) and not isinstance(reported, bool) and reported >= 1:
+        found = _version_of(store, model_name, job_id, reported)
+        if found is not None:
+            return found
     try:
         versions = store.list_versions(model_name)
     except (ValueError, OSError):
         return None
     for version in reversed(versions[-_PUBLISHED_LOOKBACK:]):
-        try:
-            metadata = store.read_metadata(model_name, version)
-        except BrokenVersion:
-            continue
-        if metadata.get("job_id") == job_id:
-            raw = metadata.get("metrics")
-            metrics = raw if isinstance(raw, dict) else {}
-            return version, {
-                str(name): float(value)
-                for name, value in metrics.items()
-                if isinstance(value, int | float) and not isinstance(value, bool)
-            }
+        if (found := _version_of(store, model_name, job_id, version)) is not None:
+            return found
     return None
+
+
+def _version_of(
+    store: ModelStore, model_name: str, job_id: str, version: int
+) -> tuple[int, dict[str, float]] | None:
+    """``version`` and its metrics when its metadata names ``job_id``, else None."""
+    try:
+        metadata = store.read_metadata(model_name, version)
+    except (BrokenVersion, ValueError, OSError):
+        return None
+    if metadata.get("job_id") != job_id:
+        return None
+    raw = metadata.get("metrics")
+    metrics = raw if isinstance(raw, dict) else {}
+    return version, {
+        str(name): float(value)
+        for name, value in metrics.items()
+        if isinstance(value, int | float) and not isinstance(value, bool)
+    }

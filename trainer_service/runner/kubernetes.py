@@ -13,10 +13,25 @@ reads the unfinished records, lists the Jobs by their ``squarenet.io/job-id`` la
 settles each job from its Job's status and the result its pod wrote on the store. It keeps
 no state of its own, so a restarted or newly elected finalizer picks up where the last
 one stopped. Nothing here takes a lock on the shared volume or compares two hosts' clocks.
+
+What clusters do to jobs, and what each ends as:
+
+- every API call has a timeout (``API_TIMEOUT``, below the Lease's renew deadline); an API
+  server that refuses, drops or never answers the call is ``ExecutorUnavailable`` (503
+  ``executor-unavailable``) for submit and cancel, and a logged line for the finalizer, which
+  settles each job on its own (one failing job never blocks the others);
+- a pod evicted, drained or pre-empted (the ``DisruptionTarget`` condition) fails its Job at
+  once (``podFailurePolicy``) and the job ends FAILED ``interrupted: ...`` (a sweep runs
+  such a trial again), never CANCELLED: only a client's cancel request cancels;
+- a job whose pod has not started within ``max_pending_seconds`` (unschedulable, image
+  pull errors, a missing claim) is FAILED naming the pod's reason and its Job deleted;
+- a replica acts only while its last successful Lease renewal is recent
+  (``Finalizer.holds_lease``): one that hung or paused past that settles nothing.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import secrets
@@ -29,44 +44,91 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.leaderelection import electionconfig, leaderelection
 from kubernetes.leaderelection.resourcelock.leaselock import LeaseLock
 
-from trainer_service.errors import ExecutorUnavailable, JobAlreadyFinished
+from trainer_service.errors import ExecutorUnavailable, JobAlreadyFinished, TooManyJobs
 from trainer_service.params import TrainingParams
 from trainer_service.runner.book import CANCELLED, TIME_LIMIT, Ending, Job, JobBook, JobState
 from trainer_service.settings import JOB_MOUNT_PATH, Settings
 
 _log = logging.getLogger("trainer_service.runner")
 JOB_ID_LABEL = "squarenet.io/job-id"
-LEASE_NAME = "squarenet-trainer-finalizer"
+# the installation a Job belongs to: its store claim, so two installations in one namespace
+# each settle (and clean up) their own Jobs and elect their own finalizer
+INSTALLATION_LABEL = "squarenet.io/installation"
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+LEASE_PREFIX = "squarenet-trainer-finalizer-"
 IN_CLUSTER_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 RECONCILE_SECONDS = 0.5
 ORPHAN_GRACE_SECONDS = 60.0  # a Job without a record: its API call may still be writing it
 LEASE_SECONDS, RENEW_SECONDS, RETRY_SECONDS = 15, 10, 2
-# what the executor needs, as the Role in k8s/base grants it: (group, resource, verb)
+# (connect, read) seconds of every API call: one call, its single connect retry included,
+# ends within 9 s, below the Lease's renew deadline
+API_TIMEOUT = (2.0, 5.0)
+UNREACHABLE = (urllib3.exceptions.HTTPError,)  # MaxRetryError, timeouts, dropped connections
+DISRUPTION = "DisruptionTarget"
+# a pod waiting for one of these never starts by itself: the job fails at its pending bound
+STUCK_WAITING = frozenset(
+    {
+        "ErrImagePull",
+        "ImagePullBackOff",
+        "InvalidImageName",
+        "ErrImageNeverPull",
+        "CreateContainerConfigError",
+        "CreateContainerError",
+        "RunContainerError",
+    }
+)
+# every call the executor makes, as the Role in k8s/base grants it: (group, resource, verb)
 PERMISSIONS = (
-    *(("batch", "jobs", verb) for verb in ("create", "get", "list", "watch", "delete")),
-    *(("", "pods", verb) for verb in ("get", "list", "watch")),
-    ("", "pods/log", "get"),
+    *(("batch", "jobs", verb) for verb in ("create", "list", "delete")),
+    ("", "pods", "list"),
     *(("coordination.k8s.io", "leases", verb) for verb in ("get", "create", "update")),
 )
+
+
+class TimedApiClient(client.ApiClient):
+    """An API client whose every call has a timeout (``API_TIMEOUT``) unless it names one.
+
+    The generated client waits forever by default: a black-holed API server would hold a
+    request (and the finalizer's Lease renewal) for as long as the kernel keeps the socket.
+    """
+
+    def call_api(self, *args: Any, **kwargs: Any) -> Any:
+        """The generated client's call, with the default timeout filled in."""
+        kwargs["_request_timeout"] = kwargs.get("_request_timeout") or API_TIMEOUT
+        return super().call_api(*args, **kwargs)
 
 
 def connect(settings: Settings) -> tuple[client.ApiClient, str]:
     """An API client and the namespace of the Jobs: in-cluster, or from a kubeconfig."""
     kubeconfig = settings.kubeconfig or os.environ.get("KUBECONFIG")
+    configuration = client.Configuration()
     if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
-        config.load_incluster_config()  # type: ignore[no-untyped-call]
+        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
         namespace = IN_CLUSTER_NAMESPACE.read_text(encoding="utf-8").strip()
     else:
         path = str(kubeconfig) if kubeconfig else None
-        config.load_kube_config(config_file=path)  # type: ignore[no-untyped-call]
+        config.load_kube_config(config_file=path, client_configuration=configuration)  # type: ignore[no-untyped-call]
         _, context = config.list_kube_config_contexts(config_file=path)  # type: ignore[no-untyped-call]
         namespace = context.get("context", {}).get("namespace") or "default"
-    return client.ApiClient(), settings.namespace or namespace
+    # a refused connection is tried once more; a request sent is never repeated, so one call
+    # takes at most two connect timeouts and one read timeout
+    configuration.retries = urllib3.Retry(total=1, connect=1, read=0, status=0, redirect=0)
+    return TimedApiClient(configuration), settings.namespace or namespace
+
+
+def unreachable(exc: Exception, what: str) -> ExecutorUnavailable:
+    """The clear error for an API call that got no answer (stopped, black-holed, slow)."""
+    return ExecutorUnavailable(
+        f"the cluster's API server did not answer the call to {what} within "
+        f"{API_TIMEOUT[0]:g} s to connect and {API_TIMEOUT[1]:g} s to reply "
+        f"({type(exc).__name__}); retry later"
+    )
 
 
 def configuration_problem(settings: Settings) -> str | None:
@@ -83,6 +145,20 @@ def configuration_problem(settings: Settings) -> str | None:
     return None
 
 
+def installation(settings: Settings) -> str:
+    """The installation's name: its store claim (a label value: 63 characters at most)."""
+    claim = settings.store_claim
+    if len(claim) <= 63:
+        return claim
+    digest = hashlib.sha256(claim.encode()).hexdigest()[:8]
+    return f"{claim[:54].rstrip('.-')}-{digest}"
+
+
+def lease_name(settings: Settings) -> str:
+    """The Lease this installation's replicas elect their finalizer with."""
+    return LEASE_PREFIX + installation(settings)
+
+
 def job_name(job_id: str) -> str:
     """The Job's name: the job id in DNS-1123 form."""
     return f"squarenet-{job_id.lower()}"
@@ -92,6 +168,7 @@ def job_manifest(job: Job, settings: Settings) -> dict[str, Any]:
     """The ``batch/v1`` Job that trains ``job`` (Pod Security "restricted", no API token)."""
     labels = {
         JOB_ID_LABEL: job.id,
+        INSTALLATION_LABEL: installation(settings),
         "app.kubernetes.io/name": "squarenet",
         "app.kubernetes.io/component": "training-job",
         "app.kubernetes.io/part-of": "squarenet",
@@ -104,6 +181,9 @@ def job_manifest(job: Job, settings: Settings) -> dict[str, Any]:
     container = {
         "name": "train",
         "image": settings.job_image,
+        "imagePullPolicy": "IfNotPresent",  # a pinned tag (checked at start) never changes
+        # a process that fails before its result line (an unwritable store) says why here
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         "command": command,
         "env": [
             {"name": "TF_CPP_MIN_LOG_LEVEL", "value": "2"},
@@ -143,12 +223,26 @@ def job_manifest(job: Job, settings: Settings) -> dict[str, Any]:
             {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
         ],
     }
+    job_labels = dict(labels)
+    if settings.queue_name is not None:  # Kueue admits the Job by unsuspending it
+        job_labels[KUEUE_QUEUE_LABEL] = settings.queue_name
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {"name": job_name(job.id), "labels": labels},
+        "metadata": {"name": job_name(job.id), "labels": job_labels},
         "spec": {
+            "suspend": settings.queue_name is not None,
             "backoffLimit": 0,
+            # a disrupted pod (evicted, drained, pre-empted) fails the Job at once, and says so
+            # in the Job's Failed condition: the finalizer reports it as an interruption
+            "podFailurePolicy": {
+                "rules": [
+                    {
+                        "action": "FailJob",
+                        "onPodConditions": [{"type": DISRUPTION, "status": "True"}],
+                    }
+                ]
+            },
             "activeDeadlineSeconds": job.params.max_train_seconds,
             "ttlSecondsAfterFinished": settings.job_ttl_seconds,
             "template": {"metadata": {"labels": labels}, "spec": pod_spec},
@@ -183,17 +277,32 @@ class KubernetesExecutor:
         if job_id is not None and (existing := self.book.files.read(job_id)) is not None:
             return existing  # a named job submitted again: the one we have
         job = self.book.new_job(params, job_id=job_id, sweep_id=sweep_id)
+        slots = self.book.slots
+        if slots is not None and not slots.take(job.id):
+            raise TooManyJobs(slots.size)
         try:
             manifest: Any = job_manifest(job, self.settings)  # the client takes plain dicts too
             self.batch.create_namespaced_job(self.namespace, manifest)
         except ApiException as exc:
             if exc.status != 409:  # AlreadyExists: made by an earlier try of this call
+                self._give_back(job.id)
                 raise refusal(exc, "create Jobs", self.namespace) from exc
+        except UNREACHABLE as exc:  # a Job it may have made without a record is an orphan
+            self._give_back(job.id)
+            raise unreachable(exc, "create a Job") from exc
         self.book.record(job)
         return job
 
+    def _give_back(self, job_id: str) -> None:
+        if self.book.slots is not None:
+            self.book.slots.release(job_id)
+
     def cancel(self, job_id: str, *, wait: float | None = None) -> Job:
-        """Record the request and delete the Job; the finalizer records CANCELLED."""
+        """Record the request and delete the Job; the finalizer records CANCELLED.
+
+        With the API server away the request stays recorded (the finalizer deletes the Job
+        once it answers again) and the caller gets ``ExecutorUnavailable``.
+        """
         self.book.request_cancel(job_id)
         delete_job(self.batch, self.namespace, job_id)
         job = self.book.wait_until_finished(
@@ -211,6 +320,52 @@ def delete_job(batch: client.BatchV1Api, namespace: str, job_id: str) -> None:
     except ApiException as exc:
         if exc.status != 404:
             raise refusal(exc, "delete Jobs", namespace) from exc
+    except UNREACHABLE as exc:
+        raise unreachable(exc, "delete a Job") from exc
+
+
+class FencedLeaseLock(LeaseLock):
+    """The client's Lease lock on our timed API client, remembering its last renewal.
+
+    A call that gets no answer counts as a failed renewal (the client's lock knows only
+    ``ApiException``), and ``renewed_at`` is when the last successful create or update was
+    sent: the Lease is ours until at least ``LEASE_SECONDS`` after that.
+    """
+
+    def __init__(self, name: str, namespace: str, identity: str, api: client.ApiClient) -> None:
+        super().__init__(name, namespace, identity)  # type: ignore[no-untyped-call]
+        self.api_instance = client.CoordinationV1Api(api)
+        self.renewed_at: float | None = None
+
+    def get(self, name: str, namespace: str) -> tuple[bool, Any]:
+        """The Lease, or (False, the error): no answer is an error, not a crash."""
+        try:
+            found: tuple[bool, Any] = super().get(name, namespace)  # type: ignore[no-untyped-call]
+            return found
+        except UNREACHABLE as exc:
+            return False, ApiException(status=0, reason=f"no answer ({type(exc).__name__})")
+
+    def create(self, name: str, namespace: str, election_record: Any) -> bool:
+        """Create the Lease; remember when on success."""
+        return self._renewing(
+            lambda: LeaseLock.create(self, name, namespace, election_record)  # type: ignore[no-untyped-call]
+        )
+
+    def update(self, name: str, namespace: str, updated_record: Any) -> bool:
+        """Renew the Lease; remember when on success."""
+        return self._renewing(
+            lambda: LeaseLock.update(self, name, namespace, updated_record)  # type: ignore[no-untyped-call]
+        )
+
+    def _renewing(self, call: Callable[[], bool]) -> bool:
+        sent = time.monotonic()
+        try:
+            renewed = bool(call())
+        except UNREACHABLE:
+            renewed = False
+        if renewed:
+            self.renewed_at = sent
+        return renewed
 
 
 class Finalizer:
@@ -221,20 +376,32 @@ class Finalizer:
     ) -> None:
         self.book = book
         self.sweeps = sweeps  # the sweep controller's periodic pass, run while leading
-        api_client, self.namespace = connect(settings)
-        self.batch = client.BatchV1Api(api_client)
-        self.core = client.CoreV1Api(api_client)
-        self.authz = client.AuthorizationV1Api(api_client)
+        self.max_pending_seconds = settings.max_pending_seconds
+        self.api, self.namespace = connect(settings)
+        self.batch = client.BatchV1Api(self.api)
+        self.core = client.CoreV1Api(self.api)
+        self.authz = client.AuthorizationV1Api(self.api)
         self.identity = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        self.lease = lease_name(settings)
+        self.selector = f"{JOB_ID_LABEL},{INSTALLATION_LABEL}={installation(settings)}"
+        self.lock = FencedLeaseLock(self.lease, self.namespace, self.identity, self.api)
         self.stopping = threading.Event()
         self.leading = threading.Event()
         self.orphans: dict[str, float] = {}
+        self.pending: dict[str, float] = {}  # job id -> when first seen without a started pod
+        self.problems: dict[str, str] = {}  # what is wrong now, logged once until it clears
 
     def run(self) -> int:
         """Take part in the election until SIGTERM; lead (finalize) while elected."""
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._on_signal)
-        self.report_missing_permissions()
+        logging.getLogger("leaderelection").setLevel(logging.WARNING)  # a line every 2 s else
+        try:
+            self.report_missing_permissions()
+        except UNREACHABLE as exc:
+            self.problem(
+                "permissions", f"cannot check permissions: no answer ({type(exc).__name__})"
+            )
         threading.Thread(target=self._elect, name="leader-election", daemon=True).start()
         while not self.stopping.wait(1.0):
             pass
@@ -243,6 +410,32 @@ class Finalizer:
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self.stopping.set()
+
+    def holds_lease(self) -> bool:
+        """True while elected and the last renewal was sent within the renew deadline.
+
+        Checked before every state change: a replica whose calls hung or whose process was
+        paused past the deadline may have lost the Lease without hearing of it, and another
+        replica may act from ``LEASE_SECONDS`` after that renewal on.
+        """
+        renewed = self.lock.renewed_at
+        return (
+            self.leading.is_set()
+            and renewed is not None
+            and time.monotonic() - renewed < RENEW_SECONDS
+        )
+
+    def problem(self, key: str, message: str | None) -> None:
+        """Log a problem once when it starts (or changes) and once when it clears."""
+        before = self.problems.get(key)
+        if message is None:
+            if before is not None:
+                del self.problems[key]
+                _log.info("finalizer: %s: resolved", key)
+            return
+        if before != message:
+            self.problems[key] = message
+            _log.error("finalizer: %s: %s", key, message)
 
     def report_missing_permissions(self) -> list[str]:
         """Log, as one clear error, what the ServiceAccount may not do; return it."""
@@ -276,30 +469,43 @@ class Finalizer:
         return missing
 
     def _elect(self) -> None:
-        lock = LeaseLock(LEASE_NAME, self.namespace, self.identity)  # type: ignore[no-untyped-call]
         election = electionconfig.Config(  # type: ignore[no-untyped-call]
-            lock, LEASE_SECONDS, RENEW_SECONDS, RETRY_SECONDS, self._lead, self._stop_leading
+            self.lock, LEASE_SECONDS, RENEW_SECONDS, RETRY_SECONDS, self._lead, self._stop_leading
         )
         while not self.stopping.is_set():
             try:
                 leaderelection.LeaderElection(election).run()  # type: ignore[no-untyped-call]
-            except Exception:  # the API server away, or a bug: never leave the election
-                _log.exception("finalizer: leader election failed; retrying")
+                self.problem("leader election", None)
+            except Exception as exc:  # a bug or an odd answer: never leave the election
+                self.problem("leader election", f"{type(exc).__name__}: {exc}; retrying")
+            finally:
+                self._stop_leading()  # however run() ended, this replica leads no more
             self.stopping.wait(RETRY_SECONDS)
 
     def _lead(self) -> None:
         self.leading.set()
-        _log.info("finalizer %s: leading (Lease %s/%s)", self.identity, self.namespace, LEASE_NAME)
+        _log.info("finalizer %s: leading (Lease %s/%s)", self.identity, self.namespace, self.lease)
         while self.leading.is_set() and not self.stopping.is_set():
-            try:
-                self.reconcile()
-                if self.sweeps is not None:
-                    self.sweeps()
-            except ApiException as exc:
-                _log.error("finalizer: %s", refusal(exc, "list Jobs", self.namespace))
-            except OSError as exc:
-                _log.error("finalizer: store error, retrying: %s", exc)
+            self.tick()
             self.stopping.wait(RECONCILE_SECONDS)
+
+    def tick(self) -> None:
+        """One pass: settle the jobs, then the sweeps; any error is a logged line, not an end."""
+        try:
+            self.reconcile()
+            self.problem("list Jobs", None)
+        except ApiException as exc:
+            self.problem("list Jobs", str(refusal(exc, "list Jobs", self.namespace)))
+        except UNREACHABLE as exc:
+            self.problem("list Jobs", str(unreachable(exc, "list Jobs")))
+        except OSError as exc:
+            self.problem("store", f"store error, retrying: {exc}")
+        if self.sweeps is not None and self.holds_lease():
+            try:
+                self.sweeps()
+                self.problem("sweeps", None)
+            except Exception as exc:  # the next pass retries; the jobs go on meanwhile
+                self.problem("sweeps", f"{type(exc).__name__}: {exc}")
 
     def _stop_leading(self) -> None:
         if self.leading.is_set():
@@ -307,20 +513,59 @@ class Finalizer:
         self.leading.clear()
 
     def reconcile(self) -> None:
-        """Settle every unfinished job from its Job; delete Jobs whose record never came."""
+        """Settle every unfinished job from its Job; delete Jobs whose record never came.
+
+        Each job is settled on its own: one whose settling fails (its API call, its files)
+        is logged and retried on the next pass while the others are settled.
+        """
         unfinished = self.book.unfinished()  # before listing: each record's Job exists by then
-        listed: Any = self.batch.list_namespaced_job(self.namespace, label_selector=JOB_ID_LABEL)
+        listed: Any = self.batch.list_namespaced_job(self.namespace, label_selector=self.selector)
         jobs: dict[str, Any] = {item.metadata.labels[JOB_ID_LABEL]: item for item in listed.items}
         for job in unfinished:
-            self.settle(job, jobs.pop(job.id, None))
+            if not self.holds_lease():
+                return
+            try:
+                self.settle(job, jobs.pop(job.id, None))
+                self.problem(f"job {job.id}", None)
+            except ApiException as exc:
+                self.problem(f"job {job.id}", f"{exc.status} {exc.reason}")
+            except (*UNREACHABLE, ExecutorUnavailable, OSError) as exc:
+                self.problem(f"job {job.id}", f"{type(exc).__name__}: {exc}")
+        for gone in set(self.pending) - {job.id for job in unfinished}:
+            del self.pending[gone]
+        self.free_stale_slots({job.id for job in unfinished})
         now = time.monotonic()
         for job_id, item in jobs.items():
             if self.book.files.read(job_id) is not None or item.metadata.deletion_timestamp:
                 self.orphans.pop(job_id, None)
             elif now - self.orphans.setdefault(job_id, now) > ORPHAN_GRACE_SECONDS:
+                if not self.holds_lease():
+                    return
                 _log.warning("Job %s has no job record: deleting it", item.metadata.name)
                 delete_job(self.batch, self.namespace, job_id)
                 self.orphans.pop(job_id, None)
+
+    def free_stale_slots(self, unfinished: set[str]) -> None:
+        """Free slots of jobs that ended, or whose record never came (the API call that took
+        the slot died before writing it): after ``ORPHAN_GRACE_SECONDS``, as for Jobs."""
+        slots = self.book.slots
+        if slots is None:
+            return
+        now = time.monotonic()
+        for slot, holder in slots.holders().items():
+            key = f"slot:{holder}"
+            if holder in unfinished:
+                self.orphans.pop(key, None)
+            elif now - self.orphans.setdefault(key, now) > ORPHAN_GRACE_SECONDS or (
+                (record := self.book.files.read(holder)) is not None and record.state.finished
+            ):
+                _log.info(
+                    "job slot %s of job %s freed: the job is not queued or running",
+                    slot.name,
+                    holder,
+                )
+                slot.unlink(missing_ok=True)
+                self.orphans.pop(key, None)
 
     def settle(self, job: Job, item: Any | None) -> None:
         """One job: started, or ended, as its Job (or its absence) says."""
@@ -339,15 +584,57 @@ class Finalizer:
         )  # fmt: skip
         if ended is None:
             if job.state is JobState.QUEUED and (status.ready or status.succeeded or status.failed):
+                self.pending.pop(job.id, None)
                 self.book.start(job.id)
+            elif job.state is JobState.QUEUED and not item.spec.suspend:
+                self.check_pending(job)  # a Job Kueue has not admitted yet waits its turn
             return
         if ended.type == "Complete":
             self.book.finish(job.id, Ending("exited", "its pod ended without a result"))
         elif ended.reason == "DeadlineExceeded":
             self.book.finish(job.id, TIME_LIMIT)
+        elif DISRUPTION in (ended.message or ""):
+            why = self.disruption(job.id) or ended.message
+            self.book.finish(job.id, Ending("failed", disrupted_error(why)))
         else:
             why = self.pod_failure(job.id) or f"{ended.reason}: {ended.message}"
             self.book.finish(job.id, Ending("exited", f"the job's pod failed: {why}"))
+
+    def check_pending(self, job: Job) -> None:
+        """Fail a job whose pod has not started within ``max_pending_seconds``, naming why.
+
+        The wait is timed here from when this finalizer first saw the job waiting (a new
+        leader starts the count again: it compares no clocks with the API server).
+        """
+        now = time.monotonic()
+        if now - self.pending.setdefault(job.id, now) < self.max_pending_seconds:
+            return
+        listed: Any = self.core.list_namespaced_pod(
+            self.namespace, label_selector=f"{JOB_ID_LABEL}={job.id}"
+        )
+        why = pending_reason(listed.items)
+        if why is None:
+            return  # its pod is starting right now: the next pass sees it Ready
+        delete_job(self.batch, self.namespace, job.id)
+        self.pending.pop(job.id, None)
+        self.book.finish(
+            job.id,
+            Ending(
+                "failed",
+                f"never started: its pod did not start within {self.max_pending_seconds} s: {why}",
+            ),
+        )
+
+    def disruption(self, job_id: str) -> str | None:
+        """The pod's ``DisruptionTarget`` condition as ``reason: message``, if the pod is there."""
+        listed: Any = self.core.list_namespaced_pod(
+            self.namespace, label_selector=f"{JOB_ID_LABEL}={job_id}"
+        )
+        for pod in listed.items:
+            for condition in pod.status.conditions or ():
+                if condition.type == DISRUPTION and condition.status == "True":
+                    return f"{condition.reason}: {condition.message}".strip(": ")
+        return None
 
     def pod_failure(self, job_id: str) -> str | None:
         """How the job's pod ended (its container's termination), if the pod is still there."""
@@ -364,3 +651,35 @@ class Finalizer:
             if pod.status.reason or pod.status.message:
                 return f"{pod.status.reason or 'failed'}: {pod.status.message or ''}".strip(": ")
         return None
+
+
+def disrupted_error(why: str | None) -> str:
+    """The error of a job whose pod the cluster took away (evicted, drained, pre-empted)."""
+    return (
+        f"interrupted: its pod was disrupted by the cluster ({why or DISRUPTION}) before it "
+        "finished; nothing was published"
+    )
+
+
+def pending_reason(pods: list[Any]) -> str | None:
+    """Why none of a Job's pods started (e.g. ``Unschedulable: 0/1 nodes are available: 1
+    Insufficient cpu``); None when one is running or about to."""
+    if not pods:
+        return "no pod was created (a ResourceQuota, LimitRange or admission refused it)"
+    for pod in pods:
+        status = pod.status
+        if status is None or status.phase in ("Running", "Succeeded", "Failed"):
+            return None
+        for container in [
+            *(status.init_container_statuses or ()),
+            *(status.container_statuses or ()),
+        ]:
+            waiting = container.state.waiting if container.state else None
+            if waiting is not None and waiting.reason in STUCK_WAITING:
+                return f"{waiting.reason}: {waiting.message or container.name}"
+        for condition in status.conditions or ():
+            if condition.type == "PodScheduled" and condition.status == "False":
+                return f"{condition.reason or 'Unschedulable'}: {condition.message or ''}".strip(
+                    ": "
+                )
+    return None  # scheduled and creating its containers (a large image pulls for a while)

@@ -2,9 +2,13 @@
 
 The API side (``LocalExecutor``, in every gunicorn worker) records a job and pokes the
 runner through a named pipe in the jobs folder, so a job starts without waiting for a poll.
-The runner (``LocalRunner``, one process next to gunicorn) keeps a warm job process ready
-(TensorFlow imported before the job arrives), hands it the next QUEUED job through its
-assignment pipe, and starts a fresh one when a slot frees up: each process trains one job.
+The runner (``LocalRunner``, one process next to gunicorn) keeps a pool of warm job
+processes, as many as jobs may run at once (TensorFlow imported and every code path walked
+before a job arrives), hands each QUEUED job to a warm one through its assignment pipe, and
+starts a fresh one in its place: each process trains one job, and no job waits for
+TensorFlow to import, not the first after a start nor any of a burst. Once the whole pool
+is warm the active runner writes its pid into ``.runner-ready`` (``pool_warm``): ``/readyz``
+answers 200 only from then on, and while that runner lives.
 
 One loop waits on the poke pipe, the children's pidfds, the signal pipe and the nearest
 time limit, and reacts at once. Coordination is local only: an ``flock`` makes one runner
@@ -46,8 +50,19 @@ from trainer_service.runner.book import (
 _log = logging.getLogger("trainer_service.runner")
 WAKE_FIFO = ".wake"
 RUNNER_LOCK = ".runner.lock"
+READY_FILE = ".runner-ready"
 _IDLE_SECONDS = 5.0  # a look at the store now and then, in case a poke was missed
 _STANDBY_SECONDS = 1.0
+
+
+def pool_warm(book: JobBook, alive: Callable[[int], bool]) -> bool:
+    """True once the store's active runner (alive by ``alive(pid)``) has had its whole pool of
+    job processes warm; a standby runner's replica is ready by the active one's pool."""
+    try:
+        pid = int((book.files.root / READY_FILE).read_text(encoding="ascii").strip())
+    except (OSError, ValueError):
+        return False
+    return alive(pid)
 
 
 def poke(book: JobBook) -> None:
@@ -99,6 +114,8 @@ class WarmProcess:
     process: subprocess.Popen[bytes]
     assignment: IO[str]  # the write end of the child's standard input
     pidfd: int
+    ready_fd: int = -1  # readable once the process is warm (or gone)
+    ready: bool = False
     job: Job | None = None
     deadline: float = field(default=float("inf"))
     ending: Ending | None = None  # set once the runner has stopped it
@@ -112,14 +129,41 @@ class WarmProcess:
             *("--model-store", str(book.store.root), "--parent-pid", str(os.getpid())),
         ]
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
-        process = subprocess.Popen(  # noqa: S603 - our own module, no shell
-            command, stdin=subprocess.PIPE, env=env, start_new_session=True
-        )
+        ready_read, ready_write = os.pipe()
+        command += ["--ready-fd", str(ready_write)]
+        try:
+            process = subprocess.Popen(  # noqa: S603 - our own module, no shell
+                command,
+                stdin=subprocess.PIPE,
+                env=env,
+                start_new_session=True,
+                pass_fds=(ready_write,),
+            )
+        finally:
+            os.close(ready_write)
+        os.set_blocking(ready_read, False)
         stdin = process.stdin
         if stdin is None:  # never: stdin=PIPE
             raise OSError("the job process has no standard input")
         assignment = open(stdin.fileno(), "w", encoding="utf-8", closefd=False)  # noqa: SIM115
-        return cls(process=process, assignment=assignment, pidfd=os.pidfd_open(process.pid))
+        return cls(
+            process=process,
+            assignment=assignment,
+            pidfd=os.pidfd_open(process.pid),
+            ready_fd=ready_read,
+        )
+
+    def check_ready(self) -> bool:
+        """Whether the process has said it is warm (read without blocking)."""
+        if self.ready_fd >= 0:
+            try:
+                said = os.read(self.ready_fd, 16)
+            except BlockingIOError:
+                return False
+            os.close(self.ready_fd)
+            self.ready_fd = -1
+            self.ready = bool(said)  # end of file without a word: it died warming up
+        return self.ready
 
     def assign(self, job: Job) -> None:
         """Hand the process its job; its time limit starts now."""
@@ -146,6 +190,9 @@ class WarmProcess:
                 self.process.stdin.close()  # type: ignore[union-attr]
             os.close(self.pidfd)
             self.pidfd = -1
+        if self.ready_fd >= 0:
+            os.close(self.ready_fd)
+            self.ready_fd = -1
         return code
 
 
@@ -171,7 +218,8 @@ class LocalRunner:
         self.max_concurrent = max_concurrent
         self.sweeps = sweeps  # the sweep controller's periodic pass, before QUEUED jobs start
         self.running: dict[str, WarmProcess] = {}
-        self.spare: WarmProcess | None = None
+        self.spares: list[WarmProcess] = []  # the pool: max_concurrent processes, warm or warming
+        self.announced_warm = False
         self.stopping = False
         self.parent_pid = os.getppid()
 
@@ -235,8 +283,8 @@ class LocalRunner:
                 0.0, min([time.monotonic() + _IDLE_SECONDS, *deadlines]) - time.monotonic()
             )
         children = [child.pidfd for child in self.running.values() if child.pidfd >= 0]
-        if self.spare is not None:
-            children.append(self.spare.pidfd)
+        children += [spare.pidfd for spare in self.spares if spare.pidfd >= 0]
+        children += [spare.ready_fd for spare in self.spares if spare.ready_fd >= 0]
         with contextlib.suppress(InterruptedError):
             readable, _, _ = select.select([*fds, *children], [], [], timeout)
             for fd in set(readable) & set(fds):
@@ -257,12 +305,35 @@ class LocalRunner:
             self._start_queued(unfinished, cancelled)
         except OSError as exc:  # the store may be briefly unavailable: keep going
             _log.error("local runner: store error, retrying: %s", exc)
-        if self.spare is not None and self.spare.exited():
-            _log.warning("local runner: the warm job process exited; starting another")
-            self.spare.stop()
-            self.spare = None
-        if self.spare is None and len(self.running) < self.max_concurrent and not self.stopping:
-            self.spare = WarmProcess.start(self.book)
+        self._keep_pool()
+
+    def _keep_pool(self) -> None:
+        """Replace spares that died, top the pool up, and say so once all of it is warm."""
+        for spare in [spare for spare in self.spares if spare.exited()]:
+            _log.warning("local runner: warm job process %d exited; starting another",
+                         spare.process.pid)  # fmt: skip
+            spare.stop()
+            self.spares.remove(spare)
+        while len(self.spares) < self.max_concurrent and not self.stopping:
+            self.spares.append(WarmProcess.start(self.book))
+        warm = sum(spare.check_ready() for spare in self.spares)
+        if not self.announced_warm and warm == self.max_concurrent:
+            path = self.book.files.root / READY_FILE
+            temporary = path.with_suffix(".tmp")
+            temporary.write_text(str(os.getpid()), encoding="ascii")
+            temporary.replace(path)
+            self.announced_warm = True
+            _log.info("local runner: %d warm job processes ready", warm)
+
+    def _take_spare(self) -> WarmProcess:
+        """A warm spare if there is one, else the one warming longest, else a new process."""
+        for spare in self.spares:
+            if spare.check_ready():
+                self.spares.remove(spare)
+                return spare
+        if self.spares:
+            return self.spares.pop(0)
+        return WarmProcess.start(self.book)
 
     def _unfinished(self) -> tuple[list[Job], set[str]]:
         """The book's QUEUED and RUNNING jobs, and which of them a cancel was asked for."""
@@ -292,7 +363,7 @@ class LocalRunner:
             started = self.book.start(job.id)
             if started is None:
                 continue  # cancelled meanwhile
-            child, self.spare = self.spare or WarmProcess.start(self.book), None
+            child = self._take_spare()
             child.assign(started)
             self.running[job.id] = child
             _log.info("job %s assigned to process %d", job.id, child.process.pid)
@@ -315,6 +386,9 @@ class LocalRunner:
                 self._end(job_id, Ending("failed", SHUTDOWN_ERROR))
             except OSError as exc:  # the next runner fails it as lost
                 _log.error("job %s: could not record the interruption: %s", job_id, exc)
-        if self.spare is not None:
-            self.spare.stop()
-            self.spare = None
+        for spare in self.spares:
+            spare.stop()
+        self.spares = []
+        if self.announced_warm:
+            with contextlib.suppress(OSError):
+                (self.book.files.root / READY_FILE).unlink()

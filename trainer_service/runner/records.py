@@ -17,6 +17,7 @@ of any other shape is an unknown job, so no request ever builds a path from clie
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -103,6 +104,19 @@ def new_job_id(now: datetime | None = None) -> str:
     """A URL-safe id that sorts by creation time, e.g. ``20261129T051500Z-3f9a1c2b``."""
     moment = (now or datetime.now(UTC)).astimezone(UTC)
     return f"{moment:%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
+
+
+def trial_job_id(sweep_id: str, trial: int, attempt: int) -> str:
+    """The job id of a sweep's trial's attempt: the same every time it is asked for.
+
+    Whoever releases the trial (a finalizer that lost its Lease mid-pass, a pass that died
+    and ran again) names the same job, and submitting a named job again is a no-op, so a
+    trial never runs as two twin jobs. Shaped like any job id: the sweep's creation time,
+    then hex from ``<sweep>-<trial>-<attempt>``.
+    """
+    day, clock = sweep_id.split("-")[:2]
+    digest = hashlib.sha256(f"{sweep_id}-{trial}-{attempt}".encode()).hexdigest()[:8]
+    return f"{day}T{clock}Z-{digest}"
 
 
 def is_job_id(text: str) -> bool:

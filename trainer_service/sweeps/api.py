@@ -21,6 +21,7 @@ from trainer_service.sweeps.controller import (
     create_sweep,
     reconcile_sweeps,
     request_cancel,
+    request_patch,
     sweep_files,
 )
 from trainer_service.sweeps.errors import SweepError, SweepNotFound, sweep_problem
@@ -28,7 +29,7 @@ from trainer_service.sweeps.events import sweep_events
 from trainer_service.sweeps.plots import sweep_plot
 from trainer_service.sweeps.promote import delete_sweep, promote_best
 from trainer_service.sweeps.records import SweepFiles, SweepRecord, SweepState
-from trainer_service.sweeps.spec import SweepSpec
+from trainer_service.sweeps.spec import SweepPatch, SweepSpec
 from trainer_service.sweeps.views import live_trials, sweep_document, trial_document, trials_csv
 
 bp = Blueprint("sweeps", __name__)
@@ -93,7 +94,7 @@ def capped(spec: SweepSpec, cap: int) -> SweepSpec:
 
 @bp.post("/v1/sweeps")
 def submit_sweep() -> Response:
-    """Create a sweep (202): every trial is planned now and released as jobs by the controller."""
+    """Create a sweep (202): checked now; its trials are drawn and released by the controller."""
     spec = SweepSpec.model_validate(read_json_body("the sweep spec", empty={}))
     svc = services()
     record = create_sweep(svc.executor, capped(spec, svc.settings.max_train_seconds))
@@ -118,6 +119,18 @@ def list_sweeps() -> Response:
 def get_sweep(sweep_id: str) -> Response:
     """One sweep: state, effective spec, trial counts and the current best trial."""
     return _json(_document(_record(sweep_id)))
+
+
+@bp.patch("/v1/sweeps/<sweep_id>")
+def patch_sweep(sweep_id: str) -> Response:
+    """New ``maxTrialCount`` / ``parallelTrialCount``: 200 once applied (a succeeded sweep given
+    more trials continues), 202 while the controller has yet to apply it."""
+    patch = SweepPatch.model_validate(read_json_body("the sweep patch", empty={}))
+    svc = services()
+    record = request_patch(svc.executor, sweep_id, patch)
+    applied = not _files().patch_path(sweep_id).exists()
+    log.info("sweep %s patched state=%s applied=%s", sweep_id, record.state, applied)
+    return _json(_document(record), 200 if applied else 202)
 
 
 @bp.delete("/v1/sweeps/<sweep_id>")

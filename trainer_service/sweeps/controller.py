@@ -1,11 +1,14 @@
 """The sweep controller: one idempotent pass that moves every unfinished sweep forward.
 
 ``reconcile_sweeps(store, book)`` reads each unfinished sweep, looks at its trials' jobs,
-and then does what is due: copies a finished trial's outcome into the sweep, releases
-PENDING trials as jobs (at most ``parallelTrialCount`` at a time per sweep, and never more
-queued trials than a share of the job queue's bound, so single jobs still get in), cancels
-the rest of a sweep that was cancelled or failed too often, and ends a sweep whose trials
-have all ended. It keeps no state of its own: call it as often as you like, after any
+and then does what is due: copies a finished trial's outcome into the sweep, stops a
+running trial early when the median rule says so (``search.stop_early``), asks the search
+algorithm for new trials and releases them as jobs (at most ``parallelTrialCount`` at a
+time per sweep, ``maxTrialCount`` in all, and never more queued trials than a share of the
+job queue's bound, so single jobs still get in), skips a trial whose floor already misses
+the goal, cancels the rest of a sweep that was cancelled, failed too often or reached its
+goal, applies a client's new trial counts (which continue a finished sweep), and ends a
+sweep whose trials have all ended. It keeps no state of its own: call it as often as you like, after any
 crash. The job runner calls it whenever a job ends (the job book's ``on_finished``) and
 every couple of seconds (``SweepTicker``); with the ``local`` executor the API also calls it
 right after a sweep is created or cancelled (with ``kubernetes`` only the replica elected
@@ -30,10 +33,12 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from pydantic import ValidationError
+
 from squarenet.store import ModelStore, write_json_atomic
 from trainer_service.errors import JobAlreadyFinished, JobNotFound, PlotNotFound, QueueFull
 from trainer_service.runner.book import Job, JobBook
-from trainer_service.runner.records import new_job_id, utc_now
+from trainer_service.runner.records import trial_job_id, utc_now
 from trainer_service.sweeps.errors import SweepAlreadyFinished, SweepNotFound
 from trainer_service.sweeps.records import (
     SweepFiles,
@@ -44,7 +49,15 @@ from trainer_service.sweeps.records import (
     new_sweep_id,
     sweep_model_name,
 )
-from trainer_service.sweeps.spec import SweepSpec, plan_trials, trial_params
+from trainer_service.sweeps.search import Curve, ask, stop_early
+from trainer_service.sweeps.spec import (
+    SweepPatch,
+    SweepSpec,
+    plan_sweep,
+    trial_floor,
+    trial_params,
+    with_floor,
+)
 
 if TYPE_CHECKING:
     from trainer_service.runner.executor import Executor
@@ -59,6 +72,7 @@ MAX_ATTEMPTS = 3
 INTERRUPTED_ERRORS = ("interrupted", "trainer process lost")
 STOP_CANCELLED = "cancelled"
 STOP_FAILED = "failed"
+STOP_GOAL = "goal"
 FIT_FILE = "fit.png"
 EPOCHS_FILE = "epochs.json"
 TICK_SECONDS = 2.0  # the runner's periodic pass; a job's end triggers one at once
@@ -71,22 +85,20 @@ def sweep_files(executor: Executor) -> SweepFiles:
 
 
 def create_sweep(executor: Executor, spec: SweepSpec) -> SweepRecord:
-    """Plan every trial of ``spec`` (ValidationError when one cannot run), record it, start it."""
+    """Check ``spec`` (ValidationError when its trials cannot run), record it, start it."""
     sweep_id = new_sweep_id()
-    planned = plan_trials(spec, sweep_model_name(sweep_id))
+    effective = plan_sweep(spec, sweep_model_name(sweep_id))
     record = SweepRecord(
-        id=sweep_id,
-        state=SweepState.QUEUED,
-        spec=planned.spec,
-        trials=[
-            Trial(number=number, assignments=assignment)
-            for number, assignment in enumerate(planned.assignments)
-        ],
-        created_at=utc_now(),
+        id=sweep_id, state=SweepState.QUEUED, spec=effective, trials=[], created_at=utc_now()
     )
     files = sweep_files(executor)
     files.write(record)  # a new file: no other writer knows this id yet
-    _log.info("sweep %s created: %d trials", sweep_id, len(record.trials))
+    _log.info(
+        "sweep %s created: %s, up to %s trials",
+        sweep_id,
+        effective.algorithm.algorithmName,
+        effective.maxTrialCount,
+    )
     if files.local_lock:
         reconcile_sweeps(executor)
     return files.read(sweep_id) or record
@@ -105,6 +117,61 @@ def request_cancel(executor: Executor, sweep_id: str) -> SweepRecord:
     if files.local_lock:
         reconcile_sweeps(executor)
     return files.read(sweep_id) or record
+
+
+def request_patch(executor: Executor, sweep_id: str, patch: SweepPatch) -> SweepRecord:
+    """Leave new trial counts for the controller (which continues a finished sweep with them).
+
+    409 when the sweep was cancelled or failed; 422 naming ``maxTrialCount`` when it is below
+    the trials the sweep has, or when a finished sweep would get no new trial from it.
+    """
+    files = sweep_files(executor)
+    record = files.read(sweep_id)
+    if record is None:
+        raise SweepNotFound(sweep_id)
+    if record.state in (SweepState.CANCELLED, SweepState.FAILED):
+        raise SweepAlreadyFinished(
+            f"sweep {sweep_id} ended {record.state}: only a running or succeeded sweep continues"
+        )
+    pending = _read_patch(files, sweep_id)
+    counts = record.spec.maxTrialCount or 0
+    if pending is not None and pending.maxTrialCount is not None:
+        counts = pending.maxTrialCount
+    wanted = patch.maxTrialCount if patch.maxTrialCount is not None else counts
+    have = len(record.trials)
+    if wanted < have:
+        raise _patch_error(f"the sweep has {have} trials already: give at least {have}", wanted)
+    if record.state.finished and wanted <= have:
+        raise _patch_error(
+            f"the sweep ended with its {have} trials: give more than {have} to continue it", wanted
+        )
+    if record.spec.algorithm.algorithmName == "grid" and wanted > (record.spec.maxTrialCount or 0):
+        raise _patch_error(
+            f"the grid has {record.spec.maxTrialCount} points: a grid sweep cannot grow", wanted
+        )
+    merged = SweepPatch(
+        maxTrialCount=wanted,
+        parallelTrialCount=patch.parallelTrialCount
+        or (pending.parallelTrialCount if pending else None),
+    )
+    write_json_atomic(files.patch_path(sweep_id), merged.model_dump(mode="json"))
+    _log.info("sweep %s patch requested: %s", sweep_id, merged.model_dump(exclude_none=True))
+    if files.local_lock:
+        reconcile_sweeps(executor)
+    return files.read(sweep_id) or record
+
+
+def _patch_error(message: str, value: int) -> ValidationError:
+    from trainer_service.sweeps.spec import field_error  # noqa: PLC0415
+
+    return field_error("maxTrialCount", message, value)
+
+
+def _read_patch(files: SweepFiles, sweep_id: str) -> SweepPatch | None:
+    try:
+        return SweepPatch.model_validate_json(files.patch_path(sweep_id).read_bytes())
+    except (OSError, ValidationError):
+        return None
 
 
 class SweepTicker:
@@ -158,10 +225,15 @@ def reconcile_sweeps(executor: Executor) -> None:
 
 
 def _pass(files: SweepFiles, executor: Executor) -> None:
-    records = [record for record in files.records() if not record.settled]
+    records = [
+        record
+        for record in files.records()
+        if not record.settled or files.patch_path(record.id).exists()
+    ]
     if not records:
         return
-    observed = [_guarded(_look, files, executor, record) for record in records]
+    patched = [_patched(files, record) for record in records]
+    observed = [_guarded(_look, files, executor, record) for record in patched]
     queued = sum(trial.state is TrialState.QUEUED for record in observed for trial in record.trials)
     budget = max(1, int(executor.book.max_queued * TRIAL_QUEUE_SHARE)) - queued
     for before, current in zip(records, observed, strict=True):
@@ -170,8 +242,33 @@ def _pass(files: SweepFiles, executor: Executor) -> None:
             after = _settle(released)
             if after != before:
                 files.write(after)
+            files.patch_path(before.id).unlink(missing_ok=True)  # applied and written
         except Exception:  # one sweep's trouble must not stop the others, nor the runner
             _log.exception("sweep %s: reconcile failed, retrying on the next pass", before.id)
+
+
+def _patched(files: SweepFiles, record: SweepRecord) -> SweepRecord:
+    """The record with a client's new trial counts; a finished sweep given more continues
+    (Katib's LongRunning resume), and only trials after this point can reach the goal again."""
+    patch = _read_patch(files, record.id)
+    if patch is None or record.state in (SweepState.CANCELLED, SweepState.FAILED):
+        return record
+    counts = {
+        name: value
+        for name, value in patch.model_dump().items()
+        if value is not None and name in ("maxTrialCount", "parallelTrialCount")
+    }
+    if counts.get("maxTrialCount", len(record.trials)) < len(record.trials):
+        counts.pop("maxTrialCount")
+    record = record.model_copy(update={"spec": record.spec.model_copy(update=counts)})
+    more = (record.spec.maxTrialCount or 0) > len(record.trials)
+    if record.state.finished and more:
+        _log.info("sweep %s continues up to %s trials", record.id, record.spec.maxTrialCount)
+        record = record.model_copy(
+            update={"state": SweepState.RUNNING, "finished_at": None, "stop_reason": None,
+                    "message": None, "goal_from": len(record.trials)}
+        )  # fmt: skip
+    return record
 
 
 def _look(files: SweepFiles, executor: Executor, record: SweepRecord) -> SweepRecord:
@@ -221,6 +318,8 @@ def _follow(record: SweepRecord, trial: Trial, job: Job) -> Trial:
     update: dict[str, Any] = {"state": state, "started_at": job.started_at}
     if not state.finished:
         return trial.model_copy(update=update)
+    if state is TrialState.CANCELLED and trial.stopping_early is not None:
+        update.update(state=TrialState.EARLY_STOPPED, reason=trial.stopping_early)
     retry = (
         state is TrialState.FAILED
         and (job.error or "").startswith(INTERRUPTED_ERRORS)
@@ -240,7 +339,7 @@ def _follow(record: SweepRecord, trial: Trial, job: Job) -> Trial:
             }
         )
     update.update(
-        metrics=job.metrics,
+        metrics=with_floor(job.metrics, trial_floor(record.spec, trial.assignments)),
         model_version=job.model_version,
         error=job.error,
         finished_at=job.finished_at,
@@ -249,7 +348,8 @@ def _follow(record: SweepRecord, trial: Trial, job: Job) -> Trial:
 
 
 def _decide(files: SweepFiles, executor: Executor, record: SweepRecord) -> SweepRecord:
-    """Keep the books: started, too many failures, stopping; copy finished trials' artefacts."""
+    """Keep the books: started, too many failures, the goal, stopping; stop trials early;
+    copy finished trials' artefacts."""
     for trial in record.trials:
         if trial.state.finished and trial.job_id is not None:
             _keep_artefacts(files, executor.book, record.id, trial)
@@ -263,7 +363,11 @@ def _decide(files: SweepFiles, executor: Executor, record: SweepRecord) -> Sweep
     failed = sum(trial.state is TrialState.FAILED for trial in record.trials)
     limit = record.spec.maxFailedTrialCount
     stopping = record.stop_reason or update.get("stop_reason")
-    if stopping is None and limit is not None and failed > limit:
+    reached = _goal_reached(record)
+    if stopping is None and reached is not None:
+        update.update(stop_reason=STOP_GOAL, message=reached)
+        _log.info("sweep %s: %s; cancelling the rest", record.id, reached)
+    elif stopping is None and limit is not None and failed > limit:
         update.update(
             stop_reason=STOP_FAILED,
             message=f"{failed} trials failed, more than maxFailedTrialCount ({limit})",
@@ -271,11 +375,70 @@ def _decide(files: SweepFiles, executor: Executor, record: SweepRecord) -> Sweep
         _log.warning("sweep %s: %s; cancelling the rest", record.id, update["message"])
     record = record.model_copy(update=update)
     if record.stop_reason is not None:
-        record = record.model_copy(update={"trials": [_stop(executor, t) for t in record.trials]})
+        return record.model_copy(
+            update={"trials": [_stop(executor, record, t) for t in record.trials]}
+        )
+    if record.spec.earlyStopping is not None:
+        record = _stop_early(files, executor, record)
     return record
 
 
-def _stop(executor: Executor, trial: Trial) -> Trial:
+def _goal_reached(record: SweepRecord) -> str | None:
+    """How the goal was reached, by the first trial since the last continue that did."""
+    objective = record.spec.objective
+    if objective.goal is None:
+        return None
+    name = objective.objectiveMetricName
+    for trial in record.trials[record.goal_from :]:
+        value = (trial.metrics or {}).get(name)
+        if trial.state is TrialState.SUCCEEDED and value is not None and objective.reaches(value):
+            sign = "<=" if objective.type == "minimize" else ">="
+            return f"trial {trial.number} reached the goal: {name} {value:.6g} {sign} {objective.goal:g}"
+    return None
+
+
+def _stop_early(files: SweepFiles, executor: Executor, record: SweepRecord) -> SweepRecord:
+    """Cancel the job of each running trial the median rule gives up on."""
+    running = [
+        t
+        for t in record.trials
+        if t.state is TrialState.RUNNING and t.job_id is not None and t.stopping_early is None
+    ]
+    if not running:
+        return record
+    finished = {
+        t.number: _curve(read_epochs(files, record.id, t.number))
+        for t in record.trials
+        if t.state is TrialState.SUCCEEDED
+    }
+    for trial in running:
+        assert trial.job_id is not None  # noqa: S101 - filtered above
+        with contextlib.suppress(JobNotFound):
+            reason = stop_early(
+                record, _curve(executor.book.epochs_since(trial.job_id, 0)), finished
+            )
+            if reason is None:
+                continue
+            _log.info("sweep %s trial %d: %s", record.id, trial.number, reason)
+            try:
+                executor.cancel(trial.job_id, wait=0)  # the runner confirms; the next pass sees it
+            except JobAlreadyFinished:
+                continue  # it ended first: it keeps the outcome it had
+            record = _with_trial(record, trial.model_copy(update={"stopping_early": reason}))
+    return record
+
+
+def _curve(rows: list[dict[str, Any]] | list[dict[str, float | None]]) -> Curve:
+    """Epoch -> training loss, from a job's epoch rows."""
+    curve: Curve = {}
+    for row in rows:
+        epoch, loss = row.get("epoch"), row.get("loss")
+        if isinstance(epoch, int | float) and isinstance(loss, int | float):
+            curve[int(epoch)] = float(loss)
+    return curve
+
+
+def _stop(executor: Executor, record: SweepRecord, trial: Trial) -> Trial:
     """A trial of a stopping sweep: never released if PENDING, its job cancelled if active."""
     if trial.state is TrialState.PENDING:
         return _ended(trial, TrialState.CANCELLED)
@@ -288,28 +451,33 @@ def _stop(executor: Executor, trial: Trial) -> Trial:
     except JobNotFound:
         return _ended(trial, TrialState.CANCELLED)
     if job.state.finished:
-        return trial.model_copy(
-            update={"state": TrialState(job.state.value), "metrics": job.metrics,
-                    "model_version": job.model_version, "error": job.error,
-                    "finished_at": job.finished_at, "submitted": True}
-        )  # fmt: skip
+        return _follow(record, trial.model_copy(update={"submitted": True}), job)
     return trial
 
 
 def _release(
     files: SweepFiles, executor: Executor, record: SweepRecord, budget: int
 ) -> tuple[SweepRecord, int]:
-    """Submit PENDING trials while the sweep's parallel slots and the queue budget allow."""
+    """Submit PENDING trials, then new ones from the search algorithm, while the sweep's
+    parallel slots, ``maxTrialCount`` and the queue budget allow."""
     if record.stop_reason is not None:
         return record, budget
     active = sum(trial.state.active for trial in record.trials)
-    for trial in record.trials:
-        if active >= record.spec.parallelTrialCount or budget <= 0:
-            break
-        if trial.state is not TrialState.PENDING:
-            continue
+    limit = record.spec.maxTrialCount or 0
+    while active < record.spec.parallelTrialCount and budget > 0:
+        trial = next((t for t in record.trials if t.state is TrialState.PENDING), None)
+        if trial is None:
+            if len(record.trials) >= limit:
+                break
+            record, trial = _ask(files, record)
+            if trial.state.finished:
+                continue  # skipped or unrunnable: no job, no slot
         intent = trial.model_copy(
-            update={"state": TrialState.QUEUED, "job_id": new_job_id(), "submitted": False}
+            update={
+                "state": TrialState.QUEUED,
+                "job_id": trial_job_id(record.id, trial.number, len(trial.earlier_job_ids)),
+                "submitted": False,
+            }
         )
         record = _with_trial(record, intent)
         files.write(record)  # the intent first: a crash from here on resubmits the same id
@@ -320,6 +488,41 @@ def _release(
         active += 1
         budget -= 1
     return record, budget
+
+
+def _ask(files: SweepFiles, record: SweepRecord) -> tuple[SweepRecord, Trial]:
+    """A new trial from the search algorithm, appended to the record: PENDING, or already
+    ended SKIPPED (its floor misses the goal) or FAILED (it breaks a job rule)."""
+    curves = {
+        t.number: _curve(read_epochs(files, record.id, t.number))
+        for t in record.trials
+        if t.state is TrialState.EARLY_STOPPED
+    }
+    asked = ask(record, curves)
+    trial = Trial(
+        number=len(record.trials), assignments=asked.assignments, system_attrs=asked.system_attrs
+    )
+    floor = trial_floor(record.spec, trial.assignments)
+    goal = record.spec.objective.goal
+    said = ", ".join(f"{name}={value}" for name, value in record.ordered(trial))
+    if record.spec.skips_below_floor and goal is not None and floor > goal:
+        reason = (
+            f"its floor {floor:.6g} ({said}) is above the goal {goal:g}: no training reaches it"
+        )
+        trial = _ended(trial, TrialState.SKIPPED).model_copy(
+            update={"reason": reason, "metrics": with_floor(None, floor)}
+        )
+        _log.info("sweep %s trial %d skipped: %s", record.id, trial.number, reason)
+    else:
+        try:
+            trial_params(record.spec, trial.assignments, record.model_name)
+        except ValidationError as exc:
+            error = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            trial = _ended(trial, TrialState.FAILED, error=f"{said} breaks a job rule: {error}")
+    record = record.model_copy(
+        update={"trials": [*record.trials, trial], "study_attrs": asked.study_attrs}
+    )
+    return record, trial
 
 
 def _submit(executor: Executor, record: SweepRecord, trial: Trial) -> Trial:
@@ -335,12 +538,16 @@ def _submit(executor: Executor, record: SweepRecord, trial: Trial) -> Trial:
 
 
 def _settle(record: SweepRecord) -> SweepRecord:
-    """End the sweep once every trial has ended."""
+    """End the sweep once every trial has ended and no more are due."""
     if record.state.finished or not all(trial.state.finished for trial in record.trials):
         return record
+    if record.stop_reason is None and len(record.trials) < (record.spec.maxTrialCount or 0):
+        return record  # more trials to ask for (the next pass, when the queue had no room)
     succeeded = any(trial.state is TrialState.SUCCEEDED for trial in record.trials)
     message = record.message
-    if record.stop_reason == STOP_CANCELLED:
+    if record.stop_reason == STOP_GOAL:
+        state = SweepState.SUCCEEDED
+    elif record.stop_reason == STOP_CANCELLED:
         state = SweepState.CANCELLED
     elif record.stop_reason == STOP_FAILED or not succeeded:
         state = SweepState.FAILED

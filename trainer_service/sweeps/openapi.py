@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from trainer_service.sweeps.records import SWEEP_ID_PATTERN, Promotion, SweepState, TrialState
-from trainer_service.sweeps.spec import SweepSpec, Value
+from trainer_service.sweeps.spec import SweepPatch, SweepSpec, Value
 
 REF = "#/components/schemas/{model}"
 
@@ -64,6 +64,8 @@ class Sweep(BaseModel):
     trialsSucceeded: int  # noqa: N815
     trialsFailed: int  # noqa: N815
     trialsCancelled: int  # noqa: N815
+    trialsEarlyStopped: int  # noqa: N815
+    trialsSkipped: int  # noqa: N815
     currentOptimalTrial: OptimalTrial | None  # noqa: N815
     promotions: list[Promotion]
 
@@ -89,6 +91,7 @@ class TrialRow(BaseModel):
     modelVersion: int | None  # noqa: N815
     seconds: float | None = Field(description="The trial's job from start to end.")
     error: str | None
+    reason: str | None = Field(description="Why it ended EARLY_STOPPED or SKIPPED.")
     startedAt: str | None  # noqa: N815
     finishedAt: str | None  # noqa: N815
     earlierJobIds: list[str] = Field(  # noqa: N815
@@ -104,6 +107,7 @@ class TrialList(BaseModel):
 
 SCHEMA_MODELS: list[tuple[type[BaseModel], Any]] = [
     (SweepSpec, "validation"),
+    (SweepPatch, "validation"),
     (Sweep, "serialization"),
     (SweepList, "serialization"),
     (TrialList, "serialization"),
@@ -115,6 +119,7 @@ OPERATION_IDS = {
     ("/v1/sweeps", "get"): "listSweeps",
     ("/v1/sweeps/{sweep_id}", "get"): "getSweep",
     ("/v1/sweeps/{sweep_id}", "delete"): "deleteSweep",
+    ("/v1/sweeps/{sweep_id}", "patch"): "patchSweep",
     ("/v1/sweeps/{sweep_id}/trials", "get"): "listSweepTrials",
     ("/v1/sweeps/{sweep_id}/trials.csv", "get"): "getSweepTrialsCsv",
     ("/v1/sweeps/{sweep_id}/cancel", "post"): "cancelSweep",
@@ -212,6 +217,24 @@ def sweep_paths(problems: Any) -> dict[str, Any]:
                 "Delete a finished sweep and its trials' model (never a promoted version).",
                 {"204": {"description": "Deleted."}, **problems(401, 404, 409)},
             ),
+            "patch": {
+                **_one(
+                    "More trials or another parallelism; a succeeded sweep given more trials "
+                    "continues where it stopped (only maxTrialCount and parallelTrialCount).",
+                    {
+                        "200": sweep_ok,
+                        "202": {
+                            "description": "Accepted; the controller applies it on its next pass.",
+                            "content": _body("Sweep"),
+                        },
+                        **problems(400, 401, 404, 409, 413, 415, 422, 503),
+                    },
+                ),
+                "requestBody": {
+                    "required": True,
+                    "content": _body("SweepPatch"),
+                },
+            },
         },
         "/v1/sweeps/{sweep_id}/trials": {
             "get": _one(

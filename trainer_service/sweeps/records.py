@@ -4,6 +4,7 @@ Layout under ``<store>/sweeps/``::
 
     <id>.json                  the record (``SweepRecord``), written by the controller only
     <id>.cancel                a client's cancel request, turned into the record's stop reason
+    <id>.patch                 a client's new trial counts (``SweepPatch``), applied by the controller
     <id>/promotions.json       the versions promoted from it (written by the API)
     <id>/trial-<n>/fit.png     a finished trial's figure and epoch history, copied from its job
     <id>/trial-<n>/epochs.json   so the sweep's plots outlive the job book's forgetting
@@ -61,7 +62,11 @@ class SweepState(StrEnum):
 
 
 class TrialState(StrEnum):
-    """A trial is PENDING until released as a job; then it follows its job's state."""
+    """A trial is PENDING until released as a job; then it follows its job's state.
+
+    EARLY_STOPPED: its job was cancelled by the early-stopping rule (nothing published);
+    SKIPPED: its floor already missed the goal, so it never had a job.
+    """
 
     PENDING = "PENDING"
     QUEUED = "QUEUED"
@@ -69,11 +74,13 @@ class TrialState(StrEnum):
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"
     CANCELLED = "CANCELLED"
+    EARLY_STOPPED = "EARLY_STOPPED"
+    SKIPPED = "SKIPPED"
 
     @property
     def finished(self) -> bool:
         """True once the trial's outcome is known."""
-        return self in (TrialState.SUCCEEDED, TrialState.FAILED, TrialState.CANCELLED)
+        return self not in (TrialState.PENDING, TrialState.QUEUED, TrialState.RUNNING)
 
     @property
     def active(self) -> bool:
@@ -97,6 +104,9 @@ class Trial(BaseModel):
     job_id: str | None = None
     submitted: bool = False
     earlier_job_ids: list[str] = []
+    system_attrs: dict[str, Any] = {}  # what the search algorithm keeps of it (``search``)
+    stopping_early: str | None = None  # why the early-stopping rule cancelled its job
+    reason: str | None = None  # why it ended EARLY_STOPPED or SKIPPED
     metrics: dict[str, float] | None = None
     model_version: int | None = None
     error: str | None = None
@@ -128,8 +138,10 @@ class SweepRecord(BaseModel):
     created_at: str
     started_at: str | None = None
     finished_at: str | None = None
-    stop_reason: str | None = None  # set when cancelled or failed: no trial is released after
+    stop_reason: str | None = None  # cancelled, failed, goal: no trial is released after
     message: str | None = None
+    study_attrs: dict[str, Any] = {}  # what the search algorithm keeps of the whole sweep
+    goal_from: int = 0  # trials numbered below this ended a run that a PATCH continued
 
     @property
     def model_name(self) -> str:
@@ -200,6 +212,10 @@ class SweepFiles:
             finally:
                 os.close(fd)
 
+    def patch_path(self, sweep_id: str) -> Path:
+        """Present while a client's new trial counts wait for the controller."""
+        return self.root / f"{sweep_id}.patch"
+
     def cancel_path(self, sweep_id: str) -> Path:
         """Present once a client asked to cancel the sweep."""
         return self.root / f"{sweep_id}.cancel"
@@ -257,6 +273,7 @@ class SweepFiles:
         """Forget a sweep: the record first (readers see it gone), then the rest."""
         self.record_path(sweep_id).unlink(missing_ok=True)
         self.cancel_path(sweep_id).unlink(missing_ok=True)
+        self.patch_path(sweep_id).unlink(missing_ok=True)
         shutil.rmtree(self.folder(sweep_id), ignore_errors=True)
 
     def ids(self) -> list[str]:

@@ -1,35 +1,51 @@
-"""A sweep's spec in Katib's words, and the trials it stands for.
+"""A sweep's spec in Katib's words, checked before anything runs.
 
 The body of ``POST /v1/sweeps`` names what a Katib user knows: ``parameters`` with
-``parameterType`` and ``feasibleSpace``, ``algorithm.algorithmName``, ``objective``,
-``maxTrialCount``, ``parallelTrialCount``, ``maxFailedTrialCount``; ``base`` holds the job
-hyperparameters every trial shares. Every trial is planned when the sweep is created
-(``plan_trials``), so a spec that cannot run is refused at once (422 naming the field) and a
-restarted controller finds the same trials again: nothing about a trial is drawn later.
+``parameterType`` and ``feasibleSpace`` (with Katib's ``distribution``), ``algorithm``
+(``algorithmName`` and ``algorithmSettings``), ``earlyStopping``, ``objective`` (with an
+optional ``goal``), ``maxTrialCount``, ``parallelTrialCount``, ``maxFailedTrialCount``;
+``base`` holds the job hyperparameters every trial shares. Trials are drawn one at a time by
+the search algorithm (``search``), so what can be known up front is checked here: every
+setting, every space, and the job rules at the corners of the space (every point of a grid),
+so a spec that cannot run is refused at once (422 naming the field).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import math
 import secrets
 from collections.abc import Sequence
 from typing import Any, Literal, Self
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from squarenet.limits import mse_limit
 from squarenet.store import DEFAULT_MODEL_NAME
 from trainer_service.params import TrainingParams
 
 MAX_TRIALS = 1_000
 MAX_PARALLEL_TRIALS = 64
-DEFAULT_RANDOM_TRIALS = 10
+DEFAULT_SEARCH_TRIALS = 10
 MAX_MAGNITUDE = 2**53  # exact in a double; far beyond any hyperparameter's own bound
+MAX_SEED = 2**32 - 1
+MAX_GOAL = 1e15  # one past it is still a distinct double, so the bound is exact
+MAX_CORNERS = 4_096  # job-rule checks of a spec's corners before it is accepted
 # every hyperparameter but the model name may vary: a trial always publishes as its sweep
 VARIABLE_NAMES = tuple(name for name in TrainingParams.model_fields if name != "model_name")
-METRIC_NAMES = ("mse_in_domain", "mse_out_of_domain", "loss", "val_loss", "train_seconds")
+METRIC_NAMES = (
+    "mse_in_domain",
+    "mse_out_of_domain",
+    "loss",
+    "val_loss",
+    "train_seconds",
+    "floor",
+    "floor_ratio",
+)
+# the parameters the architecture's floor depends on (``squarenet.limits.mse_limit``)
+FLOOR_PARAMETERS = ("num_neurons", "mid_range")
 
 ParameterName = Literal[
     "n_samples",
@@ -43,16 +59,77 @@ ParameterName = Literal[
     "init",
     "early_stopping_patience",
 ]
-MetricName = Literal["mse_in_domain", "mse_out_of_domain", "loss", "val_loss", "train_seconds"]
+MetricName = Literal[
+    "mse_in_domain",
+    "mse_out_of_domain",
+    "loss",
+    "val_loss",
+    "train_seconds",
+    "floor",
+    "floor_ratio",
+]
+Distribution = Literal["uniform", "logUniform", "normal", "logNormal"]
 Value = int | float | str
+SettingValue = str | int | float
+
+# Katib's algorithm names, and the Python module each needs beyond Optuna itself
+ALGORITHMS: dict[str, tuple[str, ...]] = {
+    "grid": (),
+    "random": (),
+    "tpe": (),
+    "multivariate-tpe": (),
+    "bayesianoptimization": ("torch", "scipy"),
+    "cmaes": ("cmaes",),
+    "sobol": ("scipy",),
+}
+# each algorithm's settings (Katib's ``algorithmSettings``): name -> (kind, lowest, highest)
+_SEED = ("int", 0, MAX_SEED)
+_STARTUP = ("int", 0, MAX_TRIALS)
+ALGORITHM_SETTINGS: dict[str, dict[str, tuple[str, float, float]]] = {
+    "grid": {"random_state": _SEED},
+    "random": {"random_state": _SEED},
+    "tpe": {
+        "random_state": _SEED,
+        "n_startup_trials": _STARTUP,
+        "n_ei_candidates": ("int", 1, 1000),
+    },
+    "multivariate-tpe": {
+        "random_state": _SEED,
+        "n_startup_trials": _STARTUP,
+        "n_ei_candidates": ("int", 1, 1000),
+    },
+    "bayesianoptimization": {"random_state": _SEED, "n_startup_trials": _STARTUP},
+    "cmaes": {"random_state": _SEED, "sigma": ("float", 1e-12, MAX_MAGNITUDE)},
+    "sobol": {"random_state": _SEED},
+}
+EARLY_STOPPING_SETTINGS: dict[str, dict[str, tuple[str, float, float]]] = {
+    "medianstop": {
+        "min_trials_required": ("int", 1, MAX_TRIALS),
+        "start_step": ("int", 0, 10_000),
+    },
+}
+MEDIANSTOP_DEFAULTS = {"min_trials_required": 3, "start_step": 4}
 
 _STRICT = ConfigDict(
     extra="forbid", strict=True, frozen=True, allow_inf_nan=False, populate_by_name=True
 )
 
 
+def missing_modules(algorithm: str) -> list[str]:
+    """The modules an algorithm needs that this trainer does not have."""
+    return [
+        name for name in ALGORITHMS.get(algorithm, ()) if importlib.util.find_spec(name) is None
+    ]
+
+
+def available_algorithms() -> list[str]:
+    """Algorithm names this trainer can run."""
+    return [name for name in ALGORITHMS if not missing_modules(name)]
+
+
 class FeasibleSpace(BaseModel):
-    """The values a parameter may take: a ``list``, or ``min``/``max`` with an optional ``step``."""
+    """The values a parameter may take: a ``list``, or ``min``/``max`` with an optional ``step``
+    and ``distribution``; ``skipBelowFloor`` skips trials whose floor misses the goal."""
 
     model_config = _STRICT
 
@@ -68,20 +145,46 @@ class FeasibleSpace(BaseModel):
     step: float | None = Field(
         None, gt=0, le=MAX_MAGNITUDE, description="Grid spacing from min up to max."
     )
+    distribution: Distribution | None = Field(
+        None,
+        description=(
+            "How a range is searched: uniform (default), logUniform (min > 0), normal or "
+            "logNormal (centred on the range, 3 sigma to each bound, cut at the bounds)."
+        ),
+    )
+    skipBelowFloor: bool = Field(  # noqa: N815 - Katib's style
+        False,
+        description=(
+            "Trials whose architecture floor already misses objective.goal end SKIPPED "
+            "without training (num_neurons or mid_range only)."
+        ),
+    )
 
     @model_validator(mode="after")
     def _list_or_range(self) -> Self:
-        """Exactly one of the two shapes, and a range that is not upside down."""
+        """Exactly one of the two shapes, a range that is not upside down, a fitting scale."""
         ranged = self.min is not None or self.max is not None or self.step is not None
         if self.values is not None and ranged:
             raise field_error("list", "give either list or min/max/step, not both", self.values)
-        if self.values is None:
-            if self.min is None or self.max is None:
-                missing = "min" if self.min is None else "max"
-                raise field_error(missing, f"{missing} is required without a list", None)
-            if self.min > self.max:
-                raise field_error("min", f"min ({self.min}) is above max ({self.max})", self.min)
+        if self.values is not None:
+            if self.distribution is not None:
+                raise field_error("distribution", "a list takes no distribution", self.distribution)
+            return self
+        if self.min is None or self.max is None:
+            missing = "min" if self.min is None else "max"
+            raise field_error(missing, f"{missing} is required without a list", None)
+        if self.min > self.max:
+            raise field_error("min", f"min ({self.min}) is above max ({self.max})", self.min)
+        if self.distribution in ("logUniform", "logNormal") and self.min <= 0:
+            raise field_error("min", f"a {self.distribution} range needs min above 0", self.min)
+        if self.distribution not in (None, "uniform") and self.step is not None:
+            raise field_error("step", f"a {self.distribution} range takes no step", self.step)
         return self
+
+    @property
+    def scale(self) -> Distribution:
+        """The distribution, uniform unless given."""
+        return self.distribution or "uniform"
 
 
 class ParameterSpec(BaseModel):
@@ -147,52 +250,172 @@ class ParameterSpec(BaseModel):
             return [round(point) for point in points]
         return [float(f"{point:.12g}") for point in points]
 
-    def draw(self, rng: np.random.Generator) -> Value:
-        """One random value from the feasible space (ranges: uniform; with a step, on the grid)."""
+    def corners(self) -> list[Value]:
+        """The values where job rules are checked: a list's values, a range's two ends."""
         space = self.feasibleSpace
-        if space.values is not None or space.step is not None:
-            values = self.grid()
-            return values[int(rng.integers(len(values)))]
-        lo, hi = float(space.min or 0), float(space.max or 0)
+        if space.values is not None:
+            return list(space.values)
+        ends = [float(space.min or 0), float(space.max or 0)]
         if self.parameterType == "int":
-            return int(rng.integers(round(lo), round(hi) + 1))
-        return float(f"{rng.uniform(lo, hi):.12g}")
+            return [round(end) for end in ends]
+        return list[Value](ends)
 
 
 class AlgorithmSetting(BaseModel):
-    """A setting of the search algorithm (Katib: ``{name, value}``); random takes a seed."""
+    """A setting of the search or early-stopping algorithm (Katib: ``{name, value}``)."""
 
     model_config = _STRICT
 
-    name: Literal["seed"]
-    value: int = Field(ge=0, le=2**32 - 1)
+    name: str = Field(min_length=1, max_length=64)
+    value: SettingValue = Field(description="A number, or its text as Katib writes it.")
+
+
+def _settings(
+    settings: list[AlgorithmSetting],
+    known: dict[str, tuple[str, float, float]],
+    owner: str,
+    where: tuple[str, ...],
+) -> dict[str, float]:
+    """The settings as numbers; a ValidationError at ``<where>.<i>.name|value`` otherwise."""
+    parsed: dict[str, float] = {}
+    for index, setting in enumerate(settings):
+        rule = known.get(setting.name)
+        if rule is None:
+            names = ", ".join(known) or "none"
+            raise field_error(
+                (*where, index, "name"),
+                f"{owner} has no setting {setting.name!r} (it takes {names})",
+                setting.name,
+            )
+        if setting.name in parsed:
+            raise field_error((*where, index, "name"), f"{setting.name} is set twice", setting.name)
+        kind, lowest, highest = rule
+        parsed[setting.name] = _setting_value(setting.value, kind, lowest, highest, (*where, index))
+    return parsed
+
+
+def _setting_value(
+    raw: SettingValue, kind: str, lowest: float, highest: float, where: tuple[str | int, ...]
+) -> float:
+    try:
+        number = float(raw)
+    except ValueError:
+        number = math.nan
+    whole = math.isfinite(number) and number.is_integer()
+    if not math.isfinite(number) or (kind == "int" and not whole):
+        wanted = "a whole number" if kind == "int" else "a number"
+        raise field_error((*where, "value"), f"{raw!r} is not {wanted}", raw)
+    if not lowest <= number <= highest:
+        bounds = f"{lowest:g} to {highest:g}"
+        raise field_error((*where, "value"), f"{raw!r} is outside {bounds}", raw)
+    return number
 
 
 class AlgorithmSpec(BaseModel):
-    """How trials are chosen: every grid point, or ``maxTrialCount`` random draws."""
+    """How trials are chosen: Katib's algorithm names, each an Optuna sampler (``search``)."""
 
     model_config = _STRICT
 
-    algorithmName: Literal["grid", "random"] = "grid"  # noqa: N815 - Katib's name
+    algorithmName: str = Field(  # noqa: N815 - Katib's name
+        "grid",
+        description="grid, random, tpe, multivariate-tpe, bayesianoptimization, cmaes, sobol",
+    )
     algorithmSettings: list[AlgorithmSetting] = Field(  # noqa: N815 - Katib's name
-        default_factory=list, max_length=1
+        default_factory=list, max_length=8
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _seed_is_random_state(cls, data: Any) -> Any:
+        """Records written before Optuna named random's seed ``seed``: read it as random_state."""
+        if isinstance(data, dict) and data.get("algorithmName") == "random":
+            settings = data.get("algorithmSettings")
+            if isinstance(settings, list):
+                data = {**data, "algorithmSettings": [
+                    {**item, "name": "random_state"}
+                    if isinstance(item, dict) and item.get("name") == "seed" else item
+                    for item in settings
+                ]}  # fmt: skip
+        return data
+
+    @model_validator(mode="after")
+    def _known(self) -> Self:
+        """An algorithm this trainer can run, with settings it takes."""
+        name = self.algorithmName
+        if name not in ALGORITHMS:
+            choices = ", ".join(available_algorithms())
+            raise field_error(
+                "algorithmName", f"unknown algorithm {name!r} (one of {choices})", name
+            )
+        missing = missing_modules(name)
+        if missing:
+            others = ", ".join(available_algorithms())
+            raise field_error(
+                "algorithmName",
+                f"{name} needs {' and '.join(missing)}, not installed on this trainer "
+                f"(use one of {others})",
+                name,
+            )
+        self.settings()
+        return self
+
+    def settings(self) -> dict[str, float]:
+        """The settings by name, as numbers."""
+        known = ALGORITHM_SETTINGS[self.algorithmName]
+        return _settings(self.algorithmSettings, known, self.algorithmName, ("algorithmSettings",))
+
     @property
-    def seed(self) -> int | None:
-        """The random algorithm's seed, if one was given."""
-        return self.algorithmSettings[0].value if self.algorithmSettings else None
+    def random_state(self) -> int | None:
+        """The seed that makes the trial sequence reproducible, if one was given."""
+        value = self.settings().get("random_state")
+        return None if value is None else int(value)
+
+
+class EarlyStoppingSpec(BaseModel):
+    """Katib's early stopping: ``medianstop`` on the per-epoch losses trials report."""
+
+    model_config = _STRICT
+
+    algorithmName: str = Field("medianstop", description="medianstop")  # noqa: N815
+    algorithmSettings: list[AlgorithmSetting] = Field(  # noqa: N815 - Katib's name
+        default_factory=list, max_length=4
+    )
+
+    @model_validator(mode="after")
+    def _known(self) -> Self:
+        """A rule this trainer knows, with settings it takes."""
+        if self.algorithmName not in EARLY_STOPPING_SETTINGS:
+            choices = ", ".join(EARLY_STOPPING_SETTINGS)
+            raise field_error(
+                "algorithmName",
+                f"unknown early stopping {self.algorithmName!r} (one of {choices})",
+                self.algorithmName,
+            )
+        self.settings()
+        return self
+
+    def settings(self) -> dict[str, int]:
+        """Every setting, defaults filled in."""
+        known = EARLY_STOPPING_SETTINGS[self.algorithmName]
+        given = _settings(self.algorithmSettings, known, self.algorithmName, ("algorithmSettings",))
+        return {**MEDIANSTOP_DEFAULTS, **{name: int(value) for name, value in given.items()}}
 
 
 class ObjectiveSpec(BaseModel):
-    """The metric that ranks trials, and what else to show beside it."""
+    """The metric that ranks trials, the goal that ends the sweep, what else to show."""
 
     model_config = _STRICT
 
     type: Literal["minimize", "maximize"] = "minimize"
+    goal: float | None = Field(
+        None,
+        ge=-MAX_GOAL,
+        le=MAX_GOAL,
+        description="The sweep ends SUCCEEDED as soon as a trial's objective reaches it.",
+    )
     objectiveMetricName: MetricName = "mse_in_domain"  # noqa: N815 - Katib's name
     additionalMetricNames: list[MetricName] = Field(  # noqa: N815 - Katib's name
-        default_factory=lambda: ["mse_out_of_domain"],  # type: ignore[arg-type]
+        default_factory=lambda: ["mse_out_of_domain", "floor", "floor_ratio"],  # type: ignore[arg-type]
         max_length=len(METRIC_NAMES),
     )
 
@@ -207,6 +430,12 @@ class ObjectiveSpec(BaseModel):
         """True when ``value`` beats ``than`` in this objective's direction."""
         return value < than if self.type == "minimize" else value > than
 
+    def reaches(self, value: float) -> bool:
+        """True when ``value`` reaches the goal (never without one)."""
+        if self.goal is None:
+            return False
+        return value <= self.goal if self.type == "minimize" else value >= self.goal
+
 
 class SweepSpec(BaseModel):
     """The body of ``POST /v1/sweeps``; stored as the sweep's effective spec (counts filled in)."""
@@ -218,6 +447,7 @@ class SweepSpec(BaseModel):
     )
     parameters: list[ParameterSpec] = Field(min_length=1, max_length=len(VARIABLE_NAMES))
     algorithm: AlgorithmSpec = Field(default_factory=AlgorithmSpec)
+    earlyStopping: EarlyStoppingSpec | None = None  # noqa: N815 - Katib's name
     objective: ObjectiveSpec = Field(default_factory=ObjectiveSpec)
     maxTrialCount: int | None = Field(None, ge=1, le=MAX_TRIALS)  # noqa: N815 - Katib's name
     parallelTrialCount: int = Field(1, ge=1, le=MAX_PARALLEL_TRIALS)  # noqa: N815 - Katib's name
@@ -235,17 +465,42 @@ class SweepSpec(BaseModel):
                     parameter.name,
                 )
             seen.add(parameter.name)
+            self._check_floor_skip(index, parameter)
+            grid = self.algorithm.algorithmName == "grid"
+            if grid and parameter.feasibleSpace.scale != "uniform":
+                raise field_error(
+                    ("parameters", index, "feasibleSpace", "distribution"),
+                    "a grid is evenly spaced: its distribution can only be uniform",
+                    parameter.feasibleSpace.distribution,
+                )
         if "model_name" in self.base:  # the trials' own model replaces it; promotion needs it
             name = self.base["model_name"]
             try:
                 TrainingParams.model_validate({"model_name": name})
             except ValidationError as exc:
                 raise prefixed(exc, ("base",)) from None
-        if self.algorithm.algorithmName == "grid" and self.algorithm.algorithmSettings:
-            raise field_error(
-                ("algorithm", "algorithmSettings"), "the grid algorithm takes no settings", None
-            )
         return self
+
+    def _check_floor_skip(self, index: int, parameter: ParameterSpec) -> None:
+        if not parameter.feasibleSpace.skipBelowFloor:
+            return
+        where = ("parameters", index, "feasibleSpace", "skipBelowFloor")
+        if parameter.name not in FLOOR_PARAMETERS:
+            raise field_error(
+                where, f"the floor depends on {' and '.join(FLOOR_PARAMETERS)} only", True
+            )
+        objective = self.objective
+        if objective.goal is None:
+            raise field_error(where, "skipBelowFloor needs objective.goal", True)
+        if objective.objectiveMetricName != "mse_in_domain" or objective.type != "minimize":
+            raise field_error(
+                where, "skipBelowFloor needs the objective to minimize mse_in_domain", True
+            )
+
+    @property
+    def skips_below_floor(self) -> bool:
+        """True when trials whose floor misses the goal are skipped."""
+        return any(parameter.feasibleSpace.skipBelowFloor for parameter in self.parameters)
 
     @property
     def promote_to(self) -> str:
@@ -254,25 +509,43 @@ class SweepSpec(BaseModel):
         return str(name)
 
 
-class PlannedSpec(BaseModel):
-    """The spec with every default decided: what the sweep record keeps."""
+class SweepPatch(BaseModel):
+    """The body of ``PATCH /v1/sweeps/{id}``: more trials, or another parallelism."""
 
-    spec: SweepSpec
-    assignments: list[dict[str, Value]]
+    model_config = _STRICT
+
+    maxTrialCount: int | None = Field(None, ge=1, le=MAX_TRIALS)  # noqa: N815 - Katib's name
+    parallelTrialCount: int | None = Field(  # noqa: N815 - Katib's name
+        None, ge=1, le=MAX_PARALLEL_TRIALS
+    )
+
+    @model_validator(mode="after")
+    def _something(self) -> Self:
+        """An empty patch is a mistake, not a no-op."""
+        if self.maxTrialCount is None and self.parallelTrialCount is None:
+            raise field_error(
+                "maxTrialCount", "give maxTrialCount or parallelTrialCount (or both)", None
+            )
+        return self
 
 
-def plan_trials(spec: SweepSpec, model_name: str) -> PlannedSpec:
-    """The effective spec and every trial's assignments; raise ValidationError naming the field.
+def grid_size(spec: SweepSpec) -> int:
+    """How many points the spec's grid has (ValidationError naming a parameter without one)."""
+    grids = [_located(("parameters", i), p.grid) for i, p in enumerate(spec.parameters)]
+    return math.prod(len(values) for values in grids)
 
-    ``model_name`` is the sweep's own model: each trial's job rules are checked with it, so a
-    trial the job book would refuse is refused here, with its number.
+
+def plan_sweep(spec: SweepSpec, model_name: str) -> SweepSpec:
+    """The effective spec (counts and the random state decided); ValidationError naming the
+    field when a trial of it could not run.
+
+    ``model_name`` is the sweep's own model: the job rules are checked with it at every grid
+    point, or at the corners of a searched space, so a spec whose trials the job book would
+    refuse is refused here.
     """
-    if spec.algorithm.algorithmName == "grid":
-        grids = [
-            _located(("parameters", i), parameter.grid)
-            for i, parameter in enumerate(spec.parameters)
-        ]
-        size = math.prod(len(values) for values in grids)
+    algorithm = spec.algorithm
+    if algorithm.algorithmName == "grid":
+        size = grid_size(spec)
         limit = spec.maxTrialCount if spec.maxTrialCount is not None else MAX_TRIALS
         if size > limit:
             raise field_error(
@@ -280,31 +553,41 @@ def plan_trials(spec: SweepSpec, model_name: str) -> PlannedSpec:
                 f"the grid has {size} trials, more than maxTrialCount ({limit})",
                 spec.maxTrialCount,
             )
-        names: list[str] = [parameter.name for parameter in spec.parameters]
-        assignments: list[dict[str, Value]] = [
-            dict(zip(names, point, strict=True)) for point in itertools.product(*grids)
-        ]
-        effective = spec.model_copy(update={"maxTrialCount": size})
+        count = size
+        points = [p.grid() for p in spec.parameters]
     else:
-        seed = spec.algorithm.seed if spec.algorithm.seed is not None else secrets.randbelow(2**32)
-        count = spec.maxTrialCount or DEFAULT_RANDOM_TRIALS
-        rng = np.random.default_rng(seed)
-        assignments = [
-            {str(parameter.name): parameter.draw(rng) for parameter in spec.parameters}
-            for _ in range(count)
-        ]
-        algorithm = spec.algorithm.model_copy(
-            update={"algorithmSettings": [AlgorithmSetting(name="seed", value=seed)]}
+        count = spec.maxTrialCount or DEFAULT_SEARCH_TRIALS
+        points = [p.corners() for p in spec.parameters]
+    _check_points(spec, points, model_name)
+    if algorithm.random_state is None:
+        drawn = AlgorithmSetting(name="random_state", value=str(secrets.randbelow(MAX_SEED + 1)))
+        algorithm = algorithm.model_copy(
+            update={"algorithmSettings": [*algorithm.algorithmSettings, drawn]}
         )
-        effective = spec.model_copy(update={"maxTrialCount": count, "algorithm": algorithm})
-    for number, assignment in enumerate(assignments):
+    failures = spec.maxFailedTrialCount if spec.maxFailedTrialCount is not None else count
+    return spec.model_copy(
+        update={"maxTrialCount": count, "algorithm": algorithm, "maxFailedTrialCount": failures}
+    )
+
+
+def _check_points(spec: SweepSpec, points: list[list[Value]], model_name: str) -> None:
+    """The job rules at every combination of ``points`` (or each parameter's alone)."""
+    names = [str(p.name) for p in spec.parameters]
+    if math.prod(len(values) for values in points) <= MAX_CORNERS:
+        combos: Any = itertools.product(*points)
+    else:
+        firsts = [values[0] for values in points]
+        combos = (
+            tuple(value if j == i else firsts[j] for j in range(len(points)))
+            for i, values in enumerate(points)
+            for value in values
+        )
+    for combo in combos:
+        assignment: dict[str, Value] = dict(zip(names, combo, strict=True))
         try:
-            trial_params(effective, assignment, model_name)
+            trial_params(spec, assignment, model_name)
         except ValidationError as exc:
-            raise _trial_error(exc, number, assignment) from None
-    if effective.maxFailedTrialCount is None:
-        effective = effective.model_copy(update={"maxFailedTrialCount": effective.maxTrialCount})
-    return PlannedSpec(spec=effective, assignments=assignments)
+            raise _trial_error(exc, names, assignment) from None
 
 
 def trial_params(spec: SweepSpec, assignment: dict[str, Value], model_name: str) -> TrainingParams:
@@ -312,21 +595,40 @@ def trial_params(spec: SweepSpec, assignment: dict[str, Value], model_name: str)
     return TrainingParams.model_validate({**spec.base, **assignment, "model_name": model_name})
 
 
+def trial_floor(spec: SweepSpec, assignment: dict[str, Value]) -> float:
+    """The lowest in-domain MSE a trial's architecture can reach (``mse_limit``)."""
+    defaults = TrainingParams.model_fields
+    merged = {**spec.base, **assignment}
+    mid_range = merged.get("mid_range", defaults["mid_range"].default)
+    num_neurons = merged.get("num_neurons", defaults["num_neurons"].default)
+    return mse_limit(float(mid_range), int(num_neurons))
+
+
+def with_floor(metrics: dict[str, float] | None, floor: float) -> dict[str, float]:
+    """A trial's metrics with ``floor`` and, once it has an in-domain MSE, ``floor_ratio``."""
+    found = dict(metrics or {})
+    found["floor"] = floor
+    mse = found.get("mse_in_domain")
+    if mse is not None and floor > 0 and math.isfinite(mse):
+        found["floor_ratio"] = mse / floor
+    return found
+
+
 def _trial_error(
-    exc: ValidationError, number: int, assignment: dict[str, Value]
+    exc: ValidationError, names: list[str], assignment: dict[str, Value]
 ) -> ValidationError:
     """A trial's job-rule errors: at ``base.<field>`` when the base is at fault for every
-    trial, else at ``trials.<n>.<field>`` saying which trial and what it assigns."""
+    trial, else at ``parameters.<i>.feasibleSpace`` saying which values break the rule."""
     said = ", ".join(f"{name}={value}" for name, value in assignment.items())
     details: list[InitErrorDetails] = []
     for error in exc.errors(include_url=False):
         field = error["loc"][0] if error["loc"] else "base"
         if field in assignment:
-            loc: tuple[str | int, ...] = ("trials", number, *error["loc"])
-            message = f"trial {number} ({said}): {error['msg']}"
+            loc: tuple[str | int, ...] = ("parameters", names.index(str(field)), "feasibleSpace")
+            message = f"a trial with {said} breaks a job rule: {field}: {error['msg']}"
         else:
             loc = ("base", *error["loc"])
-            message = f"{error['msg']} (in trial {number}: {said})"
+            message = f"{error['msg']} (in a trial with {said})"
         details.append(
             InitErrorDetails(
                 type=PydanticCustomError("value_error", message),

@@ -17,7 +17,7 @@ from squarenet.limits import mse_limit
 from trainer_service.errors import JobNotFound
 from trainer_service.runner.book import JobBook
 from trainer_service.sweeps.records import Promotion, SweepRecord, Trial, TrialState
-from trainer_service.sweeps.spec import trial_params
+from trainer_service.sweeps.spec import trial_floor, trial_params, with_floor
 
 
 def live_trials(record: SweepRecord, book: JobBook) -> list[Trial]:
@@ -32,11 +32,17 @@ def live_trials(record: SweepRecord, book: JobBook) -> list[Trial]:
         except JobNotFound:
             trials.append(trial)
             continue
+        state = TrialState(job.state.value)
+        if state is TrialState.CANCELLED and trial.stopping_early is not None:
+            state = TrialState.EARLY_STOPPED
+        metrics = job.metrics
+        if state.finished:
+            metrics = with_floor(metrics, trial_floor(record.spec, trial.assignments))
         trials.append(
             trial.model_copy(
                 update={
-                    "state": TrialState(job.state.value),
-                    "metrics": job.metrics,
+                    "state": state,
+                    "metrics": metrics,
                     "model_version": job.model_version,
                     "error": job.error,
                     "started_at": job.started_at,
@@ -96,6 +102,7 @@ def trial_document(record: SweepRecord, trial: Trial) -> dict[str, Any]:
         "modelVersion": trial.model_version,
         "seconds": trial_seconds(trial),
         "error": trial.error,
+        "reason": trial.reason or trial.stopping_early,
         "startedAt": trial.started_at,
         "finishedAt": trial.finished_at,
         "earlierJobIds": list(trial.earlier_job_ids),
@@ -140,6 +147,8 @@ def sweep_document(
         "trialsSucceeded": tally[TrialState.SUCCEEDED],
         "trialsFailed": tally[TrialState.FAILED],
         "trialsCancelled": tally[TrialState.CANCELLED],
+        "trialsEarlyStopped": tally[TrialState.EARLY_STOPPED],
+        "trialsSkipped": tally[TrialState.SKIPPED],
         "currentOptimalTrial": optimal,
         "promotions": [promotion.model_dump(mode="json") for promotion in promotions],
     }
@@ -153,7 +162,7 @@ def trials_csv(record: SweepRecord, trials: list[Trial]) -> str:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(
         ["number", "job_id", "state", *names, *metrics, "mse_limit", "model_version",
-         "seconds", "error"]
+         "seconds", "error", "reason"]
     )  # fmt: skip
     for trial in trials:
         values = trial.metrics or {}
@@ -163,7 +172,8 @@ def trials_csv(record: SweepRecord, trials: list[Trial]) -> str:
              *(trial.assignments[name] for name in names),
              *(_cell(values.get(name)) for name in metrics),
              _cell(trial_limit(record, trial)), trial.model_version or "",
-             "" if seconds is None else f"{seconds:.2f}", trial.error or ""]
+             "" if seconds is None else f"{seconds:.2f}", trial.error or "",
+             trial.reason or trial.stopping_early or ""]
         )  # fmt: skip
     return out.getvalue()
 

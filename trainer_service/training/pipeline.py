@@ -20,6 +20,7 @@ import tensorflow as tf
 
 from squarenet.store import ModelStore
 from trainer_service.params import TrainingParams
+from trainer_service.rollouts.gate import write_measurement
 from trainer_service.training.data import make_data
 from trainer_service.training.evaluate import model_metrics
 from trainer_service.training.export import export_model, load_saved_model
@@ -102,6 +103,7 @@ def run_training(
         predict = load_saved_model(staging)
         metrics = model_metrics(predict, data, params.domain)
         _check_finite(metrics)
+        write_measurement(staging, params.domain, params.num_neurons, predict)
         clock.lap("measure")
         artifacts_dir.mkdir(parents=True, exist_ok=True)
         plot_loss(result.history, artifacts_dir / LOSS_PLOT)

@@ -3,7 +3,9 @@
 ``checks triton|tfserving TARGET`` prints one JSON document of answers for the test to
 judge; ``load triton|tfserving TARGET OUT_FILE STOP_FILE`` calls without a pause until
 STOP_FILE exists, appending a line to OUT_FILE for every change of the answering version
-and for every failed call.
+and for every failed call; ``split triton|tfserving TARGET CALLS [SESSION]`` makes CALLS
+calls (with gRPC metadata ``x-squarenet-session: SESSION`` if given) and prints how many
+each version answered.
 """
 
 from __future__ import annotations
@@ -139,16 +141,28 @@ def load(protocol: str, target: str, out_file: Path, stop_file: Path) -> None:
                 seen = version
 
 
-def _triton_caller(target: str) -> Any:
+def split(protocol: str, target: str, calls: int, session: str) -> dict[str, int]:
+    """How many of ``calls`` calls each version answered."""
+    caller = _triton_caller if protocol == "triton" else _tfserving_caller
+    call = caller(target, session)
+    counts: dict[str, int] = {}
+    for _ in range(calls):
+        version = str(call())
+        counts[version] = counts.get(version, 0) + 1
+    return counts
+
+
+def _triton_caller(target: str, session: str = "") -> Any:
     import tritonclient.grpc as triton
 
     client = triton.InferenceServerClient(url=target)
     tensor = triton.InferInput("x", [1], "FP32")
     tensor.set_data_from_numpy(np.array([2.0], dtype=np.float32))
-    return lambda: int(client.infer(MODEL, [tensor]).get_response().model_version)
+    headers = {"x-squarenet-session": session} if session else None
+    return lambda: int(client.infer(MODEL, [tensor], headers=headers).get_response().model_version)
 
 
-def _tfserving_caller(target: str) -> Any:
+def _tfserving_caller(target: str, session: str = "") -> Any:
     import grpc
     import tensorflow as tf
     from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
@@ -157,7 +171,10 @@ def _tfserving_caller(target: str) -> Any:
     request = predict_pb2.PredictRequest()
     request.model_spec.name = MODEL
     request.inputs["x"].CopyFrom(tf.make_tensor_proto([[2.0]], dtype=tf.float32))
-    return lambda: int(stub.Predict(request, timeout=10).model_spec.version.value)
+    metadata = (("x-squarenet-session", session),) if session else None
+    return lambda: int(
+        stub.Predict(request, timeout=10, metadata=metadata).model_spec.version.value
+    )
 
 
 if __name__ == "__main__":
@@ -165,5 +182,8 @@ if __name__ == "__main__":
     if mode == "checks":
         checks = triton_checks if protocol == "triton" else tfserving_checks
         print(json.dumps(checks(target)))
+    elif mode == "split":
+        session = sys.argv[5] if len(sys.argv) > 5 else ""
+        print(json.dumps(split(protocol, target, int(sys.argv[4]), session)))
     else:
         load(protocol, target, Path(sys.argv[4]), Path(sys.argv[5]))

@@ -224,3 +224,32 @@ export function pngLink(chartOrGetter, filename, text) {
   });
   return link;
 }
+
+/**
+ * Parallel coordinates (Katib's UI has one): one line per trial across the varied parameters
+ * and the objective, each axis scaled to its own range (0 its lowest value, 1 its highest).
+ */
+export function parallelChart(canvas, { axes, lines }) {
+  const options = base("", "each axis from its lowest value (0) to its highest (1)");
+  options.scales.x = {
+    type: "linear",
+    min: 0,
+    max: Math.max(1, axes.length - 1),
+    ticks: { stepSize: 1, autoSkip: false, callback: (value) => axes[value] ?? "" },
+  };
+  options.scales.y.min = 0;
+  options.scales.y.max = 1;
+  options.plugins.legend = { display: false };
+  options.plugins.tooltip = {
+    callbacks: { label: (item) => `${item.dataset.label}: ${item.raw.text}` },
+  };
+  const datasets = lines.map(({ label, points, color }) => ({
+    label,
+    data: points,
+    showLine: true,
+    pointRadius: 3,
+    borderColor: color,
+    backgroundColor: color,
+  }));
+  return new window.Chart(canvas, { type: "scatter", data: { datasets }, options });
+}

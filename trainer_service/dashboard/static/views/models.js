@@ -1,5 +1,5 @@
 // Every published version: metrics, ok or broken (with the reason), the newest marked,
-// and its labels when the API reports them.
+// its labels when the API reports them, and its promotion gate.
 
 import { getJson } from "../api.js";
 import { badge, h, jobLink, notice, number, when } from "../format.js";
@@ -22,6 +22,17 @@ function labelsOf(entry, listing) {
     add(listing.labels[entry.model_name]);  // per model: {"square": {"stable": 3}}
   }
   return [...new Set(found)].sort();
+}
+
+/** The promotion gate in a cell: verdict and floor ratio, every check in the tooltip. */
+function gateCell(gate) {
+  if (!gate || typeof gate !== "object") return h("td", { className: "muted" }, "–");
+  const measured = gate.measurement || {};
+  const ratio = typeof measured.floor_ratio === "number" ? ` ${number(measured.floor_ratio)}× floor` : "";
+  if (!Array.isArray(gate.checks)) return h("td", { className: "muted" }, `measured${ratio}`);
+  const verdict = gate.passed ? "passed" : gate.forced ? "failed, forced" : "failed";
+  const detail = gate.checks.map((c) => `${c.name}: ${c.passed ? "ok" : "FAILED"}${"value" in c ? ` ${number(c.value)} (limit ${number(c.limit)})` : ""}`).join("\n");
+  return h("td", { title: detail }, badge(verdict, gate.passed ? "ok" : "broken"), ratio);
 }
 
 export async function renderModels(main, query) {
@@ -59,7 +70,8 @@ export async function renderModels(main, query) {
         h("td", { className: "num" }, number(metrics.mse_in_domain)),
         h("td", { className: "num" }, number(metrics.mse_out_of_domain)),
         h("td", { className: "num" }, number(metrics.val_loss)),
-        h("td", { className: "mono" }, meta.domain ? `[${meta.domain.map((d) => number(d)).join(", ")}]` : "–"));
+        h("td", { className: "mono" }, meta.domain ? `[${meta.domain.map((d) => number(d)).join(", ")}]` : "–"),
+        gateCell(entry.gate));
       if (name === focusModel && entry.version === focusVersion) {
         row.classList.add("best");
         focusRow = row;
@@ -69,7 +81,7 @@ export async function renderModels(main, query) {
     main.append(h("section", { "aria-labelledby": `model-${name}` },
       h("h2", { id: `model-${name}` }, `${name} `, h("span", { className: "muted" }, `(${versions.length} versions)`)),
       h("table", {},
-        h("thead", {}, h("tr", {}, ...["version", "status", "created", "job", "mse_in_domain", "mse_out_of_domain", "val_loss", "domain"].map(
+        h("thead", {}, h("tr", {}, ...["version", "status", "created", "job", "mse_in_domain", "mse_out_of_domain", "val_loss", "domain", "gate"].map(
           (title, i) => h("th", { scope: "col", className: i >= 4 && i <= 6 ? "num" : "" }, title)))),
         tbody)));
   }

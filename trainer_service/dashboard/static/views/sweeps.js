@@ -2,7 +2,7 @@
 // objective, the objective against each varied parameter, and the trials' fits overlaid.
 
 import { getJson } from "../api.js";
-import { loadChartJs, objectiveChart, overlayChart } from "../charts.js";
+import { loadChartJs, objectiveChart, overlayChart, parallelChart } from "../charts.js";
 import { badge, h, jobLink, notice, number, when } from "../format.js";
 import { hasSweeps } from "../schema.js";
 
@@ -20,7 +20,9 @@ export function trialView(trial) {
   const metrics = Object.fromEntries(pairs(trial.observation?.metrics ?? trial.metrics).map(([n, v]) => [n, Number(v)]));
   return {
     jobId: trial.jobId ?? trial.job_id ?? trial.id,
+    number: trial.number,
     state: trial.state ?? trial.condition ?? "",
+    reason: trial.reason ?? trial.error ?? "",
     assignments: Object.fromEntries(pairs(trial.parameterAssignments ?? trial.assignments)),
     metrics,
   };
@@ -112,7 +114,7 @@ export async function renderSweep(main, id, query) {
       : null;
     tbody.replaceChildren(...sorted.map((t) => h("tr", { className: t === bestTrial ? "best" : "", "data-job-id": t.jobId },
       h("td", {}, jobLink(t.jobId), t === bestTrial ? h("span", {}, " ", badge("best", "newest")) : ""),
-      h("td", {}, badge(t.state)),
+      h("td", { title: t.reason }, badge(t.state)),
       ...parameters.map((p) => h("td", { className: "num" }, String(t.assignments[p] ?? "–"))),
       ...metricNames.map((m) => h("td", { className: "num" }, number(t.metrics[m]))))));
     objectiveHeader.setAttribute("aria-sort", ascending ? "ascending" : "descending");
@@ -128,7 +130,9 @@ export async function renderSweep(main, id, query) {
     h("p", {}, h("a", { href: "#/sweeps" }, "← all sweeps")),
     h("h1", {}, "Sweep ", h("span", { className: "mono" }, sweep.id ?? id), " ", badge(sweep.state ?? counts.state ?? "")),
     h("p", { className: "muted" }, `${counts.trialsSucceeded ?? 0} of ${counts.trials ?? trials.length} trials succeeded, `,
-      `${counts.trialsRunning ?? 0} running, ${counts.trialsFailed ?? 0} failed; objective: ${objective.minimize ? "minimize" : "maximize"} ${objective.name}`),
+      `${counts.trialsRunning ?? 0} running, ${counts.trialsFailed ?? 0} failed, `,
+      `${counts.trialsEarlyStopped ?? 0} early-stopped, ${counts.trialsSkipped ?? 0} skipped; `,
+      `objective: ${objective.minimize ? "minimize" : "maximize"} ${objective.name}`),
     h("h2", {}, "Trials"),
     h("table", { id: "trials-table" },
       h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "trial (job)"), h("th", { scope: "col" }, "state"),
@@ -159,6 +163,39 @@ export async function renderSweep(main, id, query) {
       objective: objective.name,
       series: [...groups].map(([label, points]) => ({ label, points })),
     }));
+  }
+
+  // parallel coordinates: parameters → objective, one line per scored trial (green: best)
+  const scoredTrials = trials.filter((t) => Number.isFinite(t.metrics[objective.name]));
+  if (scoredTrials.length) {
+    const axes = [...parameters, objective.name];
+    const scale = (name) => {
+      const values = scoredTrials.map((t) => (name === objective.name ? t.metrics[name] : t.assignments[name]));
+      const numeric = values.every((v) => Number.isFinite(Number(v)));
+      if (!numeric) {
+        const kinds = [...new Set(values.map(String))].sort();
+        return (v) => (kinds.length > 1 ? kinds.indexOf(String(v)) / (kinds.length - 1) : 0.5);
+      }
+      const numbers = values.map(Number);
+      const [low, high] = [Math.min(...numbers), Math.max(...numbers)];
+      const log = low > 0 && high / low > 100;
+      const f = (v) => (log ? Math.log(v) : v);
+      return (v) => (high > low ? (f(Number(v)) - f(low)) / (f(high) - f(low)) : 0.5);
+    };
+    const scales = Object.fromEntries(axes.map((name) => [name, scale(name)]));
+    const ranked = [...scoredTrials].sort((a, b) => (objective.minimize ? 1 : -1) * (a.metrics[objective.name] - b.metrics[objective.name]));
+    const lines = ranked.map((t, rank) => {
+      const share = ranked.length > 1 ? rank / (ranked.length - 1) : 0;
+      const value = (name) => (name === objective.name ? t.metrics[name] : t.assignments[name]);
+      return {
+        label: `trial ${t.number ?? t.jobId}`,
+        color: `hsl(${Math.round(130 * (1 - share))}, 70%, 32%)`,
+        points: axes.map((name, x) => ({ x, y: scales[name](value(name)), text: `${name}=${typeof value(name) === "number" ? number(value(name)) : value(name)}` })),
+      };
+    });
+    const canvas = h("canvas", { id: "parallel-chart", role: "img", "aria-label": `parallel coordinates: parameters to ${objective.name}` });
+    main.append(h("h2", {}, `Parameters → ${objective.name}, one line per trial`), h("div", { className: "chart" }, canvas));
+    charts.push(parallelChart(canvas, { axes, lines }));
   }
 
   // every succeeded trial's fit over twice its domain, with x²

@@ -1,0 +1,72 @@
+"""The kubernetes executor's settings fail at start with the setting named, not at submit."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from squarenet.stack import command_of
+from trainer_service.settings import Settings, quantity
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("job_cpu", "one"),
+        ("job_cpu", "-1"),
+        ("job_cpu", "0"),
+        ("job_memory", "1GB"),
+        ("job_memory", "1 Gi"),
+        ("job_cpu_limit", "100m"),  # below the default request of 1
+        ("namespace", "Squarenet"),
+        ("namespace", "a" * 64),
+        ("store_claim", "models_claim"),
+        ("job_image", "squarenet-trainer"),
+        ("job_image", "registry.example:5000/squarenet-trainer:latest"),
+        ("max_pending_seconds", "0"),
+        ("job_ttl_seconds", "0"),
+        (
+            "queue_name",
+            "Training Queue",
+        ),  # the Job would be gone before the finalizer reads its end
+    ],
+)
+def test_a_bad_kubernetes_setting_is_refused_naming_it(
+    tmp_path: Path, setting: str, value: str
+) -> None:
+    with pytest.raises(ValidationError) as refused:
+        Settings.model_validate({"model_store": tmp_path, setting: value})
+    assert refused.value.errors()[0]["loc"] == (setting,)
+
+
+def test_good_kubernetes_settings_pass_and_the_default_image_is_pinned(tmp_path: Path) -> None:
+    settings = Settings.model_validate(
+        {
+            "model_store": tmp_path,
+            "job_cpu": "250m",
+            "job_cpu_limit": "0.5",
+            "job_memory": "768Mi",
+            "namespace": "squarenet",
+            "store_claim": "squarenet-models.v1",
+            "job_image": "registry.example:5000/team/squarenet-trainer@sha256:" + "0" * 64,
+        }
+    )
+    assert quantity(settings.job_memory) == 768 * 2**20
+    assert Settings.model_validate({"model_store": tmp_path}).job_image.rsplit(":", 1)[1] not in (
+        "latest",
+        "",
+    )
+    assert Settings.model_validate({"model_store": tmp_path}).max_pending_seconds == 300
+
+
+def test_the_trainer_exits_2_at_start_on_a_bad_quantity(tmp_path: Path) -> None:
+    bad = subprocess.run(
+        [*command_of("squarenet-trainer"), "--model-store", str(tmp_path / "s"),
+         "--executor", "kubernetes", "--job-memory", "1GB"],
+        capture_output=True, check=False, text=True, timeout=60,
+    )  # fmt: skip
+    assert bad.returncode == 2
+    assert "job_memory" in bad.stderr and "not a Kubernetes quantity" in bad.stderr
