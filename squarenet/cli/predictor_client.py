@@ -6,6 +6,7 @@ listens at HOST:PORT" (exit 3), a live one means "the predictor has no model yet
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -16,6 +17,29 @@ from squarenet.cli.errors import CliError, ExitCode
 from squarenet.v1 import predictor_pb2, predictor_pb2_grpc
 
 DEFAULT_TIMEOUT: Final = 10.0
+
+# Predict reads and never writes, so a call the server cancelled may be sent again. A
+# predictor that stops (a rolling update, a scale-down) answers the calls it holds when its
+# grace ends, and a call racing its GOAWAY can still be CANCELLED by the server: the channel
+# sends it again, to the next pod. UNAVAILABLE is not retried here: "no model loaded yet"
+# is an answer the caller must see.
+SERVICE_CONFIG: Final = json.dumps(
+    {
+        "methodConfig": [
+            {
+                "name": [{"service": "squarenet.v1.Predictor", "method": "Predict"}],
+                "retryPolicy": {
+                    "maxAttempts": 3,
+                    "initialBackoff": "0.05s",
+                    "maxBackoff": "0.5s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["CANCELLED"],
+                },
+            }
+        ]
+    }
+)
+CHANNEL_OPTIONS: Final = (("grpc.enable_retries", 1), ("grpc.service_config", SERVICE_CONFIG))
 
 _REJECTED_CODES: Final = frozenset(
     {
@@ -72,7 +96,7 @@ class PredictorClient:
     def __init__(self, target: str, *, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.target = parse_target(target)
         self.timeout = timeout
-        self._channel = grpc.insecure_channel(self.target)
+        self._channel = grpc.insecure_channel(self.target, options=CHANNEL_OPTIONS)
         self._stub = predictor_pb2_grpc.PredictorStub(self._channel)  # type: ignore[no-untyped-call]
 
     def close(self) -> None:

@@ -30,6 +30,7 @@ from node.node import (
     node_port_service,
     pods,
 )
+from squarenet.cli.predictor_client import CHANNEL_OPTIONS
 from squarenet.v1 import predictor_pb2, predictor_pb2_grpc
 
 # The first test may wait for a cold build of the node's binaries and images.
@@ -156,7 +157,8 @@ def test_a_cancelled_job_leaves_no_job_or_pod(cluster: NodeCluster, trainer: Tra
 
 class Calls:
     """Predict calls through the NodePort Service from two clients until stopped: one keeps
-    a channel (HTTP/2 connection) for all its calls, as gRPC clients do; the other opens one
+    a channel (HTTP/2 connection) for all its calls, as gRPC clients do, with the retry
+    policy of squarenet's own client (a CANCELLED Predict is sent again); the other opens one
     per call, which also tests how fast kube-proxy stops sending new connections to a
     terminating pod (on this saturated machine it can take longer than the 5 s preStop
     pause: README, "What a real node showed")."""
@@ -186,7 +188,7 @@ class Calls:
                 self.answered += 1
 
     def _kept(self) -> None:
-        with grpc.insecure_channel(self.target) as channel:
+        with grpc.insecure_channel(self.target, options=CHANNEL_OPTIONS) as channel:
             while not self.stop.is_set():
                 self._call(channel, "kept")
 
