@@ -138,6 +138,31 @@ def test_label_labels_and_predict_by_label(services: LocalStack, trained: dict[s
     assert bad.returncode == 4 and "invalid label" in one_error_line(bad)
 
 
+def test_traffic_sets_shows_and_clears_the_split(
+    services: LocalStack, trained: dict[str, Any]
+) -> None:
+    version = str(trained["model_version"])
+    assert squarenet(services, "label", "blue", version, "--force").returncode == 0
+    assert squarenet(services, "traffic").stdout.strip() == (
+        "square: none (the served label answers)"
+    )
+    done = squarenet(services, "traffic", "blue=100", "--shadow", "blue=5")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "square: blue 100%; shadow blue 5%"
+    shown = json.loads(squarenet(services, "--json", "traffic").stdout)
+    assert shown["traffic"]["routes"] == [{"label": "blue", "weight": 100}]
+    assert squarenet(services, "history").stdout.count("traffic: blue 100%") == 1
+    uneven = squarenet(services, "traffic", "blue=90")
+    assert uneven.returncode == 4 and "weights must sum to 100" in one_error_line(uneven)
+    unknown = squarenet(services, "traffic", "green=100")
+    assert unknown.returncode == 4 and "no label 'green'" in one_error_line(unknown)
+    malformed = squarenet(services, "traffic", "blue:100")
+    assert malformed.returncode == 2 and "expected LABEL=PERCENT" in malformed.stderr
+    cleared = squarenet(services, "traffic", "--clear")
+    assert cleared.returncode == 0, cleared.stderr
+    assert cleared.stdout.strip() == "square: none (the served label answers)"
+
+
 def test_watch_prints_the_served_model(services: LocalStack, trained: dict[str, Any]) -> None:
     done = squarenet(services, "--json", "watch", "--count", "1")
     assert done.returncode == 0, done.stderr

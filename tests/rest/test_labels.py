@@ -1,7 +1,7 @@
 """Version labels over REST: PUT/DELETE /v1/models/{model_name}/labels/{label}, GET /v1/models.
 
 The versions here hold placeholder files that no gate can pass, so the moves are forced;
-tests/rest/test_rollouts.py gates real trained versions.
+tests/rollouts/test_gates.py gates real trained versions.
 """
 
 from __future__ import annotations
