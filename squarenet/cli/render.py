@@ -107,7 +107,8 @@ def metrics_table(metrics: Mapping[str, Any], title: str = "metrics") -> Table:
 
 
 def models_table(models: Sequence[Mapping[str, Any]]) -> Table:
-    """Every published version; broken ones show why they are skipped."""
+    """Every published version, its labels and the gate that let a label onto it; broken
+    ones show why they are skipped."""
     table = Table(title="published models")
     for column in (
         "model",
@@ -118,6 +119,8 @@ def models_table(models: Sequence[Mapping[str, Any]]) -> Table:
         "mse_out_of_domain",
         "job",
         "created",
+        "labels",
+        "gate",
     ):
         table.add_column(column)
     for entry in models:
@@ -137,8 +140,18 @@ def models_table(models: Sequence[Mapping[str, Any]]) -> Table:
             number(metrics.get("mse_out_of_domain")),
             str(meta.get("job_id") or "-"),
             str(meta.get("created_at") or "-"),
+            ", ".join(str(label) for label in entry.get("labels") or []) or "-",
+            gate_verdict(entry.get("gate")),
         )
     return table
+
+
+def gate_verdict(gate: object) -> str:
+    """The promotion gate of the last label move to a version: passed, failed (forced), or -."""
+    if not isinstance(gate, Mapping):
+        return "-"
+    verdict = "passed" if gate.get("passed") else "failed"
+    return f"{verdict}, forced" if gate.get("forced") else verdict
 
 
 def predictions_table(result: PredictResult) -> Table:

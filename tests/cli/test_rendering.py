@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import httpx
+import pytest
 from rich.console import Console
 
 from squarenet.cli.predictor_client import Prediction, PredictResult
@@ -90,6 +91,31 @@ def test_models_table_shows_broken_versions_with_the_reason() -> None:
     text = text_of(models_table(models))
     assert "broken: model.tflite is missing" in text
     assert "[-5, 5]" in text and "0.0043" in text and "j1" in text
+
+
+@pytest.mark.parametrize(
+    ("gate", "shown"),
+    [
+        ({"passed": True, "forced": False}, "passed"),
+        ({"passed": False, "forced": True}, "failed, forced"),
+        (None, "-"),
+    ],
+)
+def test_models_table_shows_each_versions_labels_and_gate(
+    gate: dict[str, bool] | None, shown: str
+) -> None:
+    entry = {
+        "model_name": "square",
+        "version": 3,
+        "status": "ok",
+        "metadata": {"domain": [-5, 5], "metrics": {}},
+        "labels": ["stable", "canary"] if gate else [],
+        "gate": gate,
+    }
+    table = models_table([entry])
+    row = {column.header: next(iter(column.cells)) for column in table.columns}
+    assert row["gate"] == shown
+    assert row["labels"] == ("stable, canary" if gate else "-")
 
 
 def test_model_line_is_one_line_with_version_domain_and_metrics() -> None:
