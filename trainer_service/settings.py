@@ -12,9 +12,17 @@ import os
 import re
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import Field, SecretStr, ValidationInfo, field_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from squarenet import __version__
@@ -238,6 +246,32 @@ class Settings(BaseSettings):
         if "@" not in name and (":" not in name or name.endswith(":latest")):
             raise ValueError(f"{value!r} must name a tag other than latest, or a digest")
         return value
+
+    @model_validator(mode="after")
+    def _queue_bound_holds_through_the_slots(self) -> Self:
+        """Under ``kubernetes`` the queue bound is checked without a lock (API workers and
+        replicas share no lock), so it holds only through the Job slots: every QUEUED job
+        holds one of ``max_concurrent_jobs`` slots, hence QUEUED <= max_concurrent_jobs <=
+        max_queued_jobs. With more slots than queue places, racing submits could queue more
+        than ``max_queued_jobs``: refused at start, naming both."""
+        if self.executor == "kubernetes" and self.max_concurrent_jobs > self.max_queued_jobs:
+            message = (
+                f"must be at most max_queued_jobs ({self.max_queued_jobs}) under --executor "
+                f"kubernetes, got {self.max_concurrent_jobs}: the queue bound holds across "
+                "workers and replicas only through the job slots; raise --max-queued-jobs "
+                "or lower --max-concurrent-jobs"
+            )
+            raise ValidationError.from_exception_data(
+                type(self).__name__,
+                [
+                    InitErrorDetails(
+                        type=PydanticCustomError("value_error", message),
+                        loc=("max_concurrent_jobs",),
+                        input=self.max_concurrent_jobs,
+                    )
+                ],
+            )
+        return self
 
     @field_validator("model_store")
     @classmethod

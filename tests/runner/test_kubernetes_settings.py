@@ -70,3 +70,30 @@ def test_the_trainer_exits_2_at_start_on_a_bad_quantity(tmp_path: Path) -> None:
     )  # fmt: skip
     assert bad.returncode == 2
     assert "job_memory" in bad.stderr and "not a Kubernetes quantity" in bad.stderr
+
+
+def test_more_job_slots_than_queue_places_is_refused_under_kubernetes_only(
+    tmp_path: Path,
+) -> None:
+    """Under kubernetes the queue bound holds across workers and replicas only through the
+    job slots (QUEUED <= max_concurrent_jobs): with more slots than queue places, racing
+    submits could queue more than max_queued_jobs."""
+    wide = {"model_store": tmp_path, "max_concurrent_jobs": 8, "max_queued_jobs": 4}
+    with pytest.raises(ValidationError) as refused:
+        Settings.model_validate({**wide, "executor": "kubernetes"})
+    (error,) = refused.value.errors()
+    assert error["loc"] == ("max_concurrent_jobs",)
+    assert "max_queued_jobs (4)" in error["msg"], error["msg"]
+    assert Settings.model_validate(wide).max_concurrent_jobs == 8  # local: one lock, no race
+    even = {**wide, "executor": "kubernetes", "max_queued_jobs": 8}
+    assert Settings.model_validate(even).max_concurrent_jobs == 8
+
+
+def test_the_trainer_exits_2_at_start_naming_both_job_bounds(tmp_path: Path) -> None:
+    bad = subprocess.run(
+        [*command_of("squarenet-trainer"), "--model-store", str(tmp_path / "s"),
+         "--executor", "kubernetes", "--max-concurrent-jobs", "17"],
+        capture_output=True, check=False, text=True, timeout=60,
+    )  # fmt: skip
+    assert bad.returncode == 2, bad.stderr
+    assert "--max-concurrent-jobs" in bad.stderr and "max_queued_jobs (16)" in bad.stderr

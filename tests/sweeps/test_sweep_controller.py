@@ -18,6 +18,8 @@ from sweeps.sweep_support import GRID_2x2, StandInRunner
 from trainer_service.params import TrainingParams
 from trainer_service.runner.book import SHUTDOWN_ERROR, Job, JobState
 from trainer_service.runner.executor import Executor
+from trainer_service.runner.job_process import STOPPED_ERROR
+from trainer_service.runner.kubernetes import disrupted_error
 from trainer_service.runner.local import LocalExecutor
 from trainer_service.sweeps import reconcile_sweeps
 from trainer_service.sweeps.controller import INTERRUPTED_ERRORS
@@ -134,6 +136,47 @@ def test_a_trial_interrupted_by_a_restart_runs_again_under_a_new_job(
     assert trial["earlierJobIds"] == [interrupted.id]
     assert trial["jobId"] != interrupted.id
     assert client.get(f"/v1/sweeps/{sweep_id}").get_json()["trialsFailed"] == 0
+
+
+def test_a_trial_whose_pod_was_disrupted_runs_again_once_then_fails(
+    client: FlaskClient, executor: Executor, store: ModelStore, runner: StandInRunner
+) -> None:
+    evicted = disrupted_error("EvictionByEvictionAPI: Eviction API: evicting")
+    assert evicted.startswith(INTERRUPTED_ERRORS)  # the kubernetes finalizer's words
+    assert STOPPED_ERROR.startswith(INTERRUPTED_ERRORS)  # the job process's, on its SIGTERM
+    sweep_id = _create(client, parallelTrialCount=1, maxFailedTrialCount=5)
+    first = runner.claim()
+    runner.fail(first, error=evicted)
+    reconcile_sweeps(executor)
+    trial = client.get(f"/v1/sweeps/{sweep_id}/trials").get_json()["trials"][0]
+    assert (trial["state"], trial["earlierJobIds"]) == ("QUEUED", [first.id])
+    second = runner.claim()
+    assert second.id == trial["jobId"] != first.id
+    runner.fail(second, error=evicted)
+    reconcile_sweeps(executor)
+    trials = client.get(f"/v1/sweeps/{sweep_id}/trials").get_json()["trials"]
+    assert trials[0]["state"] == "FAILED"  # disrupted twice: not a third run
+    assert trials[0]["earlierJobIds"] == [first.id]
+    assert trials[0]["jobId"] == second.id
+    jobs = _jobs(client, sweep_id)
+    assert sum(job["params"] == first.params.model_dump(mode="json") for job in jobs) == 2
+    assert client.get(f"/v1/sweeps/{sweep_id}").get_json()["trialsFailed"] == 1
+
+
+def test_a_stale_controller_releases_no_trial_and_records_nothing(
+    client: FlaskClient, executor: Executor, store: ModelStore
+) -> None:
+    leading = False
+    executor.book.still_leading = lambda: leading  # a finalizer past its Lease renew deadline
+    sweep_id = _create(client)
+    files = SweepFiles(store)
+    created = files.read(sweep_id)
+    reconcile_sweeps(executor)
+    assert _jobs(client, sweep_id) == []
+    assert files.read(sweep_id) == created  # not even the intent of a release
+    leading = True
+    reconcile_sweeps(executor)
+    assert len(_jobs(client, sweep_id)) == 2
 
 
 class CrashingExecutor(LocalExecutor):

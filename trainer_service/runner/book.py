@@ -93,6 +93,11 @@ class JobBook:
         # kubernetes: queued and running jobs each hold one of ``slots`` (None: unbounded here)
         self.slots = JobSlots(self.files.root, slots) if slots is not None else None
         self.on_finished: list[Callable[[Job], None]] = []
+        # whether this process may still change job and sweep states: always, except in the
+        # kubernetes finalizer, which puts its Lease check here (``Finalizer.holds_lease``)
+        # so that the sweep pass it runs (a listener of ``finish``, or its periodic tick)
+        # stops releasing trials and writing sweeps once it may have lost the Lease
+        self.still_leading: Callable[[], bool] = _always
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
@@ -325,6 +330,10 @@ class JobBook:
             except Exception:
                 _log.exception("job %s: a listener of finished jobs failed", job_id)
         return record
+
+
+def _always() -> bool:
+    return True
 
 
 def time_limit_error(params: TrainingParams) -> str:

@@ -26,7 +26,11 @@ What clusters do to jobs, and what each ends as:
 - a job whose pod has not started within ``max_pending_seconds`` (unschedulable, image
   pull errors, a missing claim) is FAILED naming the pod's reason and its Job deleted;
 - a replica acts only while its last successful Lease renewal is recent
-  (``Finalizer.holds_lease``): one that hung or paused past that settles nothing.
+  (``Finalizer.holds_lease``), checked right before each state change and Job deletion
+  (after the pod list that decides it) and, through ``JobBook.still_leading``, before each
+  sweep trial release and sweep record write: one that hung or paused past that settles
+  nothing and releases no trial; a trial's job id is ``<sweep>-<trial>-<attempt>``, so the
+  next leader's release of the same trial is a no-op, not a twin job.
 """
 
 from __future__ import annotations
@@ -390,6 +394,9 @@ class Finalizer:
         self.orphans: dict[str, float] = {}
         self.pending: dict[str, float] = {}  # job id -> when first seen without a started pod
         self.problems: dict[str, str] = {}  # what is wrong now, logged once until it clears
+        # the sweep pass this finalizer runs (its tick, and ``finish``'s listener) writes
+        # through the same book: it stops with the Lease too
+        book.still_leading = self.holds_lease
 
     def run(self) -> int:
         """Take part in the election until SIGTERM; lead (finalize) while elected."""
@@ -567,15 +574,32 @@ class Finalizer:
                 slot.unlink(missing_ok=True)
                 self.orphans.pop(key, None)
 
+    def _finish(self, job_id: str, ending: Ending) -> None:
+        """End the job, unless the Lease may be lost: the pod list before this (up to ~9 s)
+        can take a replica past its renew deadline, and another may lead by now."""
+        if self.holds_lease():
+            self.book.finish(job_id, ending)
+
+    def _delete(self, job_id: str) -> bool:
+        """Delete the job's Job if still leading (see ``_finish``); whether it did."""
+        if not self.holds_lease():
+            return False
+        delete_job(self.batch, self.namespace, job_id)
+        return True
+
     def settle(self, job: Job, item: Any | None) -> None:
-        """One job: started, or ended, as its Job (or its absence) says."""
+        """One job: started, or ended, as its Job (or its absence) says.
+
+        Every state change (and Job deletion) re-checks the Lease right before it.
+        """
         if self.book.cancel_requested(job.id):  # the one place the cancel path reads
-            if item is not None and item.metadata.deletion_timestamp is None:
-                delete_job(self.batch, self.namespace, job.id)
-            self.book.finish(job.id, CANCELLED)  # the fence makes this safe at once
+            deleting = item is not None and item.metadata.deletion_timestamp is None
+            if deleting and not self._delete(job.id):
+                return
+            self._finish(job.id, CANCELLED)  # the fence makes this safe at once
             return
         if item is None:
-            self.book.finish(job.id, Ending("exited", "lost: its Kubernetes Job is gone"))
+            self._finish(job.id, Ending("exited", "lost: its Kubernetes Job is gone"))
             return
         status = item.status
         ended = next(
@@ -585,20 +609,21 @@ class Finalizer:
         if ended is None:
             if job.state is JobState.QUEUED and (status.ready or status.succeeded or status.failed):
                 self.pending.pop(job.id, None)
-                self.book.start(job.id)
+                if self.holds_lease():
+                    self.book.start(job.id)
             elif job.state is JobState.QUEUED and not item.spec.suspend:
                 self.check_pending(job)  # a Job Kueue has not admitted yet waits its turn
             return
         if ended.type == "Complete":
-            self.book.finish(job.id, Ending("exited", "its pod ended without a result"))
+            self._finish(job.id, Ending("exited", "its pod ended without a result"))
         elif ended.reason == "DeadlineExceeded":
-            self.book.finish(job.id, TIME_LIMIT)
+            self._finish(job.id, TIME_LIMIT)
         elif DISRUPTION in (ended.message or ""):
             why = self.disruption(job.id) or ended.message
-            self.book.finish(job.id, Ending("failed", disrupted_error(why)))
+            self._finish(job.id, Ending("failed", disrupted_error(why)))
         else:
             why = self.pod_failure(job.id) or f"{ended.reason}: {ended.message}"
-            self.book.finish(job.id, Ending("exited", f"the job's pod failed: {why}"))
+            self._finish(job.id, Ending("exited", f"the job's pod failed: {why}"))
 
     def check_pending(self, job: Job) -> None:
         """Fail a job whose pod has not started within ``max_pending_seconds``, naming why.
@@ -615,9 +640,10 @@ class Finalizer:
         why = pending_reason(listed.items)
         if why is None:
             return  # its pod is starting right now: the next pass sees it Ready
-        delete_job(self.batch, self.namespace, job.id)
+        if not self._delete(job.id):
+            return  # the Lease may have lapsed during the pod list: the leader decides
         self.pending.pop(job.id, None)
-        self.book.finish(
+        self._finish(
             job.id,
             Ending(
                 "failed",

@@ -66,9 +66,12 @@ _log = logging.getLogger("squarenet.trainer.sweeps")
 
 # trials hold at most this fraction of the job queue's bound, whatever the sweeps ask for
 TRIAL_QUEUE_SHARE = 0.5
-# a trial whose job was interrupted by a trainer restart runs again, at most this many times
-MAX_ATTEMPTS = 3
-# how the job runner words a job it lost to a restart (``SHUTDOWN_ERROR``, a lost lease)
+# a trial whose job was interrupted (a trainer restart; on Kubernetes an eviction, drain or
+# pre-emption of its pod) runs again once: at most this many jobs per trial, so a trial
+# interrupted twice ends FAILED instead of costing the cluster a third run
+MAX_ATTEMPTS = 2
+# how the job runner words a job it lost: a restart (``SHUTDOWN_ERROR``, a lost process) and
+# a disrupted pod (``disrupted_error`` and ``STOPPED_ERROR`` of the kubernetes executor)
 INTERRUPTED_ERRORS = ("interrupted", "trainer process lost")
 STOP_CANCELLED = "cancelled"
 STOP_FAILED = "failed"
@@ -77,6 +80,18 @@ FIT_FILE = "fit.png"
 EPOCHS_FILE = "epochs.json"
 TICK_SECONDS = 2.0  # the runner's periodic pass; a job's end triggers one at once
 _PASS = threading.local()  # a pass that cancels a job may hear of its end: no pass inside one
+
+
+class NotLeading(Exception):
+    """This process may have lost the right to change sweeps (its finalizer's Lease)."""
+
+
+def _check_leading(executor: Executor) -> None:
+    """Raise ``NotLeading`` unless the job book's writer still leads; checked right before
+    each release, cancel and sweep write, so a replica that hung or paused past its Lease
+    changes nothing after it (the next leader's pass redoes what was due, idempotently)."""
+    if not executor.book.still_leading():
+        raise NotLeading
 
 
 def sweep_files(executor: Executor) -> SweepFiles:
@@ -221,7 +236,10 @@ def reconcile_sweeps(executor: Executor) -> None:
     with _one_pass() as outermost:
         if outermost:
             with files.lock():
-                _pass(files, executor)
+                try:
+                    _pass(files, executor)
+                except NotLeading:
+                    _log.warning("sweep controller: no longer leading, pass stopped")
 
 
 def _pass(files: SweepFiles, executor: Executor) -> None:
@@ -240,9 +258,12 @@ def _pass(files: SweepFiles, executor: Executor) -> None:
         try:
             released, budget = _release(files, executor, current, budget)
             after = _settle(released)
+            _check_leading(executor)
             if after != before:
                 files.write(after)
             files.patch_path(before.id).unlink(missing_ok=True)  # applied and written
+        except NotLeading:
+            raise  # no other sweep is written either
         except Exception:  # one sweep's trouble must not stop the others, nor the runner
             _log.exception("sweep %s: reconcile failed, retrying on the next pass", before.id)
 
@@ -284,6 +305,8 @@ def _guarded(
     """``step`` of one sweep; on an error the sweep stays as it was until the next pass."""
     try:
         return step(files, executor, record)
+    except NotLeading:
+        raise
     except Exception:
         _log.exception("sweep %s: reconcile failed, retrying on the next pass", record.id)
         return record
@@ -420,6 +443,7 @@ def _stop_early(files: SweepFiles, executor: Executor, record: SweepRecord) -> S
             if reason is None:
                 continue
             _log.info("sweep %s trial %d: %s", record.id, trial.number, reason)
+            _check_leading(executor)
             try:
                 executor.cancel(trial.job_id, wait=0)  # the runner confirms; the next pass sees it
             except JobAlreadyFinished:
@@ -444,6 +468,7 @@ def _stop(executor: Executor, record: SweepRecord, trial: Trial) -> Trial:
         return _ended(trial, TrialState.CANCELLED)
     if not trial.state.active or trial.job_id is None:
         return trial
+    _check_leading(executor)
     try:
         job = executor.cancel(trial.job_id, wait=0)  # the runner confirms later; we look again
     except JobAlreadyFinished as exc:
@@ -480,6 +505,7 @@ def _release(
             }
         )
         record = _with_trial(record, intent)
+        _check_leading(executor)
         files.write(record)  # the intent first: a crash from here on resubmits the same id
         submitted = _submit(executor, record, intent)
         record = _with_trial(record, submitted)
@@ -529,6 +555,7 @@ def _submit(executor: Executor, record: SweepRecord, trial: Trial) -> Trial:
     """Submit the trial's job under its recorded id (idempotent); unchanged when the queue is full."""
     assert trial.job_id is not None  # noqa: S101 - only trials with an intent get here
     params = trial_params(record.spec, trial.assignments, record.model_name)
+    _check_leading(executor)
     try:
         job = executor.submit(params, job_id=trial.job_id, sweep_id=record.id)
     except QueueFull:
