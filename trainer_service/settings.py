@@ -131,6 +131,17 @@ class Settings(BaseSettings):
         min_length=1,
         description="kubernetes: PersistentVolumeClaim of the store, mounted by every Job.",
     )
+    store_sub_path: str = Field(
+        "",
+        description="kubernetes: the store's folder inside --store-claim, mounted at /models "
+        "in every Job (the volume's subPath; empty: the claim's root); mount the claim in the "
+        "trainer the same way.",
+    )
+    job_owner: str | None = Field(
+        None,
+        description="kubernetes: the Deployment (the trainer's) that owns every Job: deleting "
+        "it deletes its Jobs and their pods (none: Jobs outlive the trainer).",
+    )
     kubeconfig: Path | None = Field(
         None, description="kubernetes: kubeconfig outside a cluster (default: KUBECONFIG)."
     )
@@ -236,6 +247,22 @@ class Settings(BaseSettings):
     def _claim(cls, value: str) -> str:
         if not DNS_SUBDOMAIN.fullmatch(value):
             raise ValueError(f"{value!r} is not a claim name (a DNS-1123 subdomain)")
+        return value
+
+    @field_validator("store_sub_path")
+    @classmethod
+    def _sub_path(cls, value: str) -> str:
+        """A subPath the kubelet accepts: relative, inside the claim, no ``..``."""
+        parts = [part for part in value.split("/") if part not in ("", ".")]
+        if value.startswith("/") or ".." in parts:
+            raise ValueError(f"{value!r} must be a relative folder inside the claim, without ..")
+        return "/".join(parts)
+
+    @field_validator("job_owner")
+    @classmethod
+    def _owner(cls, value: str | None) -> str | None:
+        if value is not None and not DNS_SUBDOMAIN.fullmatch(value):
+            raise ValueError(f"{value!r} is not a Deployment name (a DNS-1123 subdomain)")
         return value
 
     @field_validator("job_image")

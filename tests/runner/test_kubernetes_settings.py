@@ -9,6 +9,9 @@ import pytest
 from pydantic import ValidationError
 
 from squarenet.stack import command_of
+from trainer_service.params import TrainingParams
+from trainer_service.runner.kubernetes import job_manifest
+from trainer_service.runner.records import Job, JobState, Progress, utc_now
 from trainer_service.settings import Settings, quantity
 
 
@@ -27,6 +30,9 @@ from trainer_service.settings import Settings, quantity
         ("job_image", "squarenet-trainer"),
         ("job_image", "registry.example:5000/squarenet-trainer:latest"),
         ("max_pending_seconds", "0"),
+        ("store_sub_path", "/models"),
+        ("store_sub_path", "team/../../etc"),
+        ("job_owner", "Squarenet_Trainer"),
         ("job_ttl_seconds", "0"),
         (
             "queue_name",
@@ -97,3 +103,31 @@ def test_the_trainer_exits_2_at_start_naming_both_job_bounds(tmp_path: Path) -> 
     )  # fmt: skip
     assert bad.returncode == 2, bad.stderr
     assert "--max-concurrent-jobs" in bad.stderr and "max_queued_jobs (16)" in bad.stderr
+
+
+def test_the_jobs_mount_the_stores_folder_on_the_claim_and_name_their_owner(
+    tmp_path: Path,
+) -> None:
+    """A store in a folder of its claim (--store-sub-path) is that folder in every Job too,
+    not the claim's root; an owner (read by the executor) becomes the Job's ownerReference."""
+    job = Job(
+        id="20261206T060000Z-0a1b2c3d",
+        state=JobState.QUEUED,
+        params=TrainingParams(),
+        progress=Progress(epoch=0, epochs=TrainingParams().epochs),
+        created_at=utc_now(),
+    )
+    settings = Settings.model_validate(
+        {"model_store": tmp_path, "store_sub_path": "./team-a//models/"}
+    )
+    assert settings.store_sub_path == "team-a/models"
+    owner = {"apiVersion": "apps/v1", "kind": "Deployment", "name": "t", "uid": "u"}
+    manifest = job_manifest(job, settings, owner)
+    (container,) = manifest["spec"]["template"]["spec"]["containers"]
+    (store,) = [m for m in container["volumeMounts"] if m["name"] == "models"]
+    assert store == {"name": "models", "mountPath": "/models", "subPath": "team-a/models"}
+    assert manifest["metadata"]["ownerReferences"] == [owner]
+    at_root = job_manifest(job, Settings.model_validate({"model_store": tmp_path}))
+    (container,) = at_root["spec"]["template"]["spec"]["containers"]
+    assert "subPath" not in container["volumeMounts"][0]
+    assert "ownerReferences" not in at_root["metadata"]

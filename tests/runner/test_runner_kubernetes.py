@@ -59,7 +59,7 @@ class Cluster:
     tmp: Path
 
     def trainer(
-        self, name: str, kubeconfig: Path | None = None, max_jobs: int = 4
+        self, name: str, kubeconfig: Path | None = None, max_jobs: int = 4, *flags: str
     ) -> AbstractContextManager[Trainer]:
         """``squarenet-trainer --executor kubernetes`` on this namespace."""
         return running_trainer(
@@ -69,6 +69,7 @@ class Cluster:
             *("--kubeconfig", str(kubeconfig or self.kubeconfig)),
             *("--job-image", "squarenet-trainer:test", "--cancel-wait", "30"),
             *("--max-concurrent-jobs", str(max_jobs)),
+            *flags,
         )
 
     def pod(self, job_id: str) -> dict[str, Any] | None:
@@ -565,3 +566,46 @@ def test_two_installations_in_one_namespace_each_elect_and_settle_their_own(
         report_pod_finished(cluster.admin, cluster.namespace, pod["metadata"]["name"], 1)
         assert wait_final(mine, job_id)["state"] == "FAILED"
         assert job_id not in theirs.log()
+
+
+def test_deleting_the_owner_deployment_deletes_its_jobs(cluster: Cluster) -> None:
+    """--job-owner: every Job is owned by the trainer's Deployment, so deleting the
+    installation's Deployment alone (not its namespace) stops its training: the garbage
+    collector deletes the Job, and the job ends FAILED as lost. An owner that does not exist
+    (yet) is a 503 naming it, and no Job is made."""
+    owner = "squarenet-trainer"
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": owner, "namespace": cluster.namespace},
+        "spec": {
+            "replicas": 0,  # the trainer runs here; only the object matters
+            "selector": {"matchLabels": {"app": owner}},
+            "template": {
+                "metadata": {"labels": {"app": owner}},
+                "spec": {"containers": [{"name": "trainer", "image": "squarenet-trainer:test"}]},
+            },
+        },
+    }
+    with cluster.trainer("missing", None, 4, "--job-owner", owner) as trainer:
+        refused = httpx.post(f"{trainer.base_url}/v1/jobs", json=QUICK, timeout=30)
+        assert refused.status_code == 503, refused.text
+        assert f"Deployment {owner} (--job-owner), does not exist" in refused.json()["detail"]
+    assert kubectl_json(cluster.admin, "-n", cluster.namespace, "get", "jobs")["items"] == []
+    kubectl(cluster.admin, "apply", "-f", "-", stdin=json.dumps(deployment))
+    uid = kubectl_json(cluster.admin, "-n", cluster.namespace, "get", "deployment", owner)[
+        "metadata"
+    ]["uid"]
+    with cluster.trainer("owned", None, 4, "--job-owner", owner) as trainer:
+        job_id = submit(trainer, **LONG)
+        job = wait_for(lambda: cluster.job(job_id), 60, "the Job")
+        (reference,) = job["metadata"]["ownerReferences"]
+        assert (reference["kind"], reference["name"], reference["uid"]) == (
+            "Deployment",
+            owner,
+            uid,
+        )
+        kubectl(cluster.admin, "-n", cluster.namespace, "delete", "deployment", owner)
+        wait_for(lambda: cluster.job(job_id) is None, TIMEOUT, "the garbage collector")
+        done = wait_final(trainer, job_id)
+        assert done["state"] == "FAILED" and done["error"].startswith("lost"), done

@@ -92,6 +92,7 @@ PERMISSIONS = (
     *(("batch", "jobs", verb) for verb in ("create", "list", "delete")),
     ("", "pods", "list"),
     *(("coordination.k8s.io", "leases", verb) for verb in ("get", "create", "update")),
+    ("apps", "deployments", "get"),  # the Jobs' owner (--job-owner), read once for its uid
 )
 
 
@@ -168,8 +169,11 @@ def job_name(job_id: str) -> str:
     return f"squarenet-{job_id.lower()}"
 
 
-def job_manifest(job: Job, settings: Settings) -> dict[str, Any]:
-    """The ``batch/v1`` Job that trains ``job`` (Pod Security "restricted", no API token)."""
+def job_manifest(
+    job: Job, settings: Settings, owner: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The ``batch/v1`` Job that trains ``job`` (Pod Security "restricted", no API token),
+    owned by ``owner`` (an ownerReference) when the installation names one."""
     labels = {
         JOB_ID_LABEL: job.id,
         INSTALLATION_LABEL: installation(settings),
@@ -205,7 +209,8 @@ def job_manifest(job: Job, settings: Settings) -> dict[str, Any]:
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "volumeMounts": [
-            {"name": "models", "mountPath": JOB_MOUNT_PATH},
+            {"name": "models", "mountPath": JOB_MOUNT_PATH}
+            | ({"subPath": settings.store_sub_path} if settings.store_sub_path else {}),
             {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - an emptyDir of its own
         ],
     }
@@ -233,7 +238,9 @@ def job_manifest(job: Job, settings: Settings) -> dict[str, Any]:
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {"name": job_name(job.id), "labels": job_labels},
+        # deleting the owner (the trainer's Deployment) deletes the Job and its pod
+        "metadata": {"name": job_name(job.id), "labels": job_labels}
+        | ({"ownerReferences": [owner]} if owner is not None else {}),
         "spec": {
             "suspend": settings.queue_name is not None,
             "backoffLimit": 0,
@@ -273,6 +280,34 @@ class KubernetesExecutor:
         self.settings = settings
         api_client, self.namespace = connect(settings)
         self.batch = client.BatchV1Api(api_client)
+        self.apps = client.AppsV1Api(api_client)
+        self._owner: dict[str, Any] | None = None
+
+    def owner(self) -> dict[str, Any] | None:
+        """The ownerReference of every Job: the ``--job-owner`` Deployment, read once for its
+        uid (a Deployment made again has a new uid, but then so has this trainer's pod)."""
+        name = self.settings.job_owner
+        if name is None or self._owner is not None:
+            return self._owner
+        try:
+            found = self.apps.read_namespaced_deployment(name, self.namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                raise ExecutorUnavailable(
+                    f"the Jobs' owner, Deployment {name} (--job-owner), does not exist in "
+                    f"namespace {self.namespace}"
+                ) from exc
+            raise refusal(exc, f"get Deployment {name}", self.namespace) from exc
+        except UNREACHABLE as exc:
+            raise unreachable(exc, f"get Deployment {name}") from exc
+        self._owner = {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "name": name,
+            "uid": found.metadata.uid if found.metadata is not None else None,
+            "blockOwnerDeletion": False,  # the Deployment goes at once; its Jobs follow
+        }
+        return self._owner
 
     def submit(
         self, params: TrainingParams, *, job_id: str | None = None, sweep_id: str | None = None
@@ -280,12 +315,13 @@ class KubernetesExecutor:
         """Create the job's Job (again is harmless), then record the job QUEUED."""
         if job_id is not None and (existing := self.book.files.read(job_id)) is not None:
             return existing  # a named job submitted again: the one we have
+        owner = self.owner()
         job = self.book.new_job(params, job_id=job_id, sweep_id=sweep_id)
         slots = self.book.slots
         if slots is not None and not slots.take(job.id):
             raise TooManyJobs(slots.size)
         try:
-            manifest: Any = job_manifest(job, self.settings)  # the client takes plain dicts too
+            manifest: Any = job_manifest(job, self.settings, owner)  # plain dicts do too
             self.batch.create_namespaced_job(self.namespace, manifest)
         except ApiException as exc:
             if exc.status != 409:  # AlreadyExists: made by an earlier try of this call
