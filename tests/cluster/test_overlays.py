@@ -117,9 +117,10 @@ def _can_i(kubeconfig: Path, account: str, verb: str, resource: str) -> bool:
     return result.returncode == 0
 
 
-def _rules(kubeconfig: Path, *identity: str) -> set[tuple[str, str, str]]:
-    """(group, resource, verb) the authorizer allows in the namespace (SelfSubjectRulesReview,
-    what `kubectl auth can-i --list` shows), wildcards kept as "*"."""
+def _rules(kubeconfig: Path, *identity: str) -> set[tuple[str, str, str, tuple[str, ...]]]:
+    """(group, resource, verb, the object names it is limited to or ()) the authorizer allows
+    in the namespace (SelfSubjectRulesReview, what `kubectl auth can-i --list` shows),
+    wildcards kept as "*"."""
     review = {
         "apiVersion": "authorization.k8s.io/v1",
         "kind": "SelfSubjectRulesReview",
@@ -140,7 +141,7 @@ def _rules(kubeconfig: Path, *identity: str) -> set[tuple[str, str, str]]:
     )
     assert not answer["status"].get("incomplete"), answer["status"]
     return {
-        (group, resource, verb)
+        (group, resource, verb, tuple(sorted(rule.get("resourceNames", []))))
         for rule in answer["status"]["resourceRules"]
         for group in rule.get("apiGroups", [""])
         for resource in rule.get("resources", [])
@@ -296,18 +297,22 @@ class OverlayChecks:
     @pytest.mark.parametrize("account", sorted(rbac.GRANTS))
     def test_rbac_matrix(self, deployed: Deployed, account: str) -> None:
         """`kubectl auth can-i --as=<account>` answers yes for each row of the account's table
-        and no for every probe beyond it."""
+        and no for every probe beyond it; a verb limited to named objects, yes for those only."""
         assert find(deployed.overlay.docs, "ServiceAccount", account)
         answers = [
             (
                 group,
                 resource,
                 verb,
+                name,
                 _can_i(
-                    deployed.kubeconfig, account, verb, resource + (f".{group}" if group else "")
+                    deployed.kubeconfig,
+                    account,
+                    verb,
+                    resource + (f".{group}" if group else "") + (f"/{name}" if name else ""),
                 ),
             )
-            for group, resource, verb, _ in rbac.matrix(account)
+            for group, resource, verb, name, _ in rbac.matrix(account)
         ]
         assert answers == rbac.matrix(account)
 
@@ -318,7 +323,7 @@ class OverlayChecks:
         user = f"--as=system:serviceaccount:{NAMESPACE}:{account}"
         nobody = f"--as=system:serviceaccount:{NAMESPACE}:no-bindings-at-all"
         extra = _rules(deployed.kubeconfig, user) - _rules(deployed.kubeconfig, nobody)
-        assert extra == rbac.allowed(account)
+        assert extra == rbac.granted(account)
 
     def test_every_service_account_is_in_the_table(self, deployed: Deployed) -> None:
         """A ServiceAccount added to the manifests needs its rows (maybe none) in the table."""

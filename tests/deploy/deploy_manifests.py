@@ -26,7 +26,11 @@ Manifest = dict[str, Any]
 @functools.cache
 def rendered_text(target: str) -> str:
     """``kubectl kustomize`` of ``k8s/base`` or ``k8s/overlays/<target>``."""
-    path = REPO / "k8s" / ("base" if target == "base" else f"overlays/{target}")
+    return kustomize(REPO / "k8s" / ("base" if target == "base" else f"overlays/{target}"))
+
+
+def kustomize(path: Path) -> str:
+    """``kubectl kustomize`` of any folder (a changed copy of ``k8s``, say)."""
     result = subprocess.run(
         ["kubectl", "kustomize", str(path)], capture_output=True, text=True, check=False
     )

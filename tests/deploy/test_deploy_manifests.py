@@ -4,6 +4,7 @@ with the Dockerfiles and the services' own settings (read from the rendered YAML
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +24,7 @@ from deploy.deploy_manifests import (
     deployment,
     dockerfile,
     find,
+    kustomize,
     main_container,
     pod_spec,
     port_number,
@@ -32,6 +34,9 @@ from deploy.deploy_manifests import (
 )
 from predictor_service.settings import PredictorSettings
 from trainer_service.api.gunicorn_conf import SHM
+from trainer_service.params import TrainingParams
+from trainer_service.runner.kubernetes import job_manifest, lease_name
+from trainer_service.runner.records import Job, JobState, Progress, utc_now
 from trainer_service.settings import Settings
 
 # The oldest Kubernetes release the manifests support (native sleep pre-stop hooks are on by
@@ -40,6 +45,12 @@ KUBERNETES_VERSIONS = ("1.30.0", "1.37.0")
 KUBERNETES_VALIDATE = str(Path(sys.executable).with_name("kubernetes-validate"))
 SETTINGS: dict[str, type[BaseSettings]] = {"trainer": Settings, "predictor": PredictorSettings}
 GKE_REGISTRY = "REGION-docker.pkg.dev/PROJECT/squarenet"
+OWN_THE_STORE = REPO / "k8s/admin/own-the-store.yaml"
+# What Pod Security's `baseline` lets a container add (its "Capabilities" control).
+BASELINE_CAPABILITIES = {
+    "AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "MKNOD",
+    "NET_BIND_SERVICE", "SETFCAP", "SETGID", "SETPCAP", "SETUID", "SYS_CHROOT",
+}  # fmt: skip
 
 
 def validate(path: Path, version: str) -> subprocess.CompletedProcess[str]:
@@ -190,6 +201,96 @@ def test_the_trainer_role_holds_exactly_what_the_kubernetes_executor_needs() -> 
         assert config["SQUARENET_EXECUTOR"] == "kubernetes"
         image = pod_spec(docs, "trainer")["containers"][0]["image"]
         assert config["SQUARENET_JOB_IMAGE"] == image
+
+
+@pytest.mark.parametrize("target", ["base", *OVERLAYS])
+def test_the_trainer_mounts_its_token_only_for_the_kubernetes_executor(target: str) -> None:
+    """The `local` executor calls no API: its pods get no token; `kubernetes` needs one."""
+    docs = render(target)
+    executor = container_env(docs, "trainer")["SQUARENET_EXECUTOR"]
+    assert executor in ("local", "kubernetes")
+    for component in COMPONENTS:
+        account = find(docs, "ServiceAccount", f"squarenet-{component}")
+        spec = pod_spec(docs, component)
+        assert spec["serviceAccountName"] == account["metadata"]["name"]
+        # the pod's own field wins over its account's; both default to mounting
+        mounted = spec.get(
+            "automountServiceAccountToken", account.get("automountServiceAccountToken", True)
+        )
+        assert mounted is (component == "trainer" and executor == "kubernetes"), component
+
+
+def copy_of_k8s(tmp_path: Path) -> Path:
+    """A copy of k8s/ a test may change and render (``kustomize(copy / "overlays/kind")``)."""
+    return Path(shutil.copytree(REPO / "k8s", tmp_path / "k8s"))
+
+
+def lease_rules(docs: list[dict[str, Any]]) -> set[tuple[str, tuple[str, ...]]]:
+    """(verb, the Lease names it is limited to, or ()) of the trainer's Role."""
+    role = find(docs, "Role", "squarenet-trainer")
+    return {
+        (verb, tuple(rule.get("resourceNames", ())))
+        for rule in role["rules"]
+        if rule["resources"] == ["leases"]
+        for verb in rule["verbs"]
+    }
+
+
+@pytest.mark.parametrize("target", ["base", *OVERLAYS])
+def test_the_role_reads_and_renews_only_the_installations_lease(
+    target: str, tmp_path: Path
+) -> None:
+    """get and update name the Lease the finalizer of this store claim elects with; create
+    cannot be limited by name (the API checks no name before the object exists)."""
+    docs = render(target)
+    claim = container_env(docs, "trainer")["SQUARENET_STORE_CLAIM"]
+    lease = lease_name(Settings.model_validate({"model_store": tmp_path, "store_claim": claim}))
+    assert lease == "squarenet-trainer-finalizer-squarenet-models"
+    assert lease_rules(docs) == {("create", ()), ("get", (lease,)), ("update", (lease,))}
+
+
+def test_the_leases_name_follows_the_store_claim(tmp_path: Path) -> None:
+    """One place sets the claim (the base's ConfigMap): the Role's Lease name follows it."""
+    k8s = copy_of_k8s(tmp_path)
+    kustomization = k8s / "base/kustomization.yaml"
+    text = kustomization.read_text(encoding="utf-8")
+    assert "SQUARENET_STORE_CLAIM=squarenet-models" in text
+    kustomization.write_text(
+        text.replace("SQUARENET_STORE_CLAIM=squarenet-models", "SQUARENET_STORE_CLAIM=team-b"),
+        encoding="utf-8",
+    )
+    for overlay in OVERLAYS:
+        docs = [doc for doc in yaml.safe_load_all(kustomize(k8s / "overlays" / overlay)) if doc]
+        assert container_env(docs, "trainer")["SQUARENET_STORE_CLAIM"] == "team-b"
+        lease = lease_name(
+            Settings.model_validate({"model_store": tmp_path, "store_claim": "team-b"})
+        )
+        assert lease_rules(docs) == {("create", ()), ("get", (lease,)), ("update", (lease,))}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_job_image_is_the_trainer_image_set_by_images_alone(
+    overlay: str, tmp_path: Path
+) -> None:
+    """`images:` is the one place the overlay names the trainer's image: a new name and tag
+    there reach SQUARENET_JOB_IMAGE (through `replacements`) and the ConfigMap's hash, so the
+    trainer rolls with it."""
+    docs = render(overlay)
+    image = main_container(docs, "trainer")["image"]
+    assert container_env(docs, "trainer")["SQUARENET_JOB_IMAGE"] == image
+    k8s = copy_of_k8s(tmp_path)
+    kustomization = k8s / "overlays" / overlay / "kustomization.yaml"
+    spec = yaml.safe_load(kustomization.read_text(encoding="utf-8"))
+    (entry,) = [item for item in spec["images"] if item["name"] == "squarenet-trainer"]
+    entry.update(newName="registry.example/team/squarenet-trainer", newTag="9.9.9")
+    kustomization.write_text(yaml.safe_dump(spec), encoding="utf-8")
+    changed = [doc for doc in yaml.safe_load_all(kustomize(k8s / "overlays" / overlay)) if doc]
+    image = main_container(changed, "trainer")["image"]
+    assert image == "registry.example/team/squarenet-trainer:9.9.9"
+    assert container_env(changed, "trainer")["SQUARENET_JOB_IMAGE"] == image
+    (config,) = main_container(changed, "trainer")["envFrom"]
+    (before,) = main_container(docs, "trainer")["envFrom"]
+    assert config["configMapRef"]["name"] != before["configMapRef"]["name"]
 
 
 @pytest.mark.parametrize("component", COMPONENTS)
@@ -372,6 +473,71 @@ def test_network_policy_denies_all_but_each_service_port(overlay: str) -> None:
             port_number(container, p["port"]) for rule in policy["ingress"] for p in rule["ports"]
         }
         assert allowed == {p["containerPort"] for p in container["ports"]}
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_the_admin_job_that_owns_the_store_validates_strictly(version: str) -> None:
+    result = validate(OWN_THE_STORE, version)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_admin_job_runs_apart_from_squarenet_with_no_more_than_it_needs() -> None:
+    """Root to chown, so in a namespace of its own whose Pod Security allows it (baseline),
+    with the capabilities chown and chmod use and nothing else."""
+    docs = [doc for doc in yaml.safe_load_all(OWN_THE_STORE.read_text(encoding="utf-8")) if doc]
+    assert sorted(doc["kind"] for doc in docs) == ["Job", "Namespace", "PersistentVolumeClaim"]
+    namespace = find(docs, "Namespace", "squarenet-admin")
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "baseline"
+    assert {doc["metadata"].get("namespace") for doc in docs if doc is not namespace} == {
+        "squarenet-admin"
+    }
+    spec = find(docs, "Job", "own-the-store")["spec"]
+    assert spec["backoffLimit"] == 0
+    pod = spec["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    (container,) = pod["containers"]
+    context = container["securityContext"]
+    assert context["allowPrivilegeEscalation"] is False
+    assert context["capabilities"]["drop"] == ["ALL"]
+    assert set(context["capabilities"]["add"]) <= BASELINE_CAPABILITIES
+    assert "privileged" not in context
+
+
+def test_the_admin_job_gives_the_share_to_the_uid_and_gid_the_pods_run_as(
+    tmp_path: Path,
+) -> None:
+    """The chown's owner is the trainer's and its job pods' runAsUser:runAsGroup, and the
+    share it mounts is a Filestore volume of the gke overlay's class and size."""
+    docs = [doc for doc in yaml.safe_load_all(OWN_THE_STORE.read_text(encoding="utf-8")) if doc]
+    pod = find(docs, "Job", "own-the-store")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    (mount,) = container["volumeMounts"]
+    owned = re.fullmatch(r"chown (\d+):(\d+) (\S+) && chmod 2775 (\S+)", container["command"][-1])
+    assert owned, container["command"]
+    assert owned[3] == owned[4] == mount["mountPath"]
+    gke = render("gke")
+    job_settings = Settings.model_validate(
+        {"model_store": tmp_path, "executor": "kubernetes", "job_image": "squarenet-trainer:1"}
+    )
+    job = Job(
+        id="20261206T000000Z-00000000",
+        state=JobState.QUEUED,
+        params=TrainingParams.model_validate({"epochs": 1}),
+        progress=Progress(epoch=0, epochs=1),
+        created_at=utc_now(),
+    )
+    for context in (
+        pod_spec(gke, "trainer")["securityContext"],
+        job_manifest(job, job_settings)["spec"]["template"]["spec"]["securityContext"],
+    ):
+        assert (int(owned[1]), int(owned[2])) == (context["runAsUser"], context["runAsGroup"])
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    claim = find(docs, "PersistentVolumeClaim", volume["persistentVolumeClaim"]["claimName"])
+    store = find(gke, "PersistentVolumeClaim", "squarenet-models")
+    assert claim["spec"]["storageClassName"] == store["spec"]["storageClassName"]
+    assert find(gke, "StorageClass", claim["spec"]["storageClassName"])
+    assert claim["spec"]["accessModes"] == store["spec"]["accessModes"]
+    assert claim["spec"]["resources"] == store["spec"]["resources"]
 
 
 def test_api_token_comes_from_a_secret() -> None:

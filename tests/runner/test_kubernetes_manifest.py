@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import kubernetes_validate
 import pytest
 import yaml
-from cluster.rbac import allowed
+from cluster.rbac import LEASE, allowed, granted
 
 from trainer_service.params import TrainingParams
 from trainer_service.runner.kubernetes import (
@@ -154,6 +154,26 @@ def test_the_role_grants_exactly_the_calls_the_executor_makes() -> None:
         for verb in rule["verbs"]
     }
     assert granted == set(PERMISSIONS) == allowed("squarenet-trainer")
+
+
+def test_the_role_reads_and_renews_only_its_installations_lease(tmp_path: Path) -> None:
+    """The Lease verbs that take a name are limited to the Lease the finalizer elects with
+    (the default store claim's, as k8s/base sets it); `create` cannot be (the API has no name
+    to check before the object exists)."""
+    role = yaml.safe_load_all(RBAC.read_text())
+    (rules,) = [doc["rules"] for doc in role if doc["kind"] == "Role"]
+    limited = {
+        (group, resource, verb, tuple(rule.get("resourceNames", ())))
+        for rule in rules
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+    lease = lease_name(Settings.model_validate({"model_store": tmp_path}))
+    assert lease == LEASE == "squarenet-trainer-finalizer-squarenet-models"
+    leases = {(verb, names) for group, resource, verb, names in limited if resource == "leases"}
+    assert leases == {("create", ()), ("get", (lease,)), ("update", (lease,))}
+    assert limited == granted("squarenet-trainer")
 
 
 def test_the_installation_names_the_jobs_label_and_the_lease(

@@ -544,6 +544,12 @@ def test_two_installations_in_one_namespace_each_elect_and_settle_their_own(
 ) -> None:
     other_store = tmp_path / "other-store"
     other_store.mkdir()
+    # the Role reads and renews Leases by name: a second installation's is added to it, as
+    # the README says for two installations sharing one ServiceAccount
+    lease = {"op": "add", "path": "/rules/3/resourceNames/-",
+             "value": f"{LEASE_PREFIX}other-models"}  # fmt: skip
+    kubectl(cluster.admin, "-n", cluster.namespace, "patch", "role", "squarenet-trainer",
+            "--type=json", "-p", json.dumps([lease]))  # fmt: skip
     other = running_trainer(
         other_store,
         cluster.tmp / "other.log",
@@ -566,6 +572,8 @@ def test_two_installations_in_one_namespace_each_elect_and_settle_their_own(
         report_pod_finished(cluster.admin, cluster.namespace, pod["metadata"]["name"], 1)
         assert wait_final(mine, job_id)["state"] == "FAILED"
         assert job_id not in theirs.log()
+        for trainer in (mine, theirs):  # each asked about its own Lease, by name
+            assert "may not" not in trainer.log(), trainer.log()
 
 
 def test_deleting_the_owner_deployment_deletes_its_jobs(cluster: Cluster) -> None:

@@ -481,16 +481,22 @@ class Finalizer:
             _log.error("finalizer: %s: %s", key, message)
 
     def report_missing_permissions(self) -> list[str]:
-        """Log, as one clear error, what the ServiceAccount may not do; return it."""
+        """Log, as one clear error, what the ServiceAccount may not do; return it.
+
+        The Lease is read and renewed by name only (the Role's ``resourceNames``): those
+        verbs are asked about this installation's Lease, the others about any object.
+        """
         missing = []
         for group, resource, verb in PERMISSIONS:
             name, _, subresource = resource.partition("/")
+            by_name = name == "leases" and verb != "create"
             attributes = client.V1ResourceAttributes(
                 namespace=self.namespace,
                 group=group,
                 resource=name,
                 subresource=subresource or None,
                 verb=verb,
+                name=self.lease if by_name else None,
             )
             review = client.V1SelfSubjectAccessReview(
                 spec=client.V1SelfSubjectAccessReviewSpec(resource_attributes=attributes)
