@@ -30,6 +30,8 @@ from squarenet.tokens import clean_token
 
 DEFAULT_PORT = 8080
 MAX_BODY_BYTES = 64 * 1024
+# the kind of object each name setting names, for the message that refuses it
+OBJECT_KINDS = {"queue_name": "LocalQueue", "store_claim": "claim", "job_owner": "Deployment"}
 JOB_MOUNT_PATH = "/models"  # where a Kubernetes job's pod mounts the store claim
 # Kubernetes' names and quantities, checked at start so a typo fails there, not at submit
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -235,18 +237,13 @@ class Settings(BaseSettings):
             raise ValueError(f"{value!r} is not a namespace name (a DNS-1123 label)")
         return value
 
-    @field_validator("queue_name")
+    @field_validator("queue_name", "store_claim", "job_owner")
     @classmethod
-    def _queue_name(cls, value: str | None) -> str | None:
+    def _object_name(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """Names of Kubernetes objects (a LocalQueue, a claim, a Deployment): DNS-1123."""
         if value is not None and not DNS_SUBDOMAIN.fullmatch(value):
-            raise ValueError(f"{value!r} is not a LocalQueue name (a DNS-1123 subdomain)")
-        return value
-
-    @field_validator("store_claim")
-    @classmethod
-    def _claim(cls, value: str) -> str:
-        if not DNS_SUBDOMAIN.fullmatch(value):
-            raise ValueError(f"{value!r} is not a claim name (a DNS-1123 subdomain)")
+            what = OBJECT_KINDS[str(info.field_name)]
+            raise ValueError(f"{value!r} is not a {what} name (a DNS-1123 subdomain)")
         return value
 
     @field_validator("store_sub_path")
@@ -257,13 +254,6 @@ class Settings(BaseSettings):
         if value.startswith("/") or ".." in parts:
             raise ValueError(f"{value!r} must be a relative folder inside the claim, without ..")
         return "/".join(parts)
-
-    @field_validator("job_owner")
-    @classmethod
-    def _owner(cls, value: str | None) -> str | None:
-        if value is not None and not DNS_SUBDOMAIN.fullmatch(value):
-            raise ValueError(f"{value!r} is not a Deployment name (a DNS-1123 subdomain)")
-        return value
 
     @field_validator("job_image")
     @classmethod

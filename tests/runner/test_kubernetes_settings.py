@@ -68,14 +68,23 @@ def test_good_kubernetes_settings_pass_and_the_default_image_is_pinned(tmp_path:
     assert Settings.model_validate({"model_store": tmp_path}).max_pending_seconds == 300
 
 
-def test_the_trainer_exits_2_at_start_on_a_bad_quantity(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        (["--job-memory", "1GB"], ["job_memory", "not a Kubernetes quantity"]),
+        (["--max-concurrent-jobs", "17"], ["--max-concurrent-jobs", "max_queued_jobs (16)"]),
+    ],
+)
+def test_the_trainer_exits_2_at_start_naming_the_setting(
+    tmp_path: Path, flags: list[str], named: list[str]
+) -> None:
     bad = subprocess.run(
         [*command_of("squarenet-trainer"), "--model-store", str(tmp_path / "s"),
-         "--executor", "kubernetes", "--job-memory", "1GB"],
+         "--executor", "kubernetes", *flags],
         capture_output=True, check=False, text=True, timeout=60,
     )  # fmt: skip
-    assert bad.returncode == 2
-    assert "job_memory" in bad.stderr and "not a Kubernetes quantity" in bad.stderr
+    assert bad.returncode == 2, bad.stderr
+    assert all(words in bad.stderr for words in named), bad.stderr
 
 
 def test_more_job_slots_than_queue_places_is_refused_under_kubernetes_only(
@@ -93,16 +102,6 @@ def test_more_job_slots_than_queue_places_is_refused_under_kubernetes_only(
     assert Settings.model_validate(wide).max_concurrent_jobs == 8  # local: one lock, no race
     even = {**wide, "executor": "kubernetes", "max_queued_jobs": 8}
     assert Settings.model_validate(even).max_concurrent_jobs == 8
-
-
-def test_the_trainer_exits_2_at_start_naming_both_job_bounds(tmp_path: Path) -> None:
-    bad = subprocess.run(
-        [*command_of("squarenet-trainer"), "--model-store", str(tmp_path / "s"),
-         "--executor", "kubernetes", "--max-concurrent-jobs", "17"],
-        capture_output=True, check=False, text=True, timeout=60,
-    )  # fmt: skip
-    assert bad.returncode == 2, bad.stderr
-    assert "--max-concurrent-jobs" in bad.stderr and "max_queued_jobs (16)" in bad.stderr
 
 
 def test_the_jobs_mount_the_stores_folder_on_the_claim_and_name_their_owner(
