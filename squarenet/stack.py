@@ -216,13 +216,15 @@ def start_trainer(
     *args: str,
     port: int = 0,
     env: Mapping[str, str] | None = None,
+    command: Sequence[str] | None = None,
 ) -> Trainer:
     """Start ``squarenet-trainer`` on loopback (a free port unless given); do not wait.
 
-    ``env`` is the whole environment (default: this process's); ``args`` are more flags.
+    ``env`` is the whole environment (default: this process's); ``args`` are more flags;
+    ``command`` replaces the console script (the flags stay), e.g. one run in a namespace.
     """
     port = port or free_port()
-    argv = [*command_of("squarenet-trainer"), "--model-store", str(store),
+    argv = [*(command or command_of("squarenet-trainer")), "--model-store", str(store),
             "--host", LOOPBACK, "--port", str(port), *args]  # fmt: skip
     process, marker = _launch(argv, log_path, env)
     url = f"http://{LOOPBACK}:{port}"

@@ -11,6 +11,7 @@ runner, and exits 0.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import subprocess
 import sys
@@ -26,6 +27,9 @@ from trainer_service.api.gunicorn_conf import SHM, gunicorn_options
 from trainer_service.settings import Settings, prepare_store
 
 EXIT_BAD_CONFIG = 2
+# A store folder we may not write (its owner, its mode, a read-only mount) is fixed by an
+# admin while the trainer runs; any other error (the path names a file) is a bad setting.
+FIXED_WHILE_RUNNING = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
 
 # Settings that are not flags: the token (environment only, never in a process listing) and
 # what the launcher fills in itself.
@@ -71,10 +75,13 @@ class TrainerApplication(BaseApplication):  # type: ignore[misc]  # gunicorn is 
             self.cfg.set(key, value)
 
     def load(self) -> Any:
-        """Build the Flask app in the worker (after fork, with the runner's pid known)."""
+        """Build the Flask app in the worker (after fork, with the runner's pid known); while
+        the store is not writable, the gate that waits for it (``api/store_gate.py``)."""
         from trainer_service.api.app import create_app  # noqa: PLC0415 - after PROMETHEUS_MULTIPROC_DIR is set
+        from trainer_service.api.store_gate import StoreGate  # noqa: PLC0415 - as above
 
-        return create_app(self.settings)
+        gate = StoreGate(self.settings, create_app)
+        return gate.app or gate
 
 
 def parse_args(argv: Sequence[str] | None) -> tuple[dict[str, Any], str]:
@@ -105,7 +112,10 @@ def parse_args(argv: Sequence[str] | None) -> tuple[dict[str, Any], str]:
 
 
 def load_settings(given: dict[str, Any]) -> Settings:
-    """Settings from flags over environment, or exit 2 naming what is wrong."""
+    """Settings from flags over environment, or exit 2 naming what is wrong.
+
+    A store folder we may not write is not a bad setting (an admin fixes its owner while we
+    run): it is said in one line here, and the API and the job runner wait for it."""
     try:
         settings = Settings(**given)
     except ValidationError as exc:
@@ -120,11 +130,12 @@ def load_settings(given: dict[str, Any]) -> Settings:
     try:
         prepare_store(settings)
     except OSError as exc:
-        print(
-            f"squarenet-trainer: model store {settings.model_store} is not writable: {exc}",
-            file=sys.stderr,
-        )
-        raise SystemExit(EXIT_BAD_CONFIG) from None
+        said = f"squarenet-trainer: model store {settings.model_store} is not writable: {exc}"
+        if exc.errno not in FIXED_WHILE_RUNNING:  # e.g. the path names a file: a bad setting
+            print(said, file=sys.stderr)
+            raise SystemExit(EXIT_BAD_CONFIG) from None
+        # said once; the API answers 503 with it (api/store_gate.py) until it is fixed
+        print(f"{said}; waiting for it", file=sys.stderr)
     if settings.executor == "kubernetes":
         from trainer_service.runner.kubernetes import (  # noqa: PLC0415 - loaded when used
             configuration_problem,

@@ -5,7 +5,7 @@ It joins the two loops that settle work: the configured executor's (``runner/``:
 processes, or the Kubernetes Jobs' finalizer) and the sweep controller (``sweeps/``), which
 releases trials whenever a job ends and on the executor's periodic tick. It lives above both
 packages so that neither imports the other's loop. It reads the same ``SQUARENET_*`` settings
-as the trainer (the launcher passes them in the environment) and runs until SIGTERM.
+as the trainer (the launcher passes them in the environment) and runs until SIGTERM. It waits for a store it cannot write yet, as the API does.
 """
 
 from __future__ import annotations
@@ -14,17 +14,36 @@ import argparse
 import logging
 import os
 import sys
+import time
 
 from pydantic import ValidationError
 
 from squarenet.store import ModelStore
 from trainer_service.runner.executor import executor_for, make_book
-from trainer_service.settings import Settings
+from trainer_service.settings import Settings, store_problem
 from trainer_service.sweeps.controller import SweepTicker
+
+STORE_POLL_SECONDS = 2.0
+
+log = logging.getLogger("squarenet.trainer.control_loop")
+
+
+def wait_for_store(settings: Settings) -> None:
+    """Return once the store is writable; until then poll it quietly.
+
+    The launcher has already said what is wrong in one line (``cli.load_settings``); a new
+    share is fixed by an admin while we run, so this waits rather than exits (SIGTERM still
+    ends the process at once: nothing has started yet)."""
+    if store_problem(settings) is None:
+        return
+    while store_problem(settings) is not None:
+        time.sleep(STORE_POLL_SECONDS)
+    log.info("model store %s is writable: starting the job runner", settings.model_store)
 
 
 def run(settings: Settings) -> int:
     """The executor's loop with the sweep controller in it; its exit status."""
+    wait_for_store(settings)
     store = ModelStore(settings.model_store)
     book = make_book(settings, store)
     sweeps = SweepTicker(store, executor_for(settings, book))

@@ -309,6 +309,15 @@ def prepare_store(settings: Settings) -> None:
     check_writable(settings.model_store)
 
 
+def store_problem(settings: Settings) -> str | None:
+    """Why the store cannot be written (one line naming it and its owner), or None."""
+    try:
+        prepare_store(settings)
+    except OSError as exc:
+        return f"model store {settings.model_store} is not writable: {exc}"
+    return None
+
+
 def check_writable(root: Path) -> None:
     """Create ``root`` if needed and write a probe in it; ``OSError`` naming the owner else.
 
