@@ -68,6 +68,8 @@ def test_every_benchmark_runs_and_the_run_succeeds(quick_run: tuple[Any, Path]) 
         "dashboard",
         "protocols",
         "sweep",
+        "rollouts",
+        "warm-pool",
     ]
     assert all(benchmark["error"] is None for benchmark in document["benchmarks"])
 
@@ -93,6 +95,10 @@ def test_every_goal_of_the_brief_has_a_row(quick_run: tuple[Any, Path]) -> None:
         "dashboard: jobs page rendered, 1000 jobs in the store",
         "dashboard: trainer CPU per epoch, one dashboard open",
         "-trial sweep",
+        "calls/s, 1 value, concurrency 8, 90/10 split",
+        "gate: judge a label move",
+        "warm pool: first job after /readyz 200",
+        "warm pool: 8 jobs at once",
     ):
         assert expected in figures
 
