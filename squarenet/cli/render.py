@@ -82,6 +82,8 @@ def job_table(job: Mapping[str, Any]) -> Table:
     table.add_column("value")
     for key in ("state", "model_version", "error", "created_at", "started_at", "finished_at"):
         table.add_row(key, "-" if job.get(key) is None else str(job.get(key)))
+    if job.get("resumes"):
+        table.add_row("resumes", f"{job['resumes']} (resumed from its checkpoint)")
     table.add_row("progress", _progress(job))
     params = job.get("params")
     if isinstance(params, Mapping):

@@ -20,6 +20,11 @@ QUICK = TrainingParams.model_validate({"n_samples": 200, "epochs": 3, "batch_siz
 LONG = TrainingParams.model_validate(
     {"n_samples": 100_000, "epochs": 10_000, "batch_size": 1, "seed": 2}
 )
+# About ten seconds of many short epochs (one gradient step per row): checkpoints are saved
+# while it trains, so it can be stopped halfway and resumed.
+RESUMABLE = TrainingParams.model_validate(
+    {"n_samples": 2_000, "epochs": 600, "batch_size": 1, "seed": 3}
+)
 # Generous bounds: TensorFlow's import alone takes seconds on a busy 2-core machine.
 JOB_TIMEOUT = 180.0
 

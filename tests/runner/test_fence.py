@@ -165,7 +165,7 @@ def test_every_batch_of_progress_lines_is_fsynced(
         real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", counting_fsync)
-    progress = ProgressFile(tmp_path / "progress.jsonl")
+    progress = ProgressFile(tmp_path / "progress.jsonl", resumed=[])
     progress.result("succeeded", version=1)
     assert len(synced) == 1
     progress.pending.append('{"epoch": 2}\n')

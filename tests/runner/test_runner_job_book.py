@@ -15,7 +15,7 @@ from squarenet.store import ModelStore
 from trainer_service.errors import JobAlreadyFinished, JobNotFound, PlotNotFound, QueueFull
 from trainer_service.params import TrainingParams
 from trainer_service.runner import fence
-from trainer_service.runner.book import EXITED, JobBook, JobState
+from trainer_service.runner.book import CANCELLED, EXITED, JobBook, JobState
 from trainer_service.runner.local import LocalExecutor
 from trainer_service.runner.records import (
     Job,
@@ -56,11 +56,34 @@ def test_submit_records_a_queued_job_with_every_effective_parameter(store: Model
         "started_at",
         "finished_at",
         "sweep_id",
+        "resumes",
     }
+    assert shown["resumes"] == 0
     assert shown["params"]["num_neurons"] == 10  # defaults filled in
     assert shown["created_at"].endswith("Z")
     assert book.get(job.id) == job
     assert JobFiles(store).record_path(job.id).is_file()
+
+
+def test_requeue_puts_a_running_job_back_and_finish_removes_its_checkpoint(
+    store: ModelStore,
+) -> None:
+    book = JobBook(store)
+    job = book.submit(TINY)
+    assert book.requeue(job.id, "a test") is None  # only a RUNNING job goes back
+    assert book.start(job.id) is not None
+    requeued = book.requeue(job.id, "a test")
+    assert requeued is not None
+    assert requeued.state is JobState.QUEUED and requeued.resumes == 1
+    assert book.get(job.id) == requeued
+    assert book.start(job.id) is not None
+    checkpoint = JobFiles(store).checkpoint_path(job.id)
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    checkpoint.write_bytes(b"state")
+    ended = book.finish(job.id, CANCELLED)
+    assert ended is not None and ended.resumes == 1
+    assert not checkpoint.exists()
+    assert book.requeue(job.id, "a test") is None  # a final job stays final
 
 
 def test_another_book_on_the_same_store_sees_the_same_jobs(store: ModelStore) -> None:

@@ -16,6 +16,7 @@ from runner.runner_harness import (
     JOB_TIMEOUT,
     LONG,
     QUICK,
+    RESUMABLE,
     RunnerProcess,
     process_gone,
     wait_until_finished,
@@ -23,9 +24,10 @@ from runner.runner_harness import (
 )
 from squarenet.store import TMP_PREFIX, ModelStore
 from trainer_service.errors import JobAlreadyFinished
-from trainer_service.runner.book import SHUTDOWN_ERROR, TIME_LIMIT, JobBook, JobState
+from trainer_service.runner.book import MAX_RESUMES, TIME_LIMIT, JobBook, JobState
 from trainer_service.runner.local import LocalExecutor, pool_warm
 from trainer_service.runner.records import JobFiles
+from trainer_service.training.checkpoint import Checkpoint
 
 StartRunner = Callable[..., RunnerProcess]
 pytestmark = pytest.mark.slow
@@ -154,23 +156,57 @@ def test_a_job_past_its_time_limit_fails_and_publishes_nothing(
     assert store.list_versions() == []
 
 
-def test_a_runner_killed_mid_job_leaves_no_running_job_after_a_restart(
+def test_a_runner_killed_mid_job_requeues_it_and_the_next_runner_resumes_it_from_its_checkpoint(
     store: ModelStore, start_runner: StartRunner
 ) -> None:
     first = start_runner()
     book = JobBook(store)
-    job = book.submit(LONG)
-    wait_until_training(book, job.id)
+    job = book.submit(RESUMABLE)
+    checkpoint = JobFiles(store).checkpoint_path(job.id)
+    wait_for(checkpoint.exists, JOB_TIMEOUT, "the job's first checkpoint")
     child = first.training_process(job.id)
     first.kill()
     wait_for(lambda: process_gone(child), 10, "the orphaned training process to die")
     assert book.get(job.id).state is JobState.RUNNING  # nobody has noticed yet
+    saved = Checkpoint(checkpoint).load()
+    assert saved is not None and 1 <= saved.epoch < RESUMABLE.epochs
+
+    second = start_runner()
+    resumed = wait_until_finished(book, job.id)
+
+    assert resumed.state is JobState.SUCCEEDED, resumed.error
+    assert resumed.resumes == 1
+    # every epoch once: those after the checkpoint were trained again, none before it
+    assert [row["epoch"] for row in book.epochs_since(job.id, 0)] == list(
+        range(1, RESUMABLE.epochs + 1)
+    )
+    assert f"training resumed after epoch {saved.epoch} (checkpoint)" in second.log()
+    assert not checkpoint.exists()  # a final job keeps no checkpoint
+    assert staging_debris(store) == []
+    # that it ends as an uninterrupted run does: tests/training/test_checkpoint.py
+
+
+def test_a_job_lost_with_its_runner_too_often_fails(
+    store: ModelStore, start_runner: StartRunner
+) -> None:
+    """The job may be what brings its runner down: after ``MAX_RESUMES`` it fails."""
+    first = start_runner()
+    book = JobBook(store)
+    job = book.submit(LONG)
+    wait_until_training(book, job.id)
+    book.files.write(book.get(job.id).model_copy(update={"resumes": MAX_RESUMES}))
+    child = first.training_process(job.id)
+    first.kill()
+    wait_for(lambda: process_gone(child), 10, "the orphaned training process to die")
 
     start_runner()
     lost = wait_until_finished(book, job.id, timeout=30)
 
     assert lost.state is JobState.FAILED
-    assert lost.error == "trainer process lost: the job runner stopped while the job was training"
+    assert lost.error == (
+        "trainer process lost: the job runner stopped while the job was training "
+        f"(it had resumed {MAX_RESUMES} times)"
+    )
     assert store.list_versions() == []
     assert staging_debris(store) == []
     after = wait_until_finished(book, book.submit(QUICK).id)
@@ -178,7 +214,7 @@ def test_a_runner_killed_mid_job_leaves_no_running_job_after_a_restart(
     assert after.model_version == 1
 
 
-def test_sigterm_fails_the_running_job_as_interrupted_and_leaves_no_orphan(
+def test_sigterm_requeues_the_running_job_and_leaves_no_orphan(
     store: ModelStore, start_runner: StartRunner
 ) -> None:
     runner = start_runner()
@@ -191,8 +227,8 @@ def test_sigterm_fails_the_running_job_as_interrupted_and_leaves_no_orphan(
 
     assert all(process_gone(pid) for pid in children)
     interrupted = book.get(job.id)
-    assert interrupted.state is JobState.FAILED
-    assert interrupted.error == SHUTDOWN_ERROR
+    assert interrupted.state is JobState.QUEUED  # it resumes when a runner starts again
+    assert interrupted.resumes == 1
     assert store.list_versions() == []
     assert "local runner stopped" in runner.log()
 

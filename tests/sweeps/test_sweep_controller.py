@@ -16,7 +16,7 @@ from flask.testing import FlaskClient
 from squarenet.store import ModelStore
 from sweeps.sweep_support import GRID_2x2, StandInRunner
 from trainer_service.params import TrainingParams
-from trainer_service.runner.book import SHUTDOWN_ERROR, Job, JobState
+from trainer_service.runner.book import Job, JobState
 from trainer_service.runner.executor import Executor
 from trainer_service.runner.job_process import STOPPED_ERROR
 from trainer_service.runner.kubernetes import disrupted_error
@@ -123,13 +123,13 @@ def test_cancel_stops_queued_and_running_trials_and_never_starts_the_rest(
     assert client.post(f"/v1/sweeps/{sweep_id}/cancel").status_code == 409
 
 
-def test_a_trial_interrupted_by_a_restart_runs_again_under_a_new_job(
+def test_a_trial_interrupted_by_a_disruption_runs_again_under_a_new_job(
     client: FlaskClient, executor: Executor, store: ModelStore, runner: StandInRunner
 ) -> None:
-    assert SHUTDOWN_ERROR.startswith(INTERRUPTED_ERRORS)  # the runner's words for a restart
+    assert STOPPED_ERROR.startswith(INTERRUPTED_ERRORS)  # a job process stopped by SIGTERM
     sweep_id = _create(client, parallelTrialCount=1)
     interrupted = runner.claim()
-    runner.fail(interrupted, error=SHUTDOWN_ERROR)
+    runner.fail(interrupted, error=STOPPED_ERROR)
     reconcile_sweeps(executor)
     trial = client.get(f"/v1/sweeps/{sweep_id}/trials").get_json()["trials"][0]
     assert trial["state"] == "QUEUED"

@@ -1,8 +1,8 @@
 """The job book: every job's record on the store, and the one place its state changes.
 
 Readers (the REST API, any worker of any replica) read records and the progress files the
-jobs' processes write. A record is written at submit (QUEUED) and then only by ``start`` and
-``finish``, which the executor's runner calls: the local runner process, or the one trainer
+jobs' processes write. A record is written at submit (QUEUED) and then only by ``start``,
+``requeue`` and ``finish``, which the executor's runner calls: the local runner process, or the one trainer
 replica elected to finalize Kubernetes Jobs. ``finish`` is where a job's end is decided and
 observed: it fences the job's publishing (``fence``), settles its final state, and tells
 the ``on_finished`` listeners (a sweep controller, for one).
@@ -48,7 +48,8 @@ __all__ = ["Ending", "Job", "JobBook", "JobState", "Progress"]
 
 DEFAULT_MAX_QUEUED = 16
 DEFAULT_KEEP_FINISHED = 1000
-SHUTDOWN_ERROR = "interrupted: trainer shutting down"
+MAX_RESUMES = 3
+"""Times a job may go back to the queue after losing its runner before it fails instead."""
 _WAIT_POLL_SECONDS = 0.05
 _log = logging.getLogger("trainer_service.runner")
 _THREAD_LOCK = threading.Lock()
@@ -277,6 +278,21 @@ class JobBook:
         _log.info("job %s started", job_id)
         return record
 
+    def requeue(self, job_id: str, reason: str) -> Job | None:
+        """RUNNING -> QUEUED for a job whose process is gone by no doing of its own (its
+        runner stopped or was lost): started again, it resumes from its checkpoint. None
+        when the job is no longer RUNNING."""
+        with self.lock():
+            record = self.files.read(job_id)
+            if record is None or record.state is not JobState.RUNNING:
+                return None
+            record = record.model_copy(
+                update={"state": JobState.QUEUED, "resumes": record.resumes + 1}
+            )
+            self.files.write(record)
+        _log.info("job %s queued again (%s): it resumes from its checkpoint", job_id, reason)
+        return record
+
     def finish(self, job_id: str, ending: Ending, *, only_if: JobState | None = None) -> Job | None:
         """Fence the job's publishing, record its final state, tell the listeners.
 
@@ -318,6 +334,8 @@ class JobBook:
                 update["started_at"] = update["finished_at"]
             record = record.model_copy(update=update)
             self.files.write(record)
+            with contextlib.suppress(OSError):  # a final job never resumes
+                self.files.checkpoint_path(job_id).unlink(missing_ok=True)
             if self.slots is not None:
                 self.slots.release(job_id)
         outcome = record.error or (

@@ -8,7 +8,9 @@ end of input before that means "not needed", and it exits 0. Either way one proc
 one job and exits.
 
 It is the single writer of the job's progress file (``records.PROGRESS_FILE``): a line per
-epoch, batched, then one result line ``{"result": "succeeded" | "failed" | "cancelled", ...}``.
+epoch, batched, then one result line ``{"result": "succeeded" | "failed" | "cancelled", ...}``,
+and of its checkpoint (``training.checkpoint``): a job the runner requeued after losing its
+process resumes after the last saved epoch, and its progress goes on from there.
 It publishes only through the job's fenced staging folder (``fence.claim``), and stops
 between epochs past ``max_train_seconds`` (timed from its assignment), on SIGTERM, or when
 its local parent is gone.
@@ -59,22 +61,22 @@ class TimeLimitExceeded(Exception):
 class ProgressFile:
     """The job's progress file, appended by this process alone."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, resumed: list[Any]) -> None:
+        """Start the file with the epochs of the checkpoint this job resumes from (none for a
+        new job). A process before us may have written epochs after its last checkpoint:
+        they are trained again, so they are dropped here rather than listed twice."""
         path.parent.mkdir(parents=True, exist_ok=True)
+        if resumed or path.exists():
+            temporary = path.with_name(f".{path.name}.tmp")
+            temporary.write_text("".join(map(_epoch_line, resumed)), encoding="utf-8")
+            temporary.replace(path)
         self.stream: IO[str] = path.open("a", encoding="utf-8")
         self.pending: list[str] = []
         self.flushed_at = time.monotonic()
 
     def epoch(self, report: Any) -> None:
         """An epoch finished (written within ``_FLUSH_SECONDS``)."""
-        self.pending.append(
-            _line(
-                epoch=report.epoch,
-                epochs=report.epochs,
-                loss=finite_or_none(report.loss),
-                val_loss=finite_or_none(report.val_loss),
-            )
-        )
+        self.pending.append(_epoch_line(report))
         if time.monotonic() - self.flushed_at >= _FLUSH_SECONDS:
             self.flush()
 
@@ -102,6 +104,15 @@ def _line(**fields: Any) -> str:
     return json.dumps(fields, allow_nan=False) + "\n"
 
 
+def _epoch_line(report: Any) -> str:
+    return _line(
+        epoch=report.epoch,
+        epochs=report.epochs,
+        loss=finite_or_none(report.loss),
+        val_loss=finite_or_none(report.val_loss),
+    )
+
+
 def public_error(exc: BaseException, store_root: Path) -> str:
     """The job's error as clients read it: the cause, without the server's file layout.
 
@@ -122,12 +133,15 @@ def public_error(exc: BaseException, store_root: Path) -> str:
 def train_job(store: ModelStore, job_id: str, params: TrainingParams, parent_pid: int) -> int:
     """Train and publish one job, report how it ended; exit status 0 unless it failed."""
     from trainer_service.training import TrainingCancelled, train_and_publish  # noqa: PLC0415
+    from trainer_service.training.checkpoint import Checkpoint  # noqa: PLC0415
 
     deadline = time.monotonic() + params.max_train_seconds
     terminated: list[int] = []
     signal.signal(signal.SIGTERM, lambda signum, frame: terminated.append(signum))
     files = JobFiles(store)
-    progress = ProgressFile(files.progress_path(job_id))
+    checkpoint = Checkpoint(files.checkpoint_path(job_id))
+    resume = checkpoint.load()  # a job its runner requeued goes on where it was saved
+    progress = ProgressFile(files.progress_path(job_id), resume.history if resume else [])
 
     def should_stop() -> bool:
         if time.monotonic() > deadline:
@@ -145,6 +159,8 @@ def train_job(store: ModelStore, job_id: str, params: TrainingParams, parent_pid
             should_stop=should_stop,
             staging=claim.path,
             before_publish=claim.check,
+            checkpoint=checkpoint,
+            resume=resume,
         )
     except (TrainingCancelled, fence.Revoked) as exc:
         if terminated and not isinstance(exc, fence.Revoked):

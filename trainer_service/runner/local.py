@@ -39,7 +39,7 @@ from trainer_service.params import TrainingParams
 from trainer_service.runner import fence
 from trainer_service.runner.book import (
     CANCELLED,
-    SHUTDOWN_ERROR,
+    MAX_RESUMES,
     TIME_LIMIT,
     Ending,
     Job,
@@ -268,12 +268,22 @@ class LocalRunner:
         return False
 
     def _recover(self) -> None:
-        """Jobs RUNNING under a runner that is gone can never finish: fail them now."""
+        """Jobs RUNNING under a runner that is gone go back to the queue and resume from
+        their checkpoints; one lost ``MAX_RESUMES`` times already fails (it may be what
+        brings the trainer down)."""
         for job in self.book.unfinished():
-            if job.state is JobState.RUNNING:
-                reason = "trainer process lost: the job runner stopped while the job was training"
-                self.book.finish(job.id, Ending("failed", reason))
-        fence.sweep(self.book.store, running=set())  # no job process of ours exists yet
+            if job.state is not JobState.RUNNING:
+                continue
+            if job.resumes < MAX_RESUMES:
+                self.book.requeue(job.id, "its job runner was lost")
+                continue
+            reason = (
+                "trainer process lost: the job runner stopped while the job was training "
+                f"(it had resumed {job.resumes} times)"
+            )
+            self.book.finish(job.id, Ending("failed", reason))
+        # no job process of ours exists yet: a requeued job's stale staging folder goes too
+        fence.sweep(self.book.store, running=set())
 
     def _wait(self, fds: list[int], timeout: float | None = None) -> None:
         """Sleep until a poke, a signal, a child's exit, or the nearest time limit."""
@@ -380,11 +390,20 @@ class LocalRunner:
         del self.running[job_id]
 
     def _shutdown(self) -> None:
-        for job_id in list(self.running):
+        """Stop every process; a job that was training goes back to the queue and resumes
+        from its checkpoint when a runner starts again (a trainer restart loses at most
+        ``SAVE_SECONDS`` of its training)."""
+        for job_id, child in list(self.running.items()):
             _log.info("job %s: interrupted by shutdown", job_id)
             try:
-                self._end(job_id, Ending("failed", SHUTDOWN_ERROR))
-            except OSError as exc:  # the next runner fails it as lost
+                child.stop()
+                if self.book.files.read_report(job_id).result is not None:
+                    self._end(job_id, None)  # it ended by itself meanwhile: settle it
+                    continue
+                del self.running[job_id]
+                if self.book.requeue(job_id, "the trainer is shutting down") is None:
+                    continue  # cancelled or settled meanwhile
+            except OSError as exc:  # the next runner requeues it as lost
                 _log.error("job %s: could not record the interruption: %s", job_id, exc)
         for spare in self.spares:
             spare.stop()

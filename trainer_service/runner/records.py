@@ -8,6 +8,7 @@ Layout under ``<store>/jobs/``::
     <id>/loss.png        the figures, drawn by the job's process
     <id>/fit.png
     <id>/fit.json        fit.png's curves as numbers (``GET /v1/jobs/{id}/fit``, the dashboard)
+    <id>/checkpoint.npz  the training state after a recent epoch, while the job is unfinished
     <id>/cancel          present once a client asked to cancel the job
 
 Job ids look like ``20261129T051500Z-3f9a1c2b``: URL-safe, sorted by creation time; a string
@@ -37,6 +38,7 @@ from trainer_service.params import TrainingParams
 JOB_ID_PATTERN = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}$")
 ARTIFACT_NAMES = frozenset({"loss.png", "fit.png", "fit.json"})
 PROGRESS_FILE = "progress.jsonl"
+CHECKPOINT_FILE = "checkpoint.npz"
 CANCEL_FILE = "cancel"
 
 
@@ -80,6 +82,9 @@ class Job(BaseModel):
     started_at: str | None = None
     finished_at: str | None = None
     sweep_id: str | None = None  # set on a sweep's trials
+    resumes: int = 0
+    """Times the job went back to QUEUED after its runner stopped or was lost while it
+    trained; each time it resumed from its checkpoint (``training.checkpoint``)."""
 
 
 @dataclass
@@ -149,6 +154,10 @@ class JobFiles:
     def progress_path(self, job_id: str) -> Path:
         """Epochs and the result, one JSON object a line, written by the job's process."""
         return self.job_dir(job_id) / PROGRESS_FILE
+
+    def checkpoint_path(self, job_id: str) -> Path:
+        """Where the job's process saves its training state (``training.checkpoint``)."""
+        return self.job_dir(job_id) / CHECKPOINT_FILE
 
     def cancel_path(self, job_id: str) -> Path:
         """Present once a client asked to cancel the job."""

@@ -66,12 +66,12 @@ _log = logging.getLogger("squarenet.trainer.sweeps")
 
 # trials hold at most this fraction of the job queue's bound, whatever the sweeps ask for
 TRIAL_QUEUE_SHARE = 0.5
-# a trial whose job was interrupted (a trainer restart; on Kubernetes an eviction, drain or
-# pre-emption of its pod) runs again once: at most this many jobs per trial, so a trial
+# a trial whose job was interrupted (on Kubernetes an eviction, drain or pre-emption of its
+# pod; locally a job lost with its runner more than ``MAX_RESUMES`` times) runs again once: at most this many jobs per trial, so a trial
 # interrupted twice ends FAILED instead of costing the cluster a third run
 MAX_ATTEMPTS = 2
-# how the job runner words a job it lost: a restart (``SHUTDOWN_ERROR``, a lost process) and
-# a disrupted pod (``disrupted_error`` and ``STOPPED_ERROR`` of the kubernetes executor)
+# how the job runner words a job it lost: a lost process (past ``MAX_RESUMES``) and a
+# disrupted pod (``disrupted_error`` and ``STOPPED_ERROR`` of the kubernetes executor)
 INTERRUPTED_ERRORS = ("interrupted", "trainer process lost")
 STOP_CANCELLED = "cancelled"
 STOP_FAILED = "failed"

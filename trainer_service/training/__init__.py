@@ -21,6 +21,7 @@ from trainer_service.training.reports import (
 
 if TYPE_CHECKING:
     from trainer_service.params import TrainingParams
+    from trainer_service.training.checkpoint import Checkpoint, TrainingState
 
 __all__ = [
     "EpochReport",
@@ -54,6 +55,8 @@ def train_and_publish(
     should_stop: Callable[[], bool] = _never_stop,
     staging: Path | None = None,
     before_publish: Callable[[], None] = _nothing,
+    checkpoint: Checkpoint | None = None,
+    resume: TrainingState | None = None,
 ) -> TrainingOutcome:
     """Train the article's network, export SavedModel + model.tflite, publish a version.
 
@@ -61,7 +64,8 @@ def train_and_publish(
     version and no staging folder) when ``should_stop`` returns True between epochs, and
     TrainingDiverged when the loss stops being finite. ``staging`` is the folder the version
     is written into before it is published (a new hidden one in the model's folder if None);
-    ``before_publish`` may raise to stop the publishing at the last moment.
+    ``before_publish`` may raise to stop the publishing at the last moment. ``checkpoint``
+    saves the training state as epochs go by; ``resume`` (a state it saved) goes on from it.
     """
     # TensorFlow's C++ INFO and WARNING lines would interleave with the job's one-line
     # events; a caller that wants them sets TF_CPP_MIN_LOG_LEVEL itself.
@@ -78,4 +82,6 @@ def train_and_publish(
         should_stop=should_stop,
         staging=staging,
         before_publish=before_publish,
+        checkpoint=checkpoint,
+        resume=resume,
     )

@@ -21,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from trainer_service.params import TrainingParams
+from trainer_service.training.checkpoint import Checkpoint, TrainingState
 from trainer_service.training.data import TrainingData
 from trainer_service.training.reports import EpochReport, TrainingCancelled, TrainingDiverged
 
@@ -71,16 +72,25 @@ def fit(
     *,
     on_epoch: Callable[[EpochReport], None],
     should_stop: Callable[[], bool],
+    checkpoint: Checkpoint | None = None,
+    resume: TrainingState | None = None,
+    seed: int = 0,
 ) -> FitResult:
-    """Train ``model`` in place for ``params.epochs`` epochs (fewer with early stopping)."""
+    """Train ``model`` in place for ``params.epochs`` epochs (fewer with early stopping).
+
+    With ``resume``, training goes on after its last epoch as if it had never stopped;
+    with ``checkpoint``, the state is saved there as epochs go by (``seed`` is saved with it).
+    """
     started, cpu_started = time.perf_counter(), time.process_time()
     optimizer = keras.optimizers.Adam(learning_rate=params.learning_rate)
     optimizer.build(model.trainable_variables)
     run_epoch = _compile_epoch(model, optimizer, data, params.batch_size)
     stopper = _early_stopping(model, params.early_stopping_patience)
     history: list[EpochReport] = []
+    if resume is not None:
+        history = _restore(resume, model, optimizer, rng, stopper)
     n_train = len(data.x_train)
-    for epoch in range(1, params.epochs + 1):
+    for epoch in range(len(history) + 1, params.epochs + 1):
         if should_stop():
             raise TrainingCancelled(f"cancelled before epoch {epoch} of {params.epochs}")
         loss, val_loss = run_epoch(rng.permutation(n_train).astype(np.int32))
@@ -97,6 +107,10 @@ def fit(
             stopper.on_epoch_end(epoch - 1, {"val_loss": report.val_loss})
             if model.stop_training:
                 break
+        if checkpoint is not None and checkpoint.due():
+            checkpoint.save(
+                _state(seed, history, model=model, optimizer=optimizer, rng=rng, stopper=stopper)
+            )
     best_epoch = None
     if stopper is not None:
         stopper.on_train_end()  # restores the best weights, as Keras does
@@ -108,6 +122,52 @@ def fit(
         best_epoch=best_epoch,
         gradient_steps=int(optimizer.iterations.numpy()),
     )
+
+
+def _state(
+    seed: int,
+    history: list[EpochReport],
+    *,
+    model: Any,
+    optimizer: Any,
+    rng: np.random.Generator,
+    stopper: Any,
+) -> TrainingState:
+    """What a checkpoint holds after the last epoch of ``history``."""
+    stopped = None
+    best_weights = None
+    if stopper is not None:
+        stopped = {
+            "wait": int(stopper.wait),
+            "best": float(stopper.best),
+            "best_epoch": int(stopper.best_epoch),
+        }
+        best_weights = stopper.best_weights
+    return TrainingState(
+        seed=seed,
+        history=list(history),
+        weights=[np.asarray(w) for w in model.get_weights()],
+        optimizer=[np.asarray(v.numpy()) for v in optimizer.variables],
+        order=dict(rng.bit_generator.state),
+        stopper=stopped,
+        best_weights=None if best_weights is None else [np.asarray(w) for w in best_weights],
+    )
+
+
+def _restore(
+    state: TrainingState, model: Any, optimizer: Any, rng: np.random.Generator, stopper: Any
+) -> list[EpochReport]:
+    """Put a checkpoint's state back; the epochs it holds."""
+    model.set_weights(state.weights)
+    for variable, value in zip(optimizer.variables, state.optimizer, strict=True):
+        variable.assign(value)
+    rng.bit_generator.state = state.order
+    if stopper is not None and state.stopper is not None:
+        stopper.wait = state.stopper["wait"]
+        stopper.best = state.stopper["best"]
+        stopper.best_epoch = state.stopper["best_epoch"]
+        stopper.best_weights = state.best_weights
+    return list(state.history)
 
 
 def _compile_epoch(model: Any, optimizer: Any, data: TrainingData, batch_size: int) -> EpochProgram:

@@ -21,6 +21,7 @@ import tensorflow as tf
 from squarenet.store import ModelStore
 from trainer_service.params import TrainingParams
 from trainer_service.rollouts.gate import write_measurement
+from trainer_service.training.checkpoint import Checkpoint, TrainingState
 from trainer_service.training.data import make_data
 from trainer_service.training.evaluate import model_metrics
 from trainer_service.training.export import export_model, load_saved_model
@@ -67,17 +68,23 @@ def run_training(
     should_stop: Callable[[], bool],
     staging: Path | None = None,
     before_publish: Callable[[], None] = lambda: None,
+    checkpoint: Checkpoint | None = None,
+    resume: TrainingState | None = None,
 ) -> TrainingOutcome:
     """See ``trainer_service.training.train_and_publish``."""
     tf_log = logging.getLogger("tensorflow")
     if tf_log.level == logging.NOTSET:  # its INFO lines ("Assets written to") are not job events
         tf_log.setLevel(logging.WARNING)
     single_threaded = use_one_intra_op_thread()
-    seed = params.seed if params.seed is not None else secrets.randbits(32)
+    if resume is not None:  # the data and first weights again, from the seed it saved
+        seed = resume.seed
+    else:
+        seed = params.seed if params.seed is not None else secrets.randbits(32)
     streams = RandomStreams.from_seed(seed)
     log.info(
-        "job %s: training started (seed %d, %s%s)",
+        "job %s: training %s (seed %d, %s%s)",
         job_id,
+        "started" if resume is None else f"resumed after epoch {resume.epoch} (checkpoint)",
         seed,
         _describe(params),
         ", one intra-op thread" if single_threaded else "",
@@ -86,7 +93,8 @@ def run_training(
     data = make_data(params, streams.data)
     model = build_model(params, streams.init)
     clock.lap("prepare")
-    result = fit(model, data, params, streams.order, on_epoch=on_epoch, should_stop=should_stop)
+    result = fit(model, data, params, streams.order, on_epoch=on_epoch, should_stop=should_stop,
+                 checkpoint=checkpoint, resume=resume, seed=seed)  # fmt: skip
     log.info(
         "job %s: %d epochs trained in %.2f s, last loss %.6g",
         job_id,
