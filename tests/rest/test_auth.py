@@ -98,3 +98,44 @@ def test_a_token_with_whitespace_inside_is_refused_at_start_on_both_sides(tmp_pa
         TrainerClient("http://trainer", token=bad)
     assert refused.value.code is ExitCode.USAGE
     assert "whitespace" in refused.value.message and bad not in refused.value.message
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Sec-Fetch-Site": "cross-site"},
+        {"Sec-Fetch-Site": "same-site"},  # another origin of the same site
+        {"Origin": "https://evil.example"},
+        {"Origin": "http://localhost:9999"},  # the test client's host is localhost
+        {"Origin": "null"},  # a sandboxed frame or a file
+    ],
+)
+def test_a_page_of_another_origin_may_not_change_anything(
+    make_app: MakeApp, headers: dict[str, str]
+) -> None:
+    """CSRF: a body-less form post would otherwise queue a job, token or none."""
+    for client in (make_app().test_client(), make_app(api_token=TOKEN).test_client()):
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        refused = client.post("/v1/jobs", headers={**headers, **auth})
+        assert refused.status_code == 403
+        assert refused.get_json()["type"] == "urn:squarenet:problem:cross-site-request"
+        assert client.post("/v1/jobs", json=TINY, headers={**headers, **auth}).status_code == 403
+        assert client.get("/v1/jobs", headers=headers).get_json() == {"jobs": []}  # reads open
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},  # curl, the CLI, any client that is not a browser
+        {"Sec-Fetch-Site": "same-origin", "Origin": "http://localhost"},  # the dashboard
+        {"Sec-Fetch-Site": "none"},  # typed by the user
+    ],
+)
+def test_the_trainers_own_pages_and_other_clients_may(
+    make_app: MakeApp, headers: dict[str, str]
+) -> None:
+    client = make_app().test_client()
+    job = client.post("/v1/jobs", json=TINY, headers=headers)
+    assert job.status_code == 202, job.get_json()
+    cancel = client.post(f"/v1/jobs/{job.get_json()['id']}/cancel", headers=headers)
+    assert cancel.status_code == 200

@@ -126,6 +126,8 @@ def _problems(*statuses: int) -> dict[str, Any]:
     reasons = {
         400: "Malformed JSON.",
         401: "Missing or wrong bearer token (only when SQUARENET_API_TOKEN is set).",
+        403: "A browser sent it for a page of another origin (`Sec-Fetch-Site` or `Origin`): "
+        "`cross-site-request`.",
         404: "No such job, sweep or plot (or fit curve yet); for labels: no such model, "
         "version (or a broken one), or label.",
         409: "The job or sweep has already finished (cancel); the sweep has not finished "
@@ -268,7 +270,7 @@ def _paths() -> dict[str, Any]:
                         "headers": {"Location": {"schema": {"type": "string"}}},
                         "content": _json_body("Job"),
                     },
-                    **_problems(400, 401, 413, 415, 422, 429, 503),
+                    **_problems(400, 401, 403, 413, 415, 422, 429, 503),
                 },
             },
             "get": {
@@ -312,7 +314,7 @@ def _paths() -> dict[str, Any]:
                         "description": "Cancel requested; the runner has not confirmed yet.",
                         "content": _json_body("Job"),
                     },
-                    **_problems(401, 404, 409),
+                    **_problems(401, 403, 404, 409),
                 },
             )
         },
@@ -449,12 +451,12 @@ def _label_operations() -> dict[str, Any]:
             "by default: promote and roll back by moving the label.",
             "parameters": parameters,
             "requestBody": {"required": True, "content": _json_body("LabelRequest")},
-            "responses": {"200": answer, **_problems(400, 401, 404, 409, 413, 415, 422, 503)},
+            "responses": {"200": answer, **_problems(400, 401, 403, 404, 409, 413, 415, 422, 503)},
         },
         "delete": {
             "summary": "Remove a version label.",
             "parameters": parameters,
-            "responses": {"200": answer, **_problems(401, 404, 422, 503)},
+            "responses": {"200": answer, **_problems(401, 403, 404, 422, 503)},
         },
     }
 

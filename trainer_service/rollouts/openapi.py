@@ -98,7 +98,7 @@ def rollout_paths(problems: Any) -> dict[str, Any]:
                 "with gRPC metadata x-squarenet-session always lands on the same route.",
                 "parameters": [_MODEL],
                 "requestBody": {"required": True, "content": _body("TrafficDocument")},
-                "responses": {"200": answer, **problems(400, 401, 404, 413, 415, 422, 503)},
+                "responses": {"200": answer, **problems(400, 401, 403, 404, 413, 415, 422, 503)},
             },
             "get": {
                 "summary": "The traffic document (null when calls follow the served label).",
@@ -108,7 +108,7 @@ def rollout_paths(problems: Any) -> dict[str, Any]:
             "delete": {
                 "summary": "Remove the traffic document: back to the served label.",
                 "parameters": [_MODEL],
-                "responses": {"200": answer, **problems(401, 404, 503)},
+                "responses": {"200": answer, **problems(401, 403, 404, 503)},
             },
         },
         "/v1/models/{model_name}/history": {

@@ -186,7 +186,7 @@ def sweep_paths(problems: Any) -> dict[str, Any]:
                         "headers": {"Location": {"schema": {"type": "string"}}},
                         "content": _body("Sweep"),
                     },
-                    **problems(400, 401, 413, 415, 422, 503),
+                    **problems(400, 401, 403, 413, 415, 422, 503),
                 },
             },
             "get": {
@@ -215,7 +215,7 @@ def sweep_paths(problems: Any) -> dict[str, Any]:
             "get": _one("One sweep.", {"200": sweep_ok, **problems(404)}),
             "delete": _one(
                 "Delete a finished sweep and its trials' model (never a promoted version).",
-                {"204": {"description": "Deleted."}, **problems(401, 404, 409)},
+                {"204": {"description": "Deleted."}, **problems(401, 403, 404, 409)},
             ),
             "patch": {
                 **_one(
@@ -227,7 +227,7 @@ def sweep_paths(problems: Any) -> dict[str, Any]:
                             "description": "Accepted; the controller applies it on its next pass.",
                             "content": _body("Sweep"),
                         },
-                        **problems(400, 401, 404, 409, 413, 415, 422, 503),
+                        **problems(400, 401, 403, 404, 409, 413, 415, 422, 503),
                     },
                 ),
                 "requestBody": {
@@ -263,7 +263,7 @@ def sweep_paths(problems: Any) -> dict[str, Any]:
                         "description": "Cancel requested; running trials are still stopping.",
                         "content": _body("Sweep"),
                     },
-                    **problems(401, 404, 409),
+                    **problems(401, 403, 404, 409),
                 },
             )
         },
@@ -272,7 +272,7 @@ def sweep_paths(problems: Any) -> dict[str, Any]:
                 "Publish the best trial's model as a new version of base.model_name.",
                 {
                     "201": {"description": "Published.", "content": _body("Promotion")},
-                    **problems(401, 404, 409),
+                    **problems(401, 403, 404, 409),
                 },
             )
         },
