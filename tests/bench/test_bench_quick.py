@@ -25,7 +25,7 @@ RATIO = re.compile(r"^(-|-?[0-9][0-9,]*\.[0-9]+x( faster)?)$")
 SECONDS = re.compile(r"^-?[0-9]+\.[0-9]+ s\b")
 
 # every benchmark in quick mode, one after another: minutes on a busy 2-core machine
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
 
 def run_all(output: Path, *flags: str, env: dict[str, str] | None = None) -> Any:
@@ -35,7 +35,7 @@ def run_all(output: Path, *flags: str, env: dict[str, str] | None = None) -> Any
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=1200,
         env={**os.environ, **(env or {})},
         check=False,
     )
@@ -69,6 +69,7 @@ def test_every_benchmark_runs_and_the_run_succeeds(quick_run: tuple[Any, Path]) 
         "protocols",
         "sweep",
         "rollouts",
+        "search",
         "warm-pool",
     ]
     assert all(benchmark["error"] is None for benchmark in document["benchmarks"])
@@ -97,6 +98,7 @@ def test_every_goal_of_the_brief_has_a_row(quick_run: tuple[Any, Path]) -> None:
         "-trial sweep",
         "calls/s, 1 value, concurrency 8, 90/10 split",
         "gate: judge a label move",
+        "search: tpe + medianstop + skipBelowFloor, CPU to the goal",
         "warm pool: first job after /readyz 200",
         "warm pool: 8 jobs at once",
     ):
