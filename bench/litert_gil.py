@@ -13,7 +13,7 @@ in 5 ms turns), so about twice its time alone is the floor; a call that releases
 pays more, since each release can hand the rest of a turn to the busy thread.
 
 It is a diagnosis, not a goal: nothing here fails, and ``make bench`` does not run it. The
-README ("Where the margins are thin") says what its figures mean for serving.
+docs/performance.md ("Where the margins are thin") says what its figures mean for serving.
 """
 
 from __future__ import annotations

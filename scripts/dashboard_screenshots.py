@@ -1,4 +1,4 @@
-"""The README's dashboard screenshots (``docs/dashboard-*.png``), taken from a real run.
+"""The dashboard screenshots of docs/trainer-api.md (``docs/dashboard-*.png``), taken from a real run.
 
 Starts ``squarenet-trainer`` on a temp store, trains the article's job and two of its
 experiments (fewer units; a wider domain), leaves one long job running and cancels another,

@@ -28,7 +28,7 @@ STATE = Path(os.environ.get("SQUARENET_CLUSTER_DIR", REPO / "var/cluster")).reso
 ADMIN_KUBECONFIG = STATE / "kubeconfig"
 NODES = ("kwok-node-0", "kwok-node-1")
 
-# A cold build of the control plane takes tens of minutes (README, "A real control plane");
+# A cold build of the control plane takes tens of minutes (docs/deploying.md, "A real control plane");
 # a test that has to wait for it gets this long instead of pytest's default timeout.
 BUILD_TIMEOUT = 90 * 60
 

@@ -345,5 +345,5 @@ def ownership_problem(root: Path) -> str:
         owner = f"unreadable ({exc.strerror})"
     return (
         f"{place} is not writable by uid {os.getuid()} gid {os.getgid()}: it is {owner}; "
-        'make it writable by that uid (README: "A store the pods can write")'
+        'make it writable by that uid (docs/deploying.md: "A store the pods can write")'
     )

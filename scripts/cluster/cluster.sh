@@ -79,7 +79,7 @@ build() {
     fi
     if ((${#missing[@]})); then
         say "building ${missing[*]} (Kubernetes $k8s_version, etcd $etcd_version) into $bin"
-        say "a cold build takes a long time (see README, 'A real control plane')"
+        say "a cold build takes a long time (see docs/deploying.md, 'A real control plane')"
         local packages=()
         for component in "${missing[@]}"; do
             case "$component" in

@@ -83,7 +83,7 @@ node_preflight() {
     ((EUID == 0)) || { say "node: a real node needs root (network namespaces, mounts, cgroups)"; exit 2; }
     local tool
     for tool in containerd runc ctr nsenter ip iptables nft conntrack gcc; do
-        command -v "$tool" >/dev/null || { say "node: $tool is needed (Debian: see README, 'A real node')"; exit 2; }
+        command -v "$tool" >/dev/null || { say "node: $tool is needed (Debian: see docs/deploying.md, 'One real node')"; exit 2; }
     done
     for tool in ptp host-local loopback portmap; do
         [[ -x "/usr/lib/cni/$tool" ]] || { say "node: the CNI plugin /usr/lib/cni/$tool is missing (apt-get install containernetworking-plugins)"; exit 2; }

@@ -161,7 +161,7 @@ class Calls:
     policy of squarenet's own client (a CANCELLED Predict is sent again); the other opens one
     per call, which also tests how fast kube-proxy stops sending new connections to a
     terminating pod (on this saturated machine it can take longer than the 5 s preStop
-    pause: README, "What a real node showed")."""
+    pause: docs/deploying.md, "What a real node showed")."""
 
     def __init__(self, target: str) -> None:
         self.target = target
