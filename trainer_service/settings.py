@@ -12,7 +12,7 @@ import os
 import re
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
 from pydantic import (
     Field,
@@ -66,7 +66,12 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SQUARENET_", extra="ignore", frozen=True)
 
     model_store: Path = Field(description="Folder of the shared model store.")
-    host: str = Field("0.0.0.0", min_length=1, description="Address gunicorn binds to.")  # noqa: S104 - a service listens on every interface
+    host: str = Field(
+        "127.0.0.1",
+        min_length=1,
+        description="Address gunicorn binds to; unset: 0.0.0.0 when an API token is set, "
+        "else loopback only",
+    )
     port: int = Field(DEFAULT_PORT, ge=1, le=65_535, description="TCP port of the REST API.")
     workers: int = Field(2, ge=1, le=64, description="gunicorn worker processes.")
     threads: int = Field(
@@ -263,6 +268,23 @@ class Settings(BaseSettings):
         if "@" not in name and (":" not in name or name.endswith(":latest")):
             raise ValueError(f"{value!r} must name a tag other than latest, or a digest")
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _every_interface_only_with_a_token(cls, data: Any) -> Any:
+        """Without a token, anyone who reaches the port can submit and cancel jobs, so a
+        trainer not told where to listen listens on loopback only; with a token, on every
+        interface. The images set ``SQUARENET_HOST=0.0.0.0`` and the manifests a token."""
+        if not isinstance(data, dict) or data.get("host") is not None:
+            return data
+        token = data.get("api_token")
+        if isinstance(token, SecretStr):
+            token = token.get_secret_value()
+        try:
+            has_token = isinstance(token, str) and clean_token(token) is not None
+        except ValueError:
+            return data  # the token's own validator names what is wrong with it
+        return {**data, "host": "0.0.0.0" if has_token else "127.0.0.1"}  # noqa: S104
 
     @model_validator(mode="after")
     def _queue_bound_holds_through_the_slots(self) -> Self:

@@ -9,6 +9,7 @@ import pytest
 
 from squarenet.stack import command_of
 from trainer_service.api.app import create_app
+from trainer_service.api.gunicorn_conf import gunicorn_options
 from trainer_service.cli import FLAGS, parse_args
 from trainer_service.settings import Settings
 
@@ -31,6 +32,25 @@ def test_environment_fills_what_flags_leave_out(monkeypatch: pytest.MonkeyPatch)
     assert settings.max_concurrent_jobs == 2
     assert settings.port == 9100
     assert settings.model_store.is_absolute()
+
+
+@pytest.mark.parametrize(
+    ("environment", "bound"),
+    [
+        ({}, "127.0.0.1"),  # no token: anyone who reaches the port could queue jobs
+        ({"SQUARENET_API_TOKEN": "   "}, "127.0.0.1"),  # blank is no token
+        ({"SQUARENET_API_TOKEN": "s3cret"}, "0.0.0.0"),
+        ({"SQUARENET_HOST": "0.0.0.0"}, "0.0.0.0"),  # said outright: as the images do
+        ({"SQUARENET_API_TOKEN": "s3cret", "SQUARENET_HOST": "::1"}, "[::1]"),
+    ],
+)
+def test_without_a_token_the_trainer_listens_on_loopback_unless_told_otherwise(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, environment: dict[str, str], bound: str
+) -> None:
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings.model_validate({"model_store": tmp_path})
+    assert gunicorn_options(settings, "INFO")["bind"] == [f"{bound}:{settings.port}"]
 
 
 def test_bad_configuration_exits_2_naming_the_setting(tmp_path: Path) -> None:
