@@ -63,92 +63,36 @@ class Suite:
     """One benchmark script: how to run it (full and quick) and which figures it must give."""
 
     name: str
-    arguments: list[str]
-    quick_arguments: list[str]
+    arguments: tuple[str, ...]
+    """The script and its flags for a full run (``--json`` is added)."""
     timeout: float
     """Seconds it may take (full run); the quick run gets the same cap."""
-    figures: tuple[str, ...]
+    figures: tuple[str, ...] = ()
+    """Figures it must print; empty: whatever it measured, but at least one."""
+    quick: tuple[str, ...] = ("--quick",)
+    """What a quick run adds (a later flag wins over the full run's)."""
+
+    def command(self, quick: bool) -> list[str]:
+        """The script's arguments for this run."""
+        return [*self.arguments, *(self.quick if quick else ()), "--json"]
 
 
 SUITES = (
-    Suite(
-        "training",
-        ["training.py", "--seeds", "10", "--json"],
-        ["training.py", "--quick", "--seeds", "1", "--repeats", "1", "--json"],
-        420,
-        ("training_seconds", "mse_in_domain", "end_to_end_seconds", "default_quality"),
-    ),
-    Suite(
-        "serving",
-        ["serving.py", "--json"],
-        ["serving.py", "--quick", "--json"],
-        360,
-        (),  # its rows are whatever it measured; an empty set is an error
-    ),
-    Suite(
-        "wire",
-        ["wire.py", "--json"],
-        ["wire.py", "--quick", "--json"],
-        240,
-        (),  # its rows are whatever it measured; an empty set is an error
-    ),
-    Suite(
-        "train-to-served",
-        ["lifecycle.py", "train-to-served", "--json"],
-        ["lifecycle.py", "train-to-served", "--quick", "--json"],
-        150,
-        ("served_watch_seconds", "served_predict_seconds", "published_watch_seconds"),
-    ),
-    Suite(
-        "trainer-start",
-        ["lifecycle.py", "trainer-start", "--json"],
-        ["lifecycle.py", "trainer-start", "--quick", "--json"],
-        240,
-        ("trainer_start_seconds",),
-    ),
-    Suite(
-        "dashboard",
-        ["dashboard.py", "--json"],
-        ["dashboard.py", "--quick", "--json"],
-        150,
-        ("jobs_page_seconds", "trainer_cpu_ms_per_epoch"),
-    ),
-    Suite(
-        "protocols",
-        ["protocols.py", "--json"],
-        ["protocols.py", "--quick", "--json"],
-        300,
-        (),  # its rows are whatever it measured; an empty set is an error
-    ),
-    Suite(
-        "sweep",
-        ["sweep.py", "--json"],
-        ["sweep.py", "--quick", "--json"],
-        300,
-        ("sweep_overhead",),
-    ),
-    Suite(
-        "rollouts",
-        ["rollout_costs.py", "--json"],
-        ["rollout_costs.py", "--quick", "--json"],
-        300,
-        (),  # its rows are whatever it measured; an empty set is an error
-    ),
-    Suite(
-        "search",
-        ["search.py", "--json"],
-        ["search.py", "--quick", "--json"],
-        600,
-        (),  # one row per strategy against grid
-    ),
-    Suite(
-        "warm-pool",
-        ["warm_pool.py", "--json"],
-        ["warm_pool.py", "--quick", "--json"],
-        300,
-        (),  # one line: first, steady and burst against the article's script
-    ),
-)
+    Suite("training", ("training.py", "--seeds", "10"), 420,
+          ("training_seconds", "mse_in_domain", "end_to_end_seconds", "default_quality"),
+          quick=("--quick", "--seeds", "1", "--repeats", "1")),
+    Suite("serving", ("serving.py",), 360),
+    Suite("wire", ("wire.py",), 240),
+    Suite("train-to-served", ("lifecycle.py", "train-to-served"), 150,
+          ("served_watch_seconds", "served_predict_seconds", "published_watch_seconds")),
+    Suite("trainer-start", ("lifecycle.py", "trainer-start"), 240, ("trainer_start_seconds",)),
+    Suite("dashboard", ("dashboard.py",), 150, ("jobs_page_seconds", "trainer_cpu_ms_per_epoch")),
+    Suite("protocols", ("protocols.py",), 300),
+    Suite("sweep", ("sweep.py",), 300, ("sweep_overhead",)),
+    Suite("rollouts", ("rollout_costs.py",), 300),
+    Suite("search", ("search.py",), 600),
+    Suite("warm-pool", ("warm_pool.py",), 300),
+)  # fmt: skip
 
 
 @dataclass
@@ -181,7 +125,7 @@ class Outcome:
 
 def run_suite(suite: Suite, quick: bool, timeout: float, log_dir: Path) -> Outcome:
     """Run one benchmark in its own process group; collect its JSON lines; keep its output."""
-    arguments = suite.quick_arguments if quick else suite.arguments
+    arguments = suite.command(quick)
     command = [sys.executable, str(BENCH / arguments[0]), *arguments[1:]]
     started = time.perf_counter()
     process = subprocess.Popen(
