@@ -103,6 +103,26 @@ def test_racing_publishers_and_revokers_never_both_win(store: ModelStore) -> Non
         assert fence.published_version(store, "square", job_id) == published_at_revocation
 
 
+def test_a_staging_folder_an_earlier_process_of_the_job_left_is_claimed_again(
+    store: ModelStore,
+) -> None:
+    """A replaced pod's process stopped before it could clean up: the next one claims anew."""
+    first = fence.claim(store, "square", JOB)
+    (first.path / "saved_model.pb").write_bytes(b"half")
+    again = fence.claim(store, "square", JOB)
+    again.check()
+    assert list(again.path.iterdir()) == []  # the half-written files went with the old one
+    assert publish(store, again.path) == 1
+
+
+def test_a_left_staging_folder_of_a_revoked_job_is_not_claimed_again(store: ModelStore) -> None:
+    claim = fence.claim(store, "square", JOB)
+    fence.revoke(store, "square", JOB)
+    claim.path.mkdir()  # left by a writer that creates missing folders
+    with pytest.raises(fence.Revoked):
+        fence.claim(store, "square", JOB)
+
+
 def test_forget_removes_the_tombstone(store: ModelStore) -> None:
     fence.claim(store, "square", JOB)
     fence.revoke(store, "square", JOB)

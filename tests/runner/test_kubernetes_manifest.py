@@ -92,14 +92,22 @@ def test_the_pod_is_restricted_has_no_token_and_mounts_the_store(manifest: dict)
     assert params == JOB.params
 
 
-def test_a_disrupted_pod_fails_the_job_at_once_through_its_pod_failure_policy(
+def test_a_disrupted_or_stopped_pod_is_replaced_through_the_pod_failure_policy(
     manifest: dict,  # type: ignore[type-arg]
 ) -> None:
-    (rule,) = manifest["spec"]["podFailurePolicy"]["rules"]
-    assert rule == {
-        "action": "FailJob",
+    """Not counted against backoffLimit 0: the Job controller starts another pod, which
+    resumes from the job's checkpoint."""
+    disrupted, stopped = manifest["spec"]["podFailurePolicy"]["rules"]
+    assert disrupted == {
+        "action": "Ignore",
         "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
     }
+    container = manifest["spec"]["template"]["spec"]["containers"][0]["name"]
+    assert stopped == {
+        "action": "Ignore",
+        "onExitCodes": {"containerName": container, "operator": "In", "values": [143]},
+    }
+    assert manifest["spec"]["backoffLimit"] == 0  # any other failure fails the job
 
 
 def pod(phase: str, **status: object) -> SimpleNamespace:

@@ -38,7 +38,9 @@ from runner.tcp_gate import TcpGate, tcp_gate
 from squarenet.stack import Trainer, running_trainer
 from squarenet.store import ModelStore
 from trainer_service.runner.kubernetes import JOB_ID_LABEL, LEASE_PREFIX, job_name
+from trainer_service.runner.records import JobFiles
 from trainer_service.settings import JOB_MOUNT_PATH
+from trainer_service.training.checkpoint import Checkpoint
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
@@ -72,13 +74,14 @@ class Cluster:
             *flags,
         )
 
-    def pod(self, job_id: str) -> dict[str, Any] | None:
-        """The job's pod once kwok reports it Running, else None."""
+    def pod(self, job_id: str, other_than: str | None = None) -> dict[str, Any] | None:
+        """The job's pod (other than the one named) once kwok reports it Running, else None."""
         pods = kubectl_json(
             self.admin, "-n", self.namespace, "get", "pods", "-l", f"{JOB_ID_LABEL}={job_id}"
         )["items"]
-        if pods and pods[0]["status"].get("phase") == "Running":
-            return dict(pods[0])
+        for pod in pods:
+            if pod["metadata"]["name"] != other_than and pod["status"].get("phase") == "Running":
+                return dict(pod)
         return None
 
     def job(self, job_id: str) -> dict[str, Any] | None:
@@ -464,30 +467,44 @@ def being_disrupted(cluster: Cluster, pod: str) -> bool:
     )
 
 
-def test_an_evicted_pod_fails_the_job_as_interrupted_not_cancelled(cluster: Cluster) -> None:
+def test_an_evicted_pod_is_replaced_and_the_job_resumes_from_its_checkpoint(
+    cluster: Cluster,
+) -> None:
     """kwok's node has no kubelet: the test plays it, sending SIGTERM to the job's process
-    once the API server marks the pod for deletion with a DisruptionTarget condition."""
+    once the API server marks the pod for deletion with a DisruptionTarget condition, and
+    then running the pod the Job controller starts in its place."""
+    epochs = 3000
     with cluster.trainer("trainer") as trainer:
-        job_id = submit(trainer, **{**QUICK, "epochs": 10_000})
+        job_id = submit(trainer, **{**QUICK, "epochs": epochs})
         node = play(cluster, job_id)
         wait_for(lambda: job_state(trainer, job_id)["progress"]["epoch"] >= 1, TIMEOUT, "epochs")
         evict(cluster, node.name)
         wait_for(lambda: being_disrupted(cluster, node.name), 60, "the pod to be evicted")
-        node.stop()  # SIGTERM, as the kubelet sends it
+        node.stop()  # SIGTERM, as the kubelet sends it: the process saves a checkpoint
         assert node.process.returncode == 143
         still_there = kubectl(
             cluster.admin, "-n", cluster.namespace, "get", "pod", node.name, check=False
         )
         if still_there.returncode == 0:  # held by the Job's tracking finalizer until it ends
             report_pod_finished(cluster.admin, cluster.namespace, node.name, 143)
+        saved = Checkpoint(JobFiles(cluster.store).checkpoint_path(job_id)).load()
+        assert saved is not None and 1 <= saved.epoch < epochs
+        assert job_state(trainer, job_id)["state"] == "RUNNING"  # neither FAILED nor CANCELLED
+        started = wait_for(
+            lambda: cluster.pod(job_id, other_than=node.name), TIMEOUT, "the replacement pod"
+        )
+        replacement = PlayedNode(cluster, started)
+        assert replacement.report_when_done() == 0
         done = wait_final(trainer, job_id)
-        assert done["state"] == "FAILED", done
-        error = done["error"]
-        assert error.startswith("interrupted: its pod was disrupted by the cluster ("), done
-        # the pod's condition reason, or (pod gone already) the Job's message naming it
-        assert "EvictionByEvictionAPI" in error or "has condition DisruptionTarget" in error
-        assert cluster.store.list_versions() == []
+        assert done["state"] == "SUCCEEDED", done
+        assert done["progress"] == {"epoch": epochs, "epochs": epochs}
+        logged = (cluster.tmp / f"{replacement.name}.log").read_text()
+        assert f"training resumed after epoch {saved.epoch} (checkpoint)" in logged
+        report = JobFiles(cluster.store).read_report(job_id)
+        assert [row["epoch"] for row in report.epochs] == list(range(1, epochs + 1))
+        assert cluster.store.list_versions() == [1]
         assert not (cluster.store.jobs_dir / job_id / "cancel").exists()
+        replacement.stop()
 
 
 def test_an_unschedulable_pod_fails_the_job_with_its_reason(cluster: Cluster) -> None:

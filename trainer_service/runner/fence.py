@@ -67,16 +67,38 @@ def revoked_mark(store: ModelStore, model_name: str, job_id: str) -> Path:
 
 
 def claim(store: ModelStore, model_name: str, job_id: str) -> Claim:
-    """The job's side: create its staging folder, or raise Revoked when it was fenced."""
+    """The job's side: create its staging folder, or raise Revoked when it was fenced.
+
+    A folder of that name with no revocation mark is what an earlier process of the same job
+    left (a pod the cluster replaced, stopped before it could clean up; one job has one
+    process at a time): it is moved away and the name claimed anew. The checks after the
+    ``mkdir`` still see a revocation that lands meanwhile."""
     path = staging_path(store, model_name, job_id)
+    mark = revoked_mark(store, model_name, job_id)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         path.mkdir()
     except FileExistsError:
-        raise Revoked(f"job {job_id} has a staging folder already") from None
-    found = Claim(path, revoked_mark(store, model_name, job_id), path.stat().st_ino)
+        if mark.exists():
+            raise Revoked(f"job {job_id} was stopped: it may no longer publish") from None
+        _discard(path, job_id)
+        try:
+            path.mkdir()
+        except FileExistsError:
+            raise Revoked(f"job {job_id} has a staging folder already") from None
+    found = Claim(path, mark, path.stat().st_ino)
     found.check()
     return found
+
+
+def _discard(path: Path, job_id: str) -> None:
+    """Move a staging folder away (one rename) and remove it; gone already is fine."""
+    away = path.with_name(f"{TMP_PREFIX}{job_id}-discarded-{secrets.token_hex(4)}")
+    try:
+        os.rename(path, away)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(away, ignore_errors=True)
 
 
 def revoke(store: ModelStore, model_name: str, job_id: str) -> None:
@@ -87,13 +109,8 @@ def revoke(store: ModelStore, model_name: str, job_id: str) -> None:
     except (FileExistsError, NotADirectoryError):
         return  # no model folder can exist there, so no staging folder either
     mark.touch()
-    path = staging_path(store, model_name, job_id)
-    away = path.with_name(f"{TMP_PREFIX}{job_id}-discarded-{secrets.token_hex(4)}")
-    try:
-        os.rename(path, away)
-    except FileNotFoundError:
-        return
-    shutil.rmtree(away, ignore_errors=True)  # a half-written version nobody can publish now
+    # a half-written version nobody can publish now
+    _discard(staging_path(store, model_name, job_id), job_id)
 
 
 def forget(store: ModelStore, model_name: str, job_id: str) -> None:

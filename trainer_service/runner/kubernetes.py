@@ -3,8 +3,8 @@
 The API side (``KubernetesExecutor``, any worker of any replica) creates the Job, then
 writes the job's record, so a record never exists without its Job; cancel records the
 request and deletes the Job (foreground propagation). The API server is the single point of
-truth for what runs: the Job controller claims, schedules, retries nothing
-(``backoffLimit: 0``), enforces the time limit (``activeDeadlineSeconds``) and cleans up
+truth for what runs: the Job controller claims, schedules, retries no failure
+(``backoffLimit: 0``; a disrupted pod is replaced, see below), enforces the time limit (``activeDeadlineSeconds``) and cleans up
 (``ttlSecondsAfterFinished``).
 
 The runner side (``Finalizer``) runs in every replica's runner process, but only the replica
@@ -20,9 +20,11 @@ What clusters do to jobs, and what each ends as:
   server that refuses, drops or never answers the call is ``ExecutorUnavailable`` (503
   ``executor-unavailable``) for submit and cancel, and a logged line for the finalizer, which
   settles each job on its own (one failing job never blocks the others);
-- a pod evicted, drained or pre-empted (the ``DisruptionTarget`` condition) fails its Job at
-  once (``podFailurePolicy``) and the job ends FAILED ``interrupted: ...`` (a sweep runs
-  such a trial again), never CANCELLED: only a client's cancel request cancels;
+- a pod evicted, drained, pre-empted (the ``DisruptionTarget`` condition) or otherwise
+  stopped by SIGTERM is replaced by the Job controller (``podFailurePolicy`` ignores it) and
+  the new pod resumes from the checkpoint its process saved when it stopped: the job stays
+  RUNNING and ends as its last pod does, never CANCELLED (only a client's cancel request
+  cancels); a Job that failed on a disruption anyway ends FAILED ``interrupted: ...``;
 - a job whose pod has not started within ``max_pending_seconds`` (unschedulable, image
   pull errors, a missing claim) is FAILED naming the pod's reason and its Job deleted;
 - a replica acts only while its last successful Lease renewal is recent
@@ -57,6 +59,7 @@ from kubernetes.leaderelection.resourcelock.leaselock import LeaseLock
 from trainer_service.errors import ExecutorUnavailable, JobAlreadyFinished, TooManyJobs
 from trainer_service.params import TrainingParams
 from trainer_service.runner.book import CANCELLED, TIME_LIMIT, Ending, Job, JobBook, JobState
+from trainer_service.runner.job_process import EXIT_STOPPED
 from trainer_service.settings import JOB_MOUNT_PATH, Settings
 
 _log = logging.getLogger("trainer_service.runner")
@@ -75,6 +78,7 @@ LEASE_SECONDS, RENEW_SECONDS, RETRY_SECONDS = 15, 10, 2
 API_TIMEOUT = (2.0, 5.0)
 UNREACHABLE = (urllib3.exceptions.HTTPError,)  # MaxRetryError, timeouts, dropped connections
 DISRUPTION = "DisruptionTarget"
+JOB_CONTAINER = "train"
 # a pod waiting for one of these never starts by itself: the job fails at its pending bound
 STUCK_WAITING = frozenset(
     {
@@ -187,7 +191,7 @@ def job_manifest(
         *("--job-id", job.id, "--params", job.params.model_dump_json()),
     ]
     container = {
-        "name": "train",
+        "name": JOB_CONTAINER,
         "image": settings.job_image,
         "imagePullPolicy": "IfNotPresent",  # a pinned tag (checked at start) never changes
         # a process that fails before its result line (an unwritable store) says why here
@@ -244,14 +248,23 @@ def job_manifest(
         "spec": {
             "suspend": settings.queue_name is not None,
             "backoffLimit": 0,
-            # a disrupted pod (evicted, drained, pre-empted) fails the Job at once, and says so
-            # in the Job's Failed condition: the finalizer reports it as an interruption
+            # a pod the cluster took away (evicted, drained, pre-empted: DisruptionTarget; or
+            # stopped by SIGTERM otherwise, e.g. deleted) is replaced without counting against
+            # backoffLimit, and the new pod resumes from the job's checkpoint on the store
             "podFailurePolicy": {
                 "rules": [
                     {
-                        "action": "FailJob",
+                        "action": "Ignore",
                         "onPodConditions": [{"type": DISRUPTION, "status": "True"}],
-                    }
+                    },
+                    {
+                        "action": "Ignore",
+                        "onExitCodes": {
+                            "containerName": JOB_CONTAINER,
+                            "operator": "In",
+                            "values": [EXIT_STOPPED],
+                        },
+                    },
                 ]
             },
             "activeDeadlineSeconds": job.params.max_train_seconds,

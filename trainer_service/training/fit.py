@@ -92,6 +92,11 @@ def fit(
     n_train = len(data.x_train)
     for epoch in range(len(history) + 1, params.epochs + 1):
         if should_stop():
+            if checkpoint is not None and history:  # a pod stopped by SIGTERM loses nothing
+                checkpoint.save(
+                    _state(seed, history, model=model, optimizer=optimizer, rng=rng,
+                           stopper=stopper)
+                )  # fmt: skip
             raise TrainingCancelled(f"cancelled before epoch {epoch} of {params.epochs}")
         loss, val_loss = run_epoch(rng.permutation(n_train).astype(np.int32))
         report = EpochReport(
