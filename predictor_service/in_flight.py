@@ -4,50 +4,38 @@ At SIGTERM the server says how many calls it holds and, after the grace period, 
 it had to cut off: an operator sizing ``--grace-period`` (and a test proving that calls
 in flight finish) needs the server's own count, because no client can tell when its call
 reached the server. Streams (WatchModel, health Watch) are not counted: they end at
-shutdown by design.
+shutdown by design. Only the event loop's thread changes the counts, so they need no lock.
 """
 
 from __future__ import annotations
 
-import functools
-import threading
-from collections.abc import Callable
-from typing import Any
-
 from predictor_service import metrics
-
-Handler = Callable[[Any, Any], Any]
 
 
 class CallsInFlight:
-    """A count of handlers running, mirrored in ``squarenet_predictor_calls_in_flight``."""
+    """A count of calls being answered, mirrored in ``squarenet_predictor_calls_in_flight``."""
 
     def __init__(self) -> None:
-        self._count = 0
-        self._lock = threading.Lock()
+        self.count = 0
+        #: Calls cancelled while the server was stopping: the grace period cut them off.
+        self.cut_off = 0
+        self.stopping = False
 
-    @property
-    def count(self) -> int:
-        """Calls whose handler has started and not yet returned."""
-        return self._count
+    def enter(self) -> None:
+        """A call's handler started."""
+        self.count += 1
+        metrics.CALLS_IN_FLIGHT.inc()
 
-    def track(self, handler: Handler) -> Handler:
-        """``handler``, counted while it runs."""
+    def leave(self) -> None:
+        """A call's handler ended, answered or not."""
+        self.count -= 1
+        metrics.CALLS_IN_FLIGHT.dec()
 
-        @functools.wraps(handler)
-        def tracked(request: Any, context: Any) -> Any:
-            with self._lock:
-                self._count += 1
-            metrics.CALLS_IN_FLIGHT.inc()
-            try:
-                return handler(request, context)
-            finally:
-                with self._lock:
-                    self._count -= 1
-                metrics.CALLS_IN_FLIGHT.dec()
-
-        return tracked
+    def cancelled(self) -> None:
+        """A call was cancelled: by its client, or by the end of the grace period."""
+        if self.stopping:
+            self.cut_off += 1
 
 
-#: The process's one count: every unary handler of every protocol is wrapped with it.
+#: The process's one count: every unary handler of every protocol reports to it.
 CALLS = CallsInFlight()

@@ -20,10 +20,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from predictor_service.registry import Registry, ServedModel
-from predictor_service.servicer import CallError, answer_call
 from predictor_service.versions import VersionError, resolve_text
 from predictor_service.views import LEAF, NotCarvable, carve, tag, varint
-from predictor_service.wire import Method, add_service
+from predictor_service.wire import CallError, Method
 from squarenet import __version__
 from squarenet.third_party.open_inference import dataplane_pb2 as v2
 
@@ -179,79 +178,85 @@ class OpenInferenceServicer:
             )
         return resolve_text(self._registry.snapshot, version)
 
+    def methods(self) -> dict[str, Method]:
+        """The six calls squarenet offers, for ``wire.add_service``; the rest are UNIMPLEMENTED."""
+        return {
+            "ServerLive": Method(self.ServerLive, v2.ServerLiveRequest, v2.ServerLiveResponse),
+            "ServerReady": Method(self.ServerReady, v2.ServerReadyRequest, v2.ServerReadyResponse),
+            "ModelReady": Method(self.ModelReady, v2.ModelReadyRequest, v2.ModelReadyResponse),
+            "ServerMetadata": Method(
+                self.ServerMetadata, v2.ServerMetadataRequest, v2.ServerMetadataResponse
+            ),
+            "ModelMetadata": Method(
+                self.ModelMetadata, v2.ModelMetadataRequest, v2.ModelMetadataResponse
+            ),
+            # ModelInfer reads its bulk fields in place and answers encoded bytes.
+            "ModelInfer": Method(
+                self.ModelInfer, v2.ModelInferRequest, v2.ModelInferResponse, parse=decode_infer
+            ),
+        }
+
     # --- health and metadata ----------------------------------------------------------
 
-    def ServerLive(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+    def ServerLive(self, request: Any) -> Any:  # noqa: N802
         """Live as long as the process answers."""
-        return answer_call("ServerLive", context, lambda: v2.ServerLiveResponse(live=True))
+        return v2.ServerLiveResponse(live=True)
 
-    def ServerReady(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+    def ServerReady(self, request: Any) -> Any:  # noqa: N802
         """Ready once a model is loaded (like health SERVING)."""
         ready = self._registry.snapshot.default is not None and not self._registry.closed
-        return answer_call("ServerReady", context, lambda: v2.ServerReadyResponse(ready=ready))
+        return v2.ServerReadyResponse(ready=ready)
 
-    def ModelReady(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+    def ModelReady(self, request: Any) -> Any:  # noqa: N802
         """Whether the named version (or label, or the default) is loaded."""
+        if request.name != self._model_name:
+            self._model(request.name, "")  # NOT_FOUND
+        try:
+            resolve_text(self._registry.snapshot, request.version)
+        except VersionError:
+            return v2.ModelReadyResponse(ready=False)
+        return v2.ModelReadyResponse(ready=True)
 
-        def ready() -> Any:
-            if request.name != self._model_name:
-                self._model(request.name, "")  # NOT_FOUND
-            try:
-                resolve_text(self._registry.snapshot, request.version)
-            except VersionError:
-                return v2.ModelReadyResponse(ready=False)
-            return v2.ModelReadyResponse(ready=True)
-
-        return answer_call("ModelReady", context, ready)
-
-    def ServerMetadata(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+    def ServerMetadata(self, request: Any) -> Any:  # noqa: N802
         """squarenet and its version; no protocol extensions."""
-        answer = v2.ServerMetadataResponse(name="squarenet", version=__version__)
-        return answer_call("ServerMetadata", context, lambda: answer)
+        return v2.ServerMetadataResponse(name="squarenet", version=__version__)
 
-    def ModelMetadata(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+    def ModelMetadata(self, request: Any) -> Any:  # noqa: N802
         """Inputs, outputs, loaded versions; lineage (version, domain, job, metrics) in parameters."""
-
-        def metadata() -> Any:
-            model = self._model(request.name, request.version)
-            snapshot = self._registry.snapshot
-            tensor = v2.ModelMetadataResponse.TensorMetadata
-            parameters = {
-                "version": v2.InferParameter(int64_param=model.version),
-                "domain_min": v2.InferParameter(string_param=repr(model.domain_min)),
-                "domain_max": v2.InferParameter(string_param=repr(model.domain_max)),
-                "created_at": v2.InferParameter(string_param=model.created_at),
-                "job_id": v2.InferParameter(string_param=model.job_id),
-                **{
-                    f"metric.{name}": v2.InferParameter(string_param=repr(value))
-                    for name, value in sorted(model.metrics.items())
-                },
-                **{
-                    f"label.{label}": v2.InferParameter(int64_param=version)
-                    for label, version in sorted(snapshot.labels.items())
-                },
-            }
-            return v2.ModelMetadataResponse(
-                name=self._model_name,
-                versions=[str(version) for version in snapshot.loaded_versions],
-                platform=self._platform,
-                inputs=[tensor(name=INPUT, datatype="FP32", shape=[-1, 1])],
-                outputs=[
-                    tensor(name=OUTPUT, datatype="FP32", shape=[-1, 1]),
-                    tensor(name=FLAGS, datatype="BOOL", shape=[-1, 1]),
-                ],
-                parameters=parameters,
-            )
-
-        return answer_call("ModelMetadata", context, metadata)
+        model = self._model(request.name, request.version)
+        snapshot = self._registry.snapshot
+        tensor = v2.ModelMetadataResponse.TensorMetadata
+        parameters = {
+            "version": v2.InferParameter(int64_param=model.version),
+            "domain_min": v2.InferParameter(string_param=repr(model.domain_min)),
+            "domain_max": v2.InferParameter(string_param=repr(model.domain_max)),
+            "created_at": v2.InferParameter(string_param=model.created_at),
+            "job_id": v2.InferParameter(string_param=model.job_id),
+            **{
+                f"metric.{name}": v2.InferParameter(string_param=repr(value))
+                for name, value in sorted(model.metrics.items())
+            },
+            **{
+                f"label.{label}": v2.InferParameter(int64_param=version)
+                for label, version in sorted(snapshot.labels.items())
+            },
+        }
+        return v2.ModelMetadataResponse(
+            name=self._model_name,
+            versions=[str(version) for version in snapshot.loaded_versions],
+            platform=self._platform,
+            inputs=[tensor(name=INPUT, datatype="FP32", shape=[-1, 1])],
+            outputs=[
+                tensor(name=OUTPUT, datatype="FP32", shape=[-1, 1]),
+                tensor(name=FLAGS, datatype="BOOL", shape=[-1, 1]),
+            ],
+            parameters=parameters,
+        )
 
     # --- inference --------------------------------------------------------------------
 
-    def ModelInfer(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+    def ModelInfer(self, call: InferCall) -> bytes:  # noqa: N802
         """y and extrapolated for every x, answered as raw little-endian bytes."""
-        return answer_call("ModelInfer", context, lambda: self._infer(request))
-
-    def _infer(self, call: InferCall) -> bytes:
         request = call.message
         model = self._model(request.model_name, request.model_version)
         if len(request.inputs) != 1 or request.inputs[0].name != INPUT:
@@ -360,21 +365,3 @@ def _one_value(source: bytes | memoryview | Sequence[float], dtype: np.dtype[Any
 
 def _not_finite(index: int, value: float) -> CallError:
     return _invalid(f"x[{index}] is {value!r}: every value must be finite (float32)")
-
-
-def add_open_inference(servicer: OpenInferenceServicer, server: grpc.Server) -> None:
-    """Register the six calls squarenet offers; the rest of the service is UNIMPLEMENTED."""
-    methods: dict[str, Method] = {
-        "ServerLive": (servicer.ServerLive, v2.ServerLiveRequest, v2.ServerLiveResponse, False),
-        "ServerReady": (servicer.ServerReady, v2.ServerReadyRequest, v2.ServerReadyResponse, False),
-        "ModelReady": (servicer.ModelReady, v2.ModelReadyRequest, v2.ModelReadyResponse, False),
-        "ServerMetadata": (
-            servicer.ServerMetadata, v2.ServerMetadataRequest, v2.ServerMetadataResponse, False
-        ),
-        "ModelMetadata": (
-            servicer.ModelMetadata, v2.ModelMetadataRequest, v2.ModelMetadataResponse, False
-        ),
-        "ModelInfer": (servicer.ModelInfer, v2.ModelInferRequest, v2.ModelInferResponse, False),
-    }  # fmt: skip
-    # ModelInfer reads its bulk fields in place and answers encoded bytes.
-    add_service(server, SERVICE_NAME, methods, parsers={"ModelInfer": decode_infer})

@@ -8,7 +8,7 @@ in flight finish on the version they started with while new calls get the new on
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
@@ -70,11 +70,12 @@ class VersionState:
 
 
 class Registry:
-    """Holds the current snapshot; lets watchers wait for the next one; tracks each version's life."""
+    """Holds the current snapshot; tells listeners of the next one; tracks each version's life."""
 
     def __init__(self) -> None:
         self._snapshot = Snapshot()
-        self._changed = threading.Condition()
+        self._lock = threading.Lock()
+        self._listeners: list[Callable[[], None]] = []
         self._closed = False
         self._states: dict[int, VersionState] = {}
         self._states_lock = threading.Lock()
@@ -91,6 +92,14 @@ class Registry:
         """Every version's lifecycle step, newest version first."""
         with self._states_lock:
             return sorted(self._states.values(), key=lambda s: s.version, reverse=True)
+
+    def add_listener(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` (on the changing thread) after each new snapshot and at close."""
+        self._listeners.append(listener)
+
+    def _tell(self) -> None:
+        for listener in self._listeners:
+            listener()
 
     @property
     def snapshot(self) -> Snapshot:
@@ -118,7 +127,7 @@ class Registry:
         labels = dict(labels or {})
         if default is None and models:
             default = models[0]
-        with self._changed:
+        with self._lock:
             current = self._snapshot
             if (
                 [m.version for m in models] == current.loaded_versions
@@ -138,26 +147,18 @@ class Registry:
                 serving_label=serving_label,
                 traffic=traffic,
             )
-            self._changed.notify_all()
-            return self._snapshot
+            snapshot = self._snapshot
+        self._tell()
+        return snapshot
 
     def refresh(self) -> None:
-        """Wake watchers with the same content under a new generation (a route was ejected)."""
-        with self._changed:
+        """Tell listeners of the same content under a new generation (a route was ejected)."""
+        with self._lock:
             current = self._snapshot
             self._snapshot = replace(current, generation=current.generation + 1)
-            self._changed.notify_all()
-
-    def wait_for_change(self, generation: int, timeout: float) -> Snapshot:
-        """Block until the generation differs from ``generation``, closing, or ``timeout``."""
-        with self._changed:
-            self._changed.wait_for(
-                lambda: self._closed or self._snapshot.generation != generation, timeout
-            )
-            return self._snapshot
+        self._tell()
 
     def close(self) -> None:
-        """Wake every watcher so its stream can end cleanly."""
-        with self._changed:
-            self._closed = True
-            self._changed.notify_all()
+        """Tell every listener, so watch streams can end cleanly."""
+        self._closed = True
+        self._tell()

@@ -1,134 +1,93 @@
-"""The squarenet.v1.Predictor service: thin gRPC transport over the registry.
+"""The squarenet.v1.Predictor service: Predict, GetModel and WatchModel over the registry.
 
-Every failure leaves through one place, :func:`abort_call`, as a
-``context.abort`` with a status code and a message written for the client; an exception
-escaping a handler would reach the client as UNKNOWN with its text, which is a bug.
+Its answers raise :class:`~predictor_service.wire.CallError` for a call they cannot answer;
+``wire`` turns that into the call's status, so no failure leaves any other way.
 """
 
 from __future__ import annotations
 
-import logging
+import asyncio
 import math
-import threading
-import time
-from collections.abc import Callable, Iterator
-from typing import Any, NoReturn
+from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 import numpy as np
 
-from predictor_service import metrics
-from predictor_service.encoding import PredictCall, encode_response
+from predictor_service.encoding import PredictCall, decode_request, encode_response
 from predictor_service.registry import Registry, ServedModel, Snapshot
 from predictor_service.traffic import routed, traffic_summary
-from predictor_service.versions import (
-    BadVersionName,
-    NoModelLoaded,
-    VersionError,
-    VersionNotLoaded,
-    resolve,
-)
-from squarenet.v1 import predictor_pb2, predictor_pb2_grpc
-
-log = logging.getLogger(__name__)
+from predictor_service.versions import resolve
+from predictor_service.wire import CallError, Method
+from squarenet.v1 import predictor_pb2
 
 #: Larger magnitudes overflow the float32 the model computes in.
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 #: Up to this many values a call is checked in plain Python, beyond it with NumPy.
 _SMALL_BATCH = 16
-#: How often an idle WatchModel stream checks that its client is still there.
-_WATCH_CHECK_SECONDS = 1.0
-
-_OK = grpc.StatusCode.OK
 
 
-class CallError(Exception):
-    """A call that cannot be answered: its status code and a message for the client."""
+class Changes:
+    """Wakes the event loop's WatchModel streams when the registry changes, from any thread.
 
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+    The poller publishes on its own thread; the streams wait on the event loop. Each change
+    fires the current event and puts a fresh one in its place, so a stream that takes the
+    event before it reads the snapshot cannot miss a change between the two.
+    """
 
+    def __init__(self, registry: Registry) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._event = asyncio.Event()
+        registry.add_listener(self._from_any_thread)
 
-#: How every protocol answers a version that cannot be used.
-_VERSION_CODES: dict[type[VersionError], grpc.StatusCode] = {
-    NoModelLoaded: grpc.StatusCode.UNAVAILABLE,
-    VersionNotLoaded: grpc.StatusCode.NOT_FOUND,
-    BadVersionName: grpc.StatusCode.INVALID_ARGUMENT,
-}
+    def _from_any_thread(self) -> None:
+        self._loop.call_soon_threadsafe(self._fire)
 
+    def _fire(self) -> None:
+        event, self._event = self._event, asyncio.Event()
+        event.set()
 
-def version_call_error(error: VersionError) -> CallError:
-    """The status a version error leaves with, whatever the protocol."""
-    return CallError(_VERSION_CODES[type(error)], str(error))
-
-
-def abort_call(
-    context: grpc.ServicerContext, method: str, started: float, error: CallError
-) -> NoReturn:
-    """The one place errors leave: count the call by its code, then end it with the status."""
-    metrics.recorder(method, error.code)(time.perf_counter() - started)
-    context.abort(error.code, error.message)
-    raise AssertionError("context.abort returned")  # pragma: no cover
+    @property
+    def next(self) -> asyncio.Event:
+        """The event the next change sets."""
+        return self._event
 
 
-def answer_call(method: str, context: grpc.ServicerContext, call: Callable[[], Any]) -> Any:
-    """Run ``call`` for the standard protocols' servicers; every refusal leaves through
-    abort_call, and anything unexpected becomes INTERNAL (never UNKNOWN), counted under
-    ``method``."""
-    started = time.perf_counter()
-    try:
-        response = call()
-    except CallError as exc:
-        abort_call(context, method, started, exc)
-    except VersionError as exc:
-        abort_call(context, method, started, version_call_error(exc))
-    except Exception:
-        log.exception("%s failed unexpectedly", method)
-        error = CallError(grpc.StatusCode.INTERNAL, f"{method} failed; see the predictor's log")
-        abort_call(context, method, started, error)
-    metrics.recorder(method, grpc.StatusCode.OK)(time.perf_counter() - started)
-    return response
-
-
-class PredictorServicer(predictor_pb2_grpc.PredictorServicer):
+class PredictorServicer:
     """Predict, GetModel and WatchModel, answered from the registry's current snapshot."""
 
     def __init__(self, registry: Registry, *, max_batch: int, max_watchers: int) -> None:
         self._registry = registry
         self._max_batch = max_batch
-        # Each stream holds a server thread: bound them so Predict always has threads left.
+        # Each stream holds a little memory and a wake-up per change: bound them.
         self._max_watchers = max_watchers
-        self._watch_slots = threading.BoundedSemaphore(max_watchers)
+        self._watchers = 0
+        self._changes = Changes(registry)
+
+    def methods(self) -> dict[str, Method]:
+        """The service's methods for ``wire.add_service``."""
+        return {
+            # Predict reads the request's bytes itself and answers the encoded response.
+            "Predict": Method(
+                self.Predict,
+                predictor_pb2.PredictRequest,
+                predictor_pb2.PredictResponse,
+                parse=decode_request,
+            ),
+            "GetModel": Method(self.GetModel, predictor_pb2.GetModelRequest, predictor_pb2.Model),
+            "WatchModel": Method(
+                self.WatchModel, predictor_pb2.WatchModelRequest, predictor_pb2.Model, streams=True
+            ),
+        }
 
     # --- Predict ----------------------------------------------------------------------
 
-    def Predict(  # noqa: N802 (the proto's name)
-        self, request: PredictCall, context: grpc.ServicerContext
-    ) -> bytes:
+    def Predict(self, request: PredictCall) -> bytes:  # noqa: N802 (the proto's name)
         """y for every x, the version that answered, and which x lie outside its domain.
 
         Takes the decoded call and answers the encoded PredictResponse (``encoding``): the
         one-value call, the commonest, never builds a protobuf message.
         """
-        started = time.perf_counter()
-        try:
-            response = self._predict(request)
-        except CallError as exc:
-            abort_call(context, "Predict", started, exc)
-        except Exception:
-            log.exception("Predict failed unexpectedly")
-            abort_call(
-                context,
-                "Predict",
-                started,
-                CallError(grpc.StatusCode.INTERNAL, "prediction failed; see the predictor's log"),
-            )
-        metrics.recorder("Predict", _OK)(time.perf_counter() - started)
-        return response
-
-    def _predict(self, request: PredictCall) -> bytes:
         count = len(request.x)
         if count == 0:
             raise CallError(grpc.StatusCode.INVALID_ARGUMENT, "x is empty: send at least one value")
@@ -175,60 +134,45 @@ class PredictorServicer(predictor_pb2_grpc.PredictorServicer):
             model = routed(snapshot)  # the commonest call: no version named
             if model is not None:
                 return model
-        try:
-            return resolve(snapshot, request.version, request.version_label)
-        except VersionError as exc:
-            raise version_call_error(exc) from None
+        return resolve(snapshot, request.version, request.version_label)
 
     # --- GetModel and WatchModel --------------------------------------------------------
 
-    def GetModel(  # noqa: N802 (the proto's name)
-        self, request: predictor_pb2.GetModelRequest, context: grpc.ServicerContext
-    ) -> predictor_pb2.Model:
+    def GetModel(self, request: predictor_pb2.GetModelRequest) -> predictor_pb2.Model:  # noqa: N802
         """The model served by default, with every version loaded for pinning and the labels."""
-        started = time.perf_counter()
         snapshot = self._registry.snapshot
         if snapshot.default is None:
-            abort_call(
-                context,
-                "GetModel",
-                started,
-                CallError(grpc.StatusCode.UNAVAILABLE, "no model loaded yet"),
-            )
-        metrics.recorder("GetModel", _OK)(time.perf_counter() - started)
+            raise CallError(grpc.StatusCode.UNAVAILABLE, "no model loaded yet")
         return _model_message(snapshot)
 
-    def WatchModel(  # noqa: N802 (the proto's name)
-        self, request: predictor_pb2.WatchModelRequest, context: grpc.ServicerContext
-    ) -> Iterator[predictor_pb2.Model]:
+    async def WatchModel(  # noqa: N802 (the proto's name)
+        self, request: predictor_pb2.WatchModelRequest, context: Any
+    ) -> AsyncIterator[predictor_pb2.Model]:
         """The current model at once (or as soon as there is one), then every change.
 
-        Ends cleanly (OK) when the server shuts down; ends when the client goes away.
+        Ends cleanly (OK) when the server shuts down; a client that goes away cancels it.
         """
-        started = time.perf_counter()
-        if not self._watch_slots.acquire(blocking=False):
-            abort_call(
-                context,
-                "WatchModel",
-                started,
-                CallError(
-                    grpc.StatusCode.RESOURCE_EXHAUSTED,
-                    f"{self._max_watchers} WatchModel streams are open already; retry later",
-                ),
+        if self._watchers >= self._max_watchers:
+            raise CallError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"{self._max_watchers} WatchModel streams are open already; retry later",
             )
+        self._watchers += 1
         try:
             registry = self._registry
-            snapshot = registry.snapshot
             sent_generation: int | None = None
-            while context.is_active() and not registry.closed:
+            while True:
+                change = self._changes.next  # taken before the snapshot is read
+                snapshot = registry.snapshot
+                if registry.closed:
+                    return
                 if snapshot.default is not None and snapshot.generation != sent_generation:
                     sent_generation = snapshot.generation
                     yield _model_message(snapshot)
-                snapshot = registry.wait_for_change(snapshot.generation, _WATCH_CHECK_SECONDS)
+                else:
+                    await change.wait()
         finally:
-            self._watch_slots.release()
-        code = _OK if registry.closed else grpc.StatusCode.CANCELLED
-        metrics.recorder("WatchModel", code)(time.perf_counter() - started)
+            self._watchers -= 1
 
 
 def _bad_value(value: float, index: int) -> CallError:

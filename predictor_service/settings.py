@@ -47,7 +47,10 @@ class PredictorSettings(BaseSettings):
     )
     workers: int = Field(1, ge=1, le=64, description="Server processes sharing the port.")
     threads: int = Field(
-        32, ge=2, le=1024, description="Threads per process answering calls (and watch streams)."
+        32,
+        ge=2,
+        le=1024,
+        description="Threads per process answering large calls (the event loop answers the rest).",
     )
 
     max_connection_age: float = Field(
@@ -103,7 +106,7 @@ class PredictorSettings(BaseSettings):
 
     @property
     def max_watchers(self) -> int:
-        """WatchModel streams allowed at once: half the threads, so calls always get the rest."""
+        """WatchModel streams allowed at once (half the threads): each holds memory and a wake-up."""
         return max(1, self.threads // 2)
 
     @property

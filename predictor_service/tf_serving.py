@@ -20,10 +20,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from predictor_service.registry import Registry, ServedModel
-from predictor_service.servicer import CallError, answer_call
 from predictor_service.versions import resolve
 from predictor_service.views import LEAF, NotCarvable, carve, only_span, tag, varint, walked
-from predictor_service.wire import Method, add_service
+from predictor_service.wire import CallError, Method
 from squarenet.third_party.tensorflow.core.framework import (
     tensor_pb2,
     tensor_shape_pb2,
@@ -194,11 +193,35 @@ class TensorFlowServingServicer:
 
     # --- PredictionService -------------------------------------------------------------
 
-    def Predict(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
-        """output_0 = the model's y for the signature input x."""
-        return answer_call("tensorflow.serving.Predict", context, lambda: self._predict(request))
+    def prediction_methods(self) -> dict[str, Method]:
+        """PredictionService's Predict and GetModelMetadata; its others are UNIMPLEMENTED."""
+        return {
+            # Predict reads its input's values in place and answers encoded bytes.
+            "Predict": Method(
+                self.Predict,
+                predict_pb2.PredictRequest,
+                predict_pb2.PredictResponse,
+                parse=decode_predict,
+            ),
+            "GetModelMetadata": Method(
+                self.GetModelMetadata,
+                get_model_metadata_pb2.GetModelMetadataRequest,
+                get_model_metadata_pb2.GetModelMetadataResponse,
+            ),
+        }
 
-    def _predict(self, call: TensorCall) -> bytes:
+    def model_methods(self) -> dict[str, Method]:
+        """ModelService's GetModelStatus; HandleReloadConfigRequest is UNIMPLEMENTED."""
+        return {
+            "GetModelStatus": Method(
+                self.GetModelStatus,
+                get_model_status_pb2.GetModelStatusRequest,
+                get_model_status_pb2.GetModelStatusResponse,
+            ),
+        }
+
+    def Predict(self, call: TensorCall) -> bytes:  # noqa: N802
+        """output_0 = the model's y for the signature input x."""
         request = call.message
         model = self._model(request.model_spec)
         signature = request.model_spec.signature_name or SIGNATURE
@@ -264,13 +287,8 @@ class TensorFlowServingServicer:
             raise _invalid(f"x[{bad}] is {float(x[bad])!r}: every value must be finite (float32)")
         return x
 
-    def GetModelMetadata(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+    def GetModelMetadata(self, request: Any) -> Any:  # noqa: N802
         """The serving_default signature (the only metadata field TensorFlow Serving offers)."""
-        return answer_call(
-            "tensorflow.serving.GetModelMetadata", context, lambda: self._metadata(request)
-        )
-
-    def _metadata(self, request: Any) -> Any:
         model = self._model(request.model_spec)
         fields = list(request.metadata_field)
         if fields != ["signature_def"]:
@@ -302,13 +320,8 @@ class TensorFlowServingServicer:
 
     # --- ModelService ------------------------------------------------------------------
 
-    def GetModelStatus(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+    def GetModelStatus(self, request: Any) -> Any:  # noqa: N802
         """Each version's state through the hot-swap lifecycle: LOADING, AVAILABLE, END."""
-        return answer_call(
-            "tensorflow.serving.GetModelStatus", context, lambda: self._status(request)
-        )
-
-    def _status(self, request: Any) -> Any:
         spec = request.model_spec
         self._check_name(spec)
         states = self._registry.states()
@@ -339,32 +352,3 @@ class TensorFlowServingServicer:
                 for state in states
             ]
         )
-
-
-def add_tf_serving(servicer: TensorFlowServingServicer, server: grpc.Server) -> None:
-    """Register Predict, GetModelMetadata and GetModelStatus; the others are UNIMPLEMENTED."""
-    prediction: dict[str, Method] = {
-        "Predict": (
-            servicer.Predict,
-            predict_pb2.PredictRequest,
-            predict_pb2.PredictResponse,
-            False,
-        ),
-        "GetModelMetadata": (
-            servicer.GetModelMetadata,
-            get_model_metadata_pb2.GetModelMetadataRequest,
-            get_model_metadata_pb2.GetModelMetadataResponse,
-            False,
-        ),
-    }
-    status: dict[str, Method] = {
-        "GetModelStatus": (
-            servicer.GetModelStatus,
-            get_model_status_pb2.GetModelStatusRequest,
-            get_model_status_pb2.GetModelStatusResponse,
-            False,
-        ),
-    }
-    # Predict reads its input's values in place and answers encoded bytes.
-    add_service(server, PREDICTION_SERVICE, prediction, parsers={"Predict": decode_predict})
-    add_service(server, MODEL_SERVICE, status)

@@ -19,13 +19,14 @@ route names) changes.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import random
 import threading
 import time
 import zlib
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -73,28 +74,29 @@ SHADOW_DROPPED = Counter(
 
 # --- sessions -------------------------------------------------------------------------------
 
-_session = threading.local()
+_session: contextvars.ContextVar[str] = contextvars.ContextVar("session", default="")
 
 
 def session_key() -> str:
-    """The ``x-squarenet-session`` of the call this thread is answering ('' when none)."""
-    return getattr(_session, "key", "")
+    """The ``x-squarenet-session`` of the call being answered ('' when none)."""
+    return _session.get()
 
 
-class SessionInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
-    """Makes a call's session key visible to route choice, on the thread that answers it.
+class SessionInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Makes a call's session key visible to route choice, in the call's own context.
 
     Calls without the key pass through untouched; with it, the unary handler is wrapped to
-    set the key for the call's duration (streams do not pick routes).
+    set the key for the call (each call runs in a task of its own, so it sees only its key;
+    streams do not pick routes).
     """
 
-    def intercept_service(
+    async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler | None:
         """Wrap the handler of a unary call that carries a session key."""
-        handler = continuation(handler_call_details)
+        handler = await continuation(handler_call_details)
         key = ""
         for name, value in handler_call_details.invocation_metadata or ():
             if name == SESSION_KEY:
@@ -104,12 +106,9 @@ class SessionInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             return handler
         behaviour = handler.unary_unary
 
-        def with_session(request: Any, context: grpc.ServicerContext) -> Any:
-            _session.key = key
-            try:
-                return behaviour(request, context)
-            finally:
-                _session.key = ""
+        async def with_session(request: Any, context: Any) -> Any:
+            _session.set(key)
+            return await behaviour(request, context)
 
         return grpc.unary_unary_rpc_method_handler(
             with_session,
