@@ -36,6 +36,7 @@ def wait_for_store(settings: Settings) -> None:
     ends the process at once: nothing has started yet)."""
     if store_problem(settings) is None:
         return
+    time.sleep(STORE_POLL_SECONDS)
     while store_problem(settings) is not None:
         time.sleep(STORE_POLL_SECONDS)
     log.info("model store %s is writable: starting the job runner", settings.model_store)

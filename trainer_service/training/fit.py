@@ -90,13 +90,17 @@ def fit(
     if resume is not None:
         history = _restore(resume, model, optimizer, rng, stopper)
     n_train = len(data.x_train)
+
+    def save() -> None:
+        if checkpoint is not None and history:
+            state = _state(
+                seed, history, model=model, optimizer=optimizer, rng=rng, stopper=stopper
+            )
+            checkpoint.save(state)
+
     for epoch in range(len(history) + 1, params.epochs + 1):
         if should_stop():
-            if checkpoint is not None and history:  # a pod stopped by SIGTERM loses nothing
-                checkpoint.save(
-                    _state(seed, history, model=model, optimizer=optimizer, rng=rng,
-                           stopper=stopper)
-                )  # fmt: skip
+            save()  # a pod stopped by SIGTERM loses nothing
             raise TrainingCancelled(f"cancelled before epoch {epoch} of {params.epochs}")
         loss, val_loss = run_epoch(rng.permutation(n_train).astype(np.int32))
         report = EpochReport(
@@ -113,9 +117,7 @@ def fit(
             if model.stop_training:
                 break
         if checkpoint is not None and checkpoint.due():
-            checkpoint.save(
-                _state(seed, history, model=model, optimizer=optimizer, rng=rng, stopper=stopper)
-            )
+            save()
     best_epoch = None
     if stopper is not None:
         stopper.on_train_end()  # restores the best weights, as Keras does
