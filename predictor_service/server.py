@@ -32,7 +32,7 @@ from predictor_service.registry import Registry, Snapshot
 from predictor_service.servicer import PredictorServicer
 from predictor_service.settings import PredictorSettings
 from predictor_service.supervisor import follow_supervisor
-from predictor_service.traffic import EjectionPolicy, Planner, SessionInterceptor
+from predictor_service.traffic import EjectionPolicy, Planner
 from predictor_service.wire import add_service
 from squarenet.store import ModelStore
 from squarenet.v1 import predictor_pb2
@@ -121,7 +121,7 @@ async def _serve(settings: PredictorSettings) -> int:
     for service in _HEALTH_SERVICES:
         await health_servicer.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
 
-    server = grpc.aio.server(options=server_options(settings), interceptors=[SessionInterceptor()])
+    server = grpc.aio.server(options=server_options(settings))
     executor = ThreadPoolExecutor(max_workers=settings.threads, thread_name_prefix="grpc")
     protocols = add_protocols(settings, registry, server, executor)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

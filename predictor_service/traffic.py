@@ -19,21 +19,20 @@ route names) changes.
 
 from __future__ import annotations
 
-import contextvars
 import logging
 import random
 import threading
 import time
 import zlib
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import grpc
 import numpy as np
 from prometheus_client import Counter, Gauge, Histogram
 
+from predictor_service.in_flight import current_call
 from predictor_service.registry import ServedModel, Snapshot
 from predictor_service.runtime import Values, Vector
 from squarenet.rollouts import TOTAL_WEIGHT, Traffic
@@ -74,47 +73,20 @@ SHADOW_DROPPED = Counter(
 
 # --- sessions -------------------------------------------------------------------------------
 
-_session: contextvars.ContextVar[str] = contextvars.ContextVar("session", default="")
-
 
 def session_key() -> str:
-    """The ``x-squarenet-session`` of the call being answered ('' when none)."""
-    return _session.get()
+    """The ``x-squarenet-session`` of the call being answered ('' when none).
 
-
-class SessionInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Makes a call's session key visible to route choice, in the call's own context.
-
-    Calls without the key pass through untouched; with it, the unary handler is wrapped to
-    set the key for the call (each call runs in a task of its own, so it sees only its key;
-    streams do not pick routes).
+    Read from the call's metadata only when a route is chosen, so calls without a traffic
+    document pay nothing for sessions.
     """
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
-        """Wrap the handler of a unary call that carries a session key."""
-        handler = await continuation(handler_call_details)
-        key = ""
-        for name, value in handler_call_details.invocation_metadata or ():
-            if name == SESSION_KEY:
-                key = value if isinstance(value, str) else value.decode("utf-8", "replace")
-                break
-        if not key or handler is None or handler.unary_unary is None:
-            return handler
-        behaviour = handler.unary_unary
-
-        async def with_session(request: Any, context: Any) -> Any:
-            _session.set(key)
-            return await behaviour(request, context)
-
-        return grpc.unary_unary_rpc_method_handler(
-            with_session,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+    context = current_call.get()
+    if context is None:
+        return ""
+    for name, value in context.invocation_metadata() or ():
+        if name == SESSION_KEY:
+            return value if isinstance(value, str) else value.decode("utf-8", "replace")
+    return ""
 
 
 # --- measuring answers ------------------------------------------------------------------------

@@ -33,7 +33,7 @@ import grpc
 from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
 
 from predictor_service import metrics
-from predictor_service.in_flight import CALLS
+from predictor_service.in_flight import CALLS, current_call
 from predictor_service.versions import (
     BadVersionName,
     NoModelLoaded,
@@ -121,10 +121,11 @@ def unary_handler(name: str, answer: Answer, executor: Executor) -> Callable[...
 
     async def handle(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         started = time.perf_counter()
+        current_call.set(context)  # the call's own task: no reset needed
         CALLS.enter()
         try:
             if type(request) is Offloaded:
-                run = contextvars.copy_context().run  # the call's session key goes along
+                run = contextvars.copy_context().run  # current_call goes along
                 loop = asyncio.get_running_loop()
                 response = await loop.run_in_executor(executor, run, answer, request.request)
             elif type(request) is MalformedRequest:

@@ -17,7 +17,7 @@ import grpc
 import pytest
 from google.protobuf.wrappers_pb2 import StringValue  # type: ignore[import-untyped]
 
-from predictor_service.traffic import SessionInterceptor, session_key
+from predictor_service.traffic import session_key
 from predictor_service.versions import VersionNotLoaded
 from predictor_service.wire import OFFLOAD_FROM_BYTES, CallError, Method, add_service
 
@@ -60,7 +60,7 @@ def channel(answers: Answers) -> Iterator[grpc.Channel]:
     port: list[int] = []
 
     async def serve() -> grpc.aio.Server:
-        server = grpc.aio.server(interceptors=[SessionInterceptor()])
+        server = grpc.aio.server()
         methods = {
             "Where": Method(answers.where, StringValue, StringValue),
             "Fail": Method(answers.fail, StringValue, StringValue),
