@@ -2,10 +2,11 @@
 
 Three servers run on this machine in the same run, each a separate process:
 
-* **echo** — a minimal grpcio server with the predictor's settings (sync server, same
-  thread pool, same message limits) whose Predict returns the request's bytes untouched (no
-  decoding, no encoding, no work);
-* **aio echo** — the same echo on a ``grpc.aio`` server (one event loop, no thread pool).
+* **echo** — a minimal grpcio thread-pool server (``grpc.server``) with the predictor's
+  settings (same thread count, same message limits) whose Predict returns the request's
+  bytes untouched (no decoding, no encoding, no work);
+* **aio echo** — the same echo on a ``grpc.aio`` server (one event loop, no thread pool),
+  the server model the predictor runs on.
   The faster of the two echoes, figure by figure, is **the ceiling**: the most a Python
   grpcio server does on this machine. Both run in every round, so which server model
   reaches it is measured, not assumed;
