@@ -25,9 +25,6 @@ class CallsInFlight:
 
     def __init__(self) -> None:
         self.count = 0
-        #: Calls cancelled while the server was stopping: the grace period cut them off.
-        self.cut_off = 0
-        self.stopping = False
 
     def enter(self) -> None:
         """A call's handler started."""
@@ -38,11 +35,6 @@ class CallsInFlight:
         """A call's handler ended, answered or not."""
         self.count -= 1
         metrics.CALLS_IN_FLIGHT.dec()
-
-    def cancelled(self) -> None:
-        """A call was cancelled: by its client, or by the end of the grace period."""
-        if self.stopping:
-            self.cut_off += 1
 
 
 #: The process's one count: every unary handler of every protocol reports to it.

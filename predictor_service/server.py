@@ -192,7 +192,6 @@ async def _serve(settings: PredictorSettings) -> int:
 
     await health_servicer.enter_graceful_shutdown()  # NOT_SERVING; health watches end
     registry.close()  # WatchModel streams end
-    CALLS.stopping = True
     stopped = asyncio.ensure_future(server.stop(settings.grace_period))
     await asyncio.sleep(0)  # the server refuses new calls from here on
     log.info(
@@ -200,14 +199,16 @@ async def _serve(settings: PredictorSettings) -> int:
         CALLS.count,
         settings.grace_period,
     )
+    deadline = loop.time() + settings.grace_period
+    while CALLS.count and loop.time() < deadline:
+        await asyncio.sleep(0.01)
+    cut_off = CALLS.count  # handlers still running when the grace period ended
     await stopped
     poller.stop()
     executor.shutdown(wait=False, cancel_futures=True)
-    if CALLS.cut_off:
+    if cut_off:
         log.warning(
-            "stopped: %d calls cut off by the %.1f s grace period",
-            CALLS.cut_off,
-            settings.grace_period,
+            "stopped: %d calls cut off by the %.1f s grace period", cut_off, settings.grace_period
         )
     else:
         log.info("stopped: every call in flight was answered")

@@ -136,9 +136,6 @@ def unary_handler(name: str, answer: Answer, executor: Executor) -> Callable[...
             error = exc
         except VersionError as exc:
             error = version_call_error(exc)
-        except asyncio.CancelledError:
-            CALLS.cancelled()
-            raise
         except Exception:
             log.exception("%s failed unexpectedly", name)
             error = CallError(grpc.StatusCode.INTERNAL, f"{name} failed; see the predictor's log")

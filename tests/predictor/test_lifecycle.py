@@ -165,10 +165,10 @@ class Outcome:
 
 
 def sigterm_during_big_calls(
-    launcher: Launcher, store: ModelStore
+    launcher: Launcher, store: ModelStore, grace_period: str = "30"
 ) -> tuple[ShutdownReport, list[Outcome], float]:
     """SIGTERM a predictor while three callers send large batches back to back."""
-    predictor = launcher.start(store, "--max-batch", "500000", "--grace-period", "30")
+    predictor = launcher.start(store, "--max-batch", "500000", "--grace-period", grace_period)
     predictor.wait_serving()
     request = predictor_pb2.PredictRequest(x=[0.25] * 500_000)  # a call that takes a while
     channel = grpc.insecure_channel(
@@ -213,15 +213,7 @@ def test_sigterm_lets_calls_in_flight_finish(
     client-side time around the signal would be a guess that a busy machine breaks.
     """
     add_version(store, trained_versions[0])
-    tries = 0
-    while True:
-        tries += 1
-        report, outcomes, sigterm_sent = sigterm_during_big_calls(launcher, store)
-        if report.in_flight:
-            break
-        if tries == SIGTERM_TRIES:
-            pytest.fail(f"no SIGTERM in {SIGTERM_TRIES} found a call in the server's hands")
-    print(f"\nSIGTERM (try {tries}) with {report.in_flight} calls in flight: {report}")
+    report, outcomes, sigterm_sent = held_at_sigterm(launcher, store, "30")
     assert report.cut_off == 0  # every call the server held was answered within the grace
     answered_after = [
         o for o in outcomes if o.code is grpc.StatusCode.OK and o.ended > sigterm_sent
@@ -231,6 +223,32 @@ def test_sigterm_lets_calls_in_flight_finish(
     # but not yet started it); never an error, never a deadline.
     refused = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED}
     assert all(o.code is grpc.StatusCode.OK or o.code in refused for o in outcomes), outcomes
+
+
+def held_at_sigterm(
+    launcher: Launcher, store: ModelStore, grace_period: str
+) -> tuple[ShutdownReport, list[Outcome], float]:
+    """``sigterm_during_big_calls`` until a SIGTERM finds a call in the server's hands."""
+    for tries in range(1, SIGTERM_TRIES + 1):
+        report, outcomes, sigterm_sent = sigterm_during_big_calls(launcher, store, grace_period)
+        if report.in_flight:
+            print(f"\nSIGTERM (try {tries}) with {report.in_flight} calls in flight: {report}")
+            return report, outcomes, sigterm_sent
+    pytest.fail(f"no SIGTERM in {SIGTERM_TRIES} found a call in the server's hands")
+
+
+@pytest.mark.slow
+def test_calls_the_grace_period_cuts_off_are_counted_and_end_cancelled(
+    launcher: Launcher, store: ModelStore, trained_versions: list[Path]
+) -> None:
+    """With no grace period every call the server held is cut off: the log counts each one,
+    and its client gets CANCELLED or UNAVAILABLE, never an error of the server's."""
+    add_version(store, trained_versions[0])
+    report, outcomes, _sigterm_sent = held_at_sigterm(launcher, store, "0")
+    assert report.cut_off == report.in_flight
+    refused = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED}
+    assert all(o.code is grpc.StatusCode.OK or o.code in refused for o in outcomes), outcomes
+    assert any(o.code in refused for o in outcomes), outcomes
 
 
 def test_watch_streams_are_bounded_so_predict_always_has_threads(
