@@ -12,7 +12,11 @@ Latency is one-value calls at concurrency 1 (p50), throughput one-value calls/s 
 concurrency 8 from separate client processes (``serving.py``'s load), measured interleaved
 so machine noise hits all three alike. Then the gate: one label move's judgement with a
 sealed measurement (LiteRT on a 10,001-point grid), and the measurement of a version
-published without one (a child process loads its SavedModel). Nothing fails on a number.
+published without one (a child process loads its SavedModel). Last, what the live exact
+error adds to each answer: on the caller, a loaded version's measured runtime against the
+runtime under it in a warm loop (it only queues the answer), and off the call, measuring a
+batch of queued answers, per answer, against the answer itself (one value and 1,000
+values, interleaved rounds). Nothing fails on a number.
 
     python bench/rollout_costs.py           # about a minute and a half
     python bench/rollout_costs.py --quick   # shorter runs
@@ -33,6 +37,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from rich.console import Console
 from serving import (
     LOAD_PROCESSES,
@@ -92,6 +97,48 @@ def _p50(port: int, calls: int) -> float:
     return statistics.median(latency_run(port, calls))
 
 
+def _per_answer(predict: Any, x: Any, calls: int) -> float:
+    """Median seconds of one ``predict(x)`` over ``calls`` calls in a warm loop."""
+    times = []
+    for _ in range(calls):
+        started = time.perf_counter()
+        predict(x)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def _batch_cost(measured: Any, x: Any, answers: int, calls: int) -> float:
+    """Median seconds per answer of measuring a batch of ``answers`` answers to ``x``."""
+    batch = [(x, measured.inner.predict(x))] * answers
+    return _per_answer(measured.measure, batch, calls) / answers
+
+
+def _measuring_cost(store: ModelStore, version: int, rounds: int, calls: int) -> dict[str, Any]:
+    """Seconds per answer: the caller's (measured runtime against the runtime under it, in a
+    warm loop) and the background thread's (measuring a batch, per answer in it)."""
+    from predictor_service.loader import load_version
+    from predictor_service.traffic import MeasuredRuntime
+    from squarenet.store import folder_fingerprint
+
+    folder = store.version_dir("square", version)
+    model = load_version(store, "square", version, "litert", folder_fingerprint(folder))
+    measured = model.runtime
+    assert isinstance(measured, MeasuredRuntime)  # the loader wraps every version
+    one = np.frombuffer(np.array([0.5]).tobytes(), "<f8")  # as the wire decodes a call
+    bulk = np.frombuffer(np.linspace(model.domain_min, model.domain_max, 1000).tobytes(), "<f8")
+    return interleaved(
+        rounds,
+        {
+            "measured, 1": partial(_per_answer, measured.predict, one, calls),
+            "inner, 1": partial(_per_answer, measured.inner.predict, one, calls),
+            "batch, 1": partial(_batch_cost, measured, one, 200, calls // 100),
+            "measured, 1000": partial(_per_answer, measured.predict, bulk, calls),
+            "inner, 1000": partial(_per_answer, measured.inner.predict, bulk, calls),
+            "batch, 1000": partial(_batch_cost, measured, bulk, 20, calls // 100),
+        },
+    )
+
+
 def measure(quick: bool, console: Console) -> list[Figure]:
     """Every figure, in one run."""
     rounds = 2 if quick else 6
@@ -140,6 +187,8 @@ def measure(quick: bool, console: Console) -> list[Figure]:
         started = time.perf_counter()
         _measure_in_child(unsealed)
         child = time.perf_counter() - started
+        console.print("live exact error per answer ...")
+        cost = _measuring_cost(gate_store, sealed.version, rounds, 2000 if quick else 20000)
 
     label_p50, label_rate = median(p50["label"]), median(rate["label"])
     split_rate = median(rate["split"])
@@ -155,6 +204,18 @@ def measure(quick: bool, console: Console) -> list[Figure]:
                "calls/s", label_rate, "one label"),
         Figure("gate: judge a label move (sealed measurement)", median(judged) * 1e3, "ms"),
         Figure("gate: measure a version without gate.json (child)", child, "s"),
+        *(
+            Figure(f"live exact error: the caller, {n} value{'s' if n > 1 else ''}, warm loop",
+                   median(cost[f"measured, {n}"]) * 1e6, "µs",
+                   median(cost[f"inner, {n}"]) * 1e6, "the same runtime unmeasured")
+            for n in (1, 1000)
+        ),
+        *(
+            Figure(f"live exact error: measuring it off the call, {n} value{'s' if n > 1 else ''}",
+                   median(cost[f"batch, {n}"]) * 1e6, "µs per answer",
+                   median(cost[f"inner, {n}"]) * 1e6, "the answer itself (LiteRT)")
+            for n in (1, 1000)
+        ),
     ]  # fmt: skip
 
 

@@ -9,6 +9,7 @@ import numpy as np
 
 from predictor_service.registry import ServedModel
 from predictor_service.runtime import ModelLoadError, load_runtime
+from predictor_service.traffic import MeasuredRuntime
 from squarenet.store import TFLITE_FILE, BrokenVersion, Fingerprint, ModelStore
 
 _WARM_INPUT = [0.0, 1.0]
@@ -42,7 +43,7 @@ def load_version(
         created_at=str(metadata.get("created_at", "")),
         job_id=str(metadata.get("job_id", "")),
         metrics=_numeric_metrics(metadata.get("metrics")),
-        runtime=runtime,
+        runtime=MeasuredRuntime(runtime, version, (domain_min, domain_max)),
         fingerprint=print_,
     )
 

@@ -73,7 +73,10 @@ def add_protocols(
     ``--runtime tensorflow`` those services are left out.
     """
     own = PredictorServicer(
-        registry, max_batch=settings.max_batch, max_watchers=settings.max_watchers
+        registry,
+        model_name=settings.model_name,
+        max_batch=settings.max_batch,
+        max_watchers=settings.max_watchers,
     )
     add_service(server, SERVICE_NAME, own.methods(), executor)
     v2 = OpenInferenceServicer(

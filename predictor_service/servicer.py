@@ -56,8 +56,11 @@ class Changes:
 class PredictorServicer:
     """Predict, GetModel and WatchModel, answered from the registry's current snapshot."""
 
-    def __init__(self, registry: Registry, *, max_batch: int, max_watchers: int) -> None:
+    def __init__(
+        self, registry: Registry, *, model_name: str, max_batch: int, max_watchers: int
+    ) -> None:
         self._registry = registry
+        self._model_name = model_name
         self._max_batch = max_batch
         # Each stream holds a little memory and a wake-up per change: bound them.
         self._max_watchers = max_watchers
@@ -143,7 +146,7 @@ class PredictorServicer:
         snapshot = self._registry.snapshot
         if snapshot.default is None:
             raise CallError(grpc.StatusCode.UNAVAILABLE, "no model loaded yet")
-        return _model_message(snapshot)
+        return _model_message(snapshot, self._model_name)
 
     async def WatchModel(  # noqa: N802 (the proto's name)
         self, request: predictor_pb2.WatchModelRequest, context: Any
@@ -168,7 +171,7 @@ class PredictorServicer:
                     return
                 if snapshot.default is not None and snapshot.generation != sent_generation:
                     sent_generation = snapshot.generation
-                    yield _model_message(snapshot)
+                    yield _model_message(snapshot, self._model_name)
                 else:
                     await change.wait()
         finally:
@@ -187,7 +190,7 @@ def _bad_value(value: float, index: int) -> CallError:
     )
 
 
-def _model_message(snapshot: Snapshot) -> predictor_pb2.Model:
+def _model_message(snapshot: Snapshot, model_name: str) -> predictor_pb2.Model:
     model = snapshot.default
     assert model is not None  # noqa: S101 (callers check)
     return predictor_pb2.Model(
@@ -200,4 +203,5 @@ def _model_message(snapshot: Snapshot) -> predictor_pb2.Model:
         loaded_versions=snapshot.loaded_versions,
         labels=dict(snapshot.labels),
         serving_label=snapshot.serving_label,
+        model_name=model_name,
     )

@@ -342,12 +342,15 @@ def local_stack(
 ) -> Iterator[LocalStack]:
     """Trainer and predictor on ``store``, both ready inside the block, both stopped after.
 
-    Logs go to ``logs/trainer.log`` and ``logs/predictor.log``.
+    The trainer knows the predictor (``--predictor``), for the live error it shows. Logs go
+    to ``logs/trainer.log`` and ``logs/predictor.log``.
     """
     store.mkdir(parents=True, exist_ok=True)
+    predictor_port = predictor_port or free_port()
     with (
         running_trainer(
             store, logs / "trainer.log", *trainer_args,
+            "--predictor", f"{LOOPBACK}:{predictor_port}",
             port=trainer_port, env=env, timeout=timeout,
         ) as trainer,
         running_predictor(

@@ -26,6 +26,8 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from squarenet import __version__
+from squarenet.cli.errors import CliError
+from squarenet.cli.predictor_client import parse_target
 from squarenet.tokens import clean_token
 
 DEFAULT_PORT = 8080
@@ -202,6 +204,21 @@ class Settings(BaseSettings):
         description="A label moves only to a version whose MSE on the shared domain is at "
         "most this many times the MSE of the version holding the label now.",
     )
+    predictor: str | None = Field(
+        None,
+        description="HOST:PORT of the predictors (their Service on a cluster): "
+        "GET /v1/models/{model}/live and the dashboard ask it for the live exact error.",
+    )
+
+    @field_validator("predictor")
+    @classmethod
+    def _predictor_address(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            return parse_target(value)
+        except CliError as exc:
+            raise ValueError(str(exc)) from exc
 
     @field_validator("max_event_streams")
     @classmethod

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1csquarenet/v1/predictor.proto\x12\x0csquarenet.v1\"C\n\x0ePredictRequest\x12\t\n\x01x\x18\x01 \x03(\x01\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x15\n\rversion_label\x18\x03 \x01(\t\"C\n\x0fPredictResponse\x12\t\n\x01y\x18\x01 \x03(\x01\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x14\n\x0c\x65xtrapolated\x18\x03 \x03(\x08\"\x11\n\x0fGetModelRequest\"\x13\n\x11WatchModelRequest\"\xd7\x02\n\x05Model\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x12\n\ndomain_min\x18\x02 \x01(\x01\x12\x12\n\ndomain_max\x18\x03 \x01(\x01\x12\x12\n\ncreated_at\x18\x04 \x01(\t\x12\x0e\n\x06job_id\x18\x05 \x01(\t\x12\x31\n\x07metrics\x18\x06 \x03(\x0b\x32 .squarenet.v1.Model.MetricsEntry\x12\x17\n\x0floaded_versions\x18\x07 \x03(\x03\x12/\n\x06labels\x18\x08 \x03(\x0b\x32\x1f.squarenet.v1.Model.LabelsEntry\x12\x15\n\rserving_label\x18\t \x01(\t\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x32\xd9\x01\n\tPredictor\x12\x46\n\x07Predict\x12\x1c.squarenet.v1.PredictRequest\x1a\x1d.squarenet.v1.PredictResponse\x12>\n\x08GetModel\x12\x1d.squarenet.v1.GetModelRequest\x1a\x13.squarenet.v1.Model\x12\x44\n\nWatchModel\x12\x1f.squarenet.v1.WatchModelRequest\x1a\x13.squarenet.v1.Model0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1csquarenet/v1/predictor.proto\x12\x0csquarenet.v1\"C\n\x0ePredictRequest\x12\t\n\x01x\x18\x01 \x03(\x01\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x15\n\rversion_label\x18\x03 \x01(\t\"C\n\x0fPredictResponse\x12\t\n\x01y\x18\x01 \x03(\x01\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x14\n\x0c\x65xtrapolated\x18\x03 \x03(\x08\"\x11\n\x0fGetModelRequest\"\x13\n\x11WatchModelRequest\"\xeb\x02\n\x05Model\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x12\n\ndomain_min\x18\x02 \x01(\x01\x12\x12\n\ndomain_max\x18\x03 \x01(\x01\x12\x12\n\ncreated_at\x18\x04 \x01(\t\x12\x0e\n\x06job_id\x18\x05 \x01(\t\x12\x31\n\x07metrics\x18\x06 \x03(\x0b\x32 .squarenet.v1.Model.MetricsEntry\x12\x17\n\x0floaded_versions\x18\x07 \x03(\x03\x12/\n\x06labels\x18\x08 \x03(\x0b\x32\x1f.squarenet.v1.Model.LabelsEntry\x12\x15\n\rserving_label\x18\t \x01(\t\x12\x12\n\nmodel_name\x18\n \x01(\t\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x32\xd9\x01\n\tPredictor\x12\x46\n\x07Predict\x12\x1c.squarenet.v1.PredictRequest\x1a\x1d.squarenet.v1.PredictResponse\x12>\n\x08GetModel\x12\x1d.squarenet.v1.GetModelRequest\x1a\x13.squarenet.v1.Model\x12\x44\n\nWatchModel\x12\x1f.squarenet.v1.WatchModelRequest\x1a\x13.squarenet.v1.Model0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,11 +44,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WATCHMODELREQUEST']._serialized_start=203
   _globals['_WATCHMODELREQUEST']._serialized_end=222
   _globals['_MODEL']._serialized_start=225
-  _globals['_MODEL']._serialized_end=568
-  _globals['_MODEL_METRICSENTRY']._serialized_start=475
-  _globals['_MODEL_METRICSENTRY']._serialized_end=521
-  _globals['_MODEL_LABELSENTRY']._serialized_start=523
-  _globals['_MODEL_LABELSENTRY']._serialized_end=568
-  _globals['_PREDICTOR']._serialized_start=571
-  _globals['_PREDICTOR']._serialized_end=788
+  _globals['_MODEL']._serialized_end=588
+  _globals['_MODEL_METRICSENTRY']._serialized_start=495
+  _globals['_MODEL_METRICSENTRY']._serialized_end=541
+  _globals['_MODEL_LABELSENTRY']._serialized_start=543
+  _globals['_MODEL_LABELSENTRY']._serialized_end=588
+  _globals['_PREDICTOR']._serialized_start=591
+  _globals['_PREDICTOR']._serialized_end=808
 # @@protoc_insertion_point(module_scope)

@@ -35,7 +35,7 @@ class WatchModelRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Model(_message.Message):
-    __slots__ = ("version", "domain_min", "domain_max", "created_at", "job_id", "metrics", "loaded_versions", "labels", "serving_label")
+    __slots__ = ("version", "domain_min", "domain_max", "created_at", "job_id", "metrics", "loaded_versions", "labels", "serving_label", "model_name")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -59,6 +59,7 @@ class Model(_message.Message):
     LOADED_VERSIONS_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     SERVING_LABEL_FIELD_NUMBER: _ClassVar[int]
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     version: int
     domain_min: float
     domain_max: float
@@ -68,4 +69,5 @@ class Model(_message.Message):
     loaded_versions: _containers.RepeatedScalarFieldContainer[int]
     labels: _containers.ScalarMap[str, int]
     serving_label: str
-    def __init__(self, version: _Optional[int] = ..., domain_min: _Optional[float] = ..., domain_max: _Optional[float] = ..., created_at: _Optional[str] = ..., job_id: _Optional[str] = ..., metrics: _Optional[_Mapping[str, float]] = ..., loaded_versions: _Optional[_Iterable[int]] = ..., labels: _Optional[_Mapping[str, int]] = ..., serving_label: _Optional[str] = ...) -> None: ...
+    model_name: str
+    def __init__(self, version: _Optional[int] = ..., domain_min: _Optional[float] = ..., domain_max: _Optional[float] = ..., created_at: _Optional[str] = ..., job_id: _Optional[str] = ..., metrics: _Optional[_Mapping[str, float]] = ..., loaded_versions: _Optional[_Iterable[int]] = ..., labels: _Optional[_Mapping[str, int]] = ..., serving_label: _Optional[str] = ..., model_name: _Optional[str] = ...) -> None: ...

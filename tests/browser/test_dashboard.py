@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import grpc
 import httpx
 import pytest
 from playwright.sync_api import Page, Route, expect
 from support import wait_for
 
 from browser.browser_support import Console, axe_violations, describe, screenshot
-from squarenet.stack import Trainer
+from squarenet.stack import LocalStack, Trainer
+from squarenet.v1 import predictor_pb2, predictor_pb2_grpc
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -221,3 +223,46 @@ def test_the_keyboard_reaches_every_control_with_a_visible_focus(
         assert focused["outline"] != "none" and focused["width"] >= 2, focused
         reached.add(focused["id"])
     assert {"Jobs", "Models", "field-n_samples", "field-epochs", "field-init"} <= reached
+
+
+def test_the_models_view_shows_the_live_error_the_predictor_measures(
+    services: LocalStack, page: Page, request: pytest.FixtureRequest
+) -> None:
+    """Trainer and predictor of one local stack: answers the predictor gives show up, as
+    their exact error against the floor, in the version's row."""
+    trainer = services.trainer
+    job_id = submit(trainer, QUICK)
+    assert finished(trainer, job_id) == "SUCCEEDED"
+    version = httpx.get(f"{trainer.base_url}/v1/jobs/{job_id}", timeout=10).json()["model_version"]
+    channel = grpc.insecure_channel(services.predictor_target)
+    request.addfinalizer(channel.close)
+    stub = predictor_pb2_grpc.PredictorStub(channel)  # type: ignore[no-untyped-call]
+
+    def served() -> bool:
+        try:
+            model = stub.GetModel(predictor_pb2.GetModelRequest(), timeout=5)
+        except grpc.RpcError:
+            return False
+        return bool(model.version == version)
+
+    wait_for(served, 60, f"the predictor to serve version {version}")
+    stub.Predict(predictor_pb2.PredictRequest(x=[n / 10 for n in range(-20, 21)]), timeout=10)
+
+    def measured() -> dict[str, Any] | None:
+        live = httpx.get(f"{trainer.base_url}/v1/models/square/live", timeout=10).json()
+        entry = next((v for v in live["versions"] if v["version"] == version), None)
+        return entry if entry and entry["live_mse_in_domain"] is not None else None
+
+    entry = wait_for(measured, 30, "the live error of the answers")
+    page.goto(f"{trainer.base_url}/#/models")
+    cell = page.locator(f'td[data-live="{version}"]')
+    expect(cell).to_contain_text("× floor")
+    shown = page.evaluate(
+        "async (v) => (await import('/dashboard/static/format.js')).number(v)",
+        entry["live_mse_in_domain"],
+    )
+    assert cell.inner_text().startswith(shown)
+    expect(page.locator('.live-line[data-model="square"]')).to_contain_text(
+        f"predictor at {services.predictor_target}"
+    )
+    assert axe_violations(page) == []

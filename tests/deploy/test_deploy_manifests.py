@@ -462,10 +462,25 @@ def test_network_policy_denies_all_but_each_service_port(overlay: str) -> None:
     for component in COMPONENTS:
         policy = find(docs, "NetworkPolicy", f"squarenet-{component}")["spec"]
         assert policy["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == component
-        if component == "trainer":  # to the API server's port only (its kubernetes executor)
-            ports = {(p["port"], p["protocol"]) for r in policy["egress"] for p in r["ports"]}
-            assert ports == {(443, "TCP"), (6443, "TCP")}
-            assert all("to" not in rule for rule in policy["egress"])
+        if component == "trainer":  # the API server's port, the predictors' gRPC port, DNS
+            rules = {
+                tuple(sorted((p["port"], p["protocol"]) for p in rule["ports"])): rule.get("to")
+                for rule in policy["egress"]
+            }
+            assert rules.pop(((443, "TCP"), (6443, "TCP"))) is None
+            predictor = main_container(docs, "predictor")
+            grpc_port = port_number(predictor, "grpc")
+            (to_predictor,) = rules.pop(((grpc_port, "TCP"),))
+            assert to_predictor["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == (
+                "predictor"
+            )
+            (to_dns,) = rules.pop(((53, "TCP"), (53, "UDP")))
+            assert to_dns["podSelector"]["matchLabels"] == {"k8s-app": "kube-dns"}
+            assert rules == {}
+            address = {e["name"]: e.get("value") for e in main_container(docs, "trainer")["env"]}
+            host, port = address["SQUARENET_PREDICTOR"].split(":")
+            assert host == find(docs, "Service", "squarenet-predictor")["metadata"]["name"]
+            assert int(port) == grpc_port
         else:
             assert "egress" not in policy
         container = main_container(docs, component)

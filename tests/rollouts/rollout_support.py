@@ -17,7 +17,9 @@ class Trained:
 
     folders: dict[str, Path]
 
-    def publish(self, store: ModelStore, name: str, *, sealed_gate: bool = True) -> int:
+    def publish(
+        self, store: ModelStore, name: str, *, sealed_gate: bool = True, model: str = "square"
+    ) -> int:
         """Publish a copy of one into ``store`` as the trainer would; its new number.
 
         ``sealed_gate=False`` leaves ``gate.json`` out, as in a version published before
@@ -25,11 +27,11 @@ class Trained:
         """
         source = self.folders[name]
         metadata = json.loads((source / METADATA_FILE).read_text(encoding="utf-8"))
-        staging = store.staging_dir(tag="test")
+        staging = store.staging_dir(model, tag="test")
         ignored = [METADATA_FILE] if sealed_gate else [METADATA_FILE, GATE_FILE]
         shutil.copytree(
             source, staging, dirs_exist_ok=True, ignore=shutil.ignore_patterns(*ignored)
         )
         for key in ("files", "version", "format", "model_name"):
             metadata.pop(key, None)
-        return store.publish_version(staging, metadata).version
+        return store.publish_version(staging, metadata, model).version

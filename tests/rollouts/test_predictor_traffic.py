@@ -124,6 +124,46 @@ def test_the_document_is_followed_removed_and_read_again_after_a_restart(
     assert {call(again) for _ in range(50)} == {stable}
 
 
+def test_every_answer_is_measured_against_the_truth_without_a_traffic_document(
+    launcher: Launcher, store: ModelStore, trained: Trained
+) -> None:
+    """No traffic.json: default and pinned calls are measured too (route ``direct``), and
+    GetModel's live MSE is exactly what the client computes from the same answers."""
+    version = trained.publish(store, "good")
+    predictor = start(launcher, store)
+    model = predictor.stub.GetModel(predictor_pb2.GetModelRequest(), timeout=10)
+    inside = [
+        model.domain_min + (model.domain_max - model.domain_min) * n / 100 for n in range(101)
+    ]
+    outside = [model.domain_max + 1.0, model.domain_min - 2.0]
+    bulk = predictor.stub.Predict(predictor_pb2.PredictRequest(x=inside + outside), timeout=10)
+    pinned = [
+        predictor.stub.Predict(predictor_pb2.PredictRequest(x=[x], version=version), timeout=10)
+        for x in inside[:10]
+    ]
+    answers = list(zip(inside + outside, bulk.y, strict=True))
+    answers += [(x, answer.y[0]) for x, answer in zip(inside[:10], pinned, strict=True)]
+    in_errors = [abs(y - x * x) for x, y in answers if model.domain_min <= x <= model.domain_max]
+    labels = {"route": "direct", "version": str(version)}
+    metric = predictor.metric
+    # answers are measured after they are sent, on the backlog's thread: wait for all of them
+    wait_for(
+        lambda: (
+            metric("squarenet_predictor_abs_error_count", domain="in", **labels) == len(in_errors)
+        ),
+        30,
+        "every answer measured",
+    )
+    assert metric("squarenet_predictor_abs_error_count", domain="out", **labels) == len(outside)
+    assert metric("squarenet_predictor_abs_error_sum", domain="in", **labels) == pytest.approx(
+        sum(in_errors), rel=1e-6
+    )
+    live = predictor.stub.GetModel(predictor_pb2.GetModelRequest(), timeout=10).metrics
+    assert live[f"version.{version}.live_mse_in_domain"] == pytest.approx(
+        sum(e * e for e in in_errors) / len(in_errors), rel=1e-6
+    )
+
+
 def test_shadow_answers_are_measured_and_never_returned(
     launcher: Launcher, store: ModelStore, trained: Trained
 ) -> None:
@@ -149,6 +189,7 @@ def test_shadow_answers_are_measured_and_never_returned(
     )
     assert routed == calls
     assert predictor.metric("squarenet_predictor_shadow_dropped_total") == 0
+    assert predictor.metric("squarenet_predictor_unmeasured_total") == 0
 
 
 def test_a_bad_canary_is_ejected_and_no_call_fails(

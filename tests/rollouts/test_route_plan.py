@@ -8,9 +8,21 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from prometheus_client import REGISTRY
+from support import wait_for
 
 from predictor_service.registry import ServedModel, Snapshot
-from predictor_service.traffic import EjectionPolicy, Planner, RoutePlan, measure, routed
+from predictor_service.traffic import (
+    Answer,
+    EjectionPolicy,
+    LiveWindow,
+    MeasuredRuntime,
+    Planner,
+    RoutePlan,
+    measure,
+    routed,
+    traffic_summary,
+)
 from squarenet.rollouts import Traffic, parse_traffic
 
 
@@ -142,3 +154,58 @@ def test_measure_splits_in_and_out_of_the_domain_for_small_and_large_calls() -> 
     assert samples[("t_count", "out", None)] == 1 + 50
     assert samples[("t_bucket", "in", "0.5")] == 2  # the two exact-ish small ones
     assert samples[("t_bucket", "in", "2.0")] == 2 + 51
+
+
+def test_a_measured_version_on_a_route_is_counted_under_the_route_only() -> None:
+    """A version is measured once per answer: as ``direct`` when no route took the call, as
+    the route when one did (the route measures the runtime under the loader's wrapper)."""
+    stable = ServedModel(
+        1, -5.0, 5.0, "", "", {}, MeasuredRuntime(SquareRuntime(0.2), 1, (-5, 5)), ()
+    )
+    canary = model(2, SquareRuntime())
+    _planner, plan, _ejected, _doc, _labels = plan_for(stable, canary, (100, 0))
+    measured = stable.runtime
+    assert isinstance(measured, MeasuredRuntime)
+    plan.routes[0].model.runtime.predict([1.0, 2.0])  # routed: measured as the route
+    assert plan.routes[0].live_mse is None and measured.window.parts == 0
+    stable.runtime.predict([1.0, 2.0, 9.0])  # direct: the 2 in-domain values count
+    wait_for(lambda: measured.window.parts == 1, 10, "the answer measured off the call")
+    assert measured.window.mse() == pytest.approx(0.04, rel=1e-5)
+    snapshot = Snapshot(models=(stable, canary), default=stable, traffic=plan)
+    summary = traffic_summary(snapshot)
+    assert summary["version.1.live_mse_in_domain"] == pytest.approx(0.04, rel=1e-5)
+    assert "version.2.live_mse_in_domain" not in summary  # never measured: nothing to say
+
+
+def test_a_batch_of_answers_keeps_each_answer_in_the_live_window() -> None:
+    """The background thread measures many answers at once: the histograms see every
+    value, the window the batch's in-domain values."""
+    runtime = MeasuredRuntime(SquareRuntime(0.5), 9107, (-1.0, 1.0))
+    answers: list[Answer] = [
+        ((0.5,), runtime.inner.predict((0.5,))),  # in: error 0.5
+        (np.array([2.0, 3.0]), runtime.inner.predict([2.0, 3.0])),  # both out
+        (np.array([], dtype=np.float64), np.array([], dtype=np.float32)),  # empty: skipped
+        ([-1.0, 0.0, 4.0], runtime.inner.predict([-1.0, 0.0, 4.0])),  # 2 in, 1 out
+    ]
+    runtime.measure(answers)
+    assert (runtime.window.parts, runtime.window.values) == (1, 3)
+    assert runtime.window.mse() == pytest.approx(0.25, rel=1e-5)  # 3 in-domain values, 0.5²
+    for domain, count in (("in", 3), ("out", 3)):
+        labels = {"version": "9107", "route": "direct", "domain": domain}
+        assert REGISTRY.get_sample_value("squarenet_predictor_abs_error_count", labels) == count
+        total = REGISTRY.get_sample_value("squarenet_predictor_abs_error_sum", labels)
+        assert total == pytest.approx(1.5, rel=1e-5)
+
+
+def test_a_window_in_values_keeps_the_newest_parts_that_cover_its_size() -> None:
+    window = LiveWindow(10, in_values=True)
+    for sum_sq, count in ((100.0, 8), (4.0, 4), (6.0, 6)):
+        window.add(sum_sq, count)
+    # 8 + 4 + 6 values: the oldest part goes, since the newer two still cover 10
+    assert (window.parts, window.values) == (2, 10)
+    assert window.mse() == pytest.approx(1.0)
+    answers = LiveWindow(2)
+    for sum_sq, count in ((100.0, 1), (1.0, 1), (3.0, 1)):
+        answers.add(sum_sq, count)
+    assert answers.parts == 2 and answers.mse() == pytest.approx(2.0)
+    assert answers.mse(min_parts=3) is None

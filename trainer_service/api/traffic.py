@@ -3,7 +3,8 @@
 ``PUT``/``GET``/``DELETE /v1/models/{model}/traffic`` write, read and remove
 ``<model>/traffic.json`` (predictors follow it for calls that name no version);
 ``GET /v1/models/{model}/history[?at=RFC3339]`` lists every label move and traffic change,
-or answers what the labels and the traffic were at one moment.
+or answers what the labels and the traffic were at one moment; ``GET
+/v1/models/{model}/live`` is what the predictor at ``--predictor`` measures now.
 """
 
 from __future__ import annotations
@@ -19,12 +20,14 @@ from trainer_service.api.auth import TOKEN_CONFIG_KEY
 from trainer_service.api.problems import Problem
 from trainer_service.api.views import read_json_body, services
 from trainer_service.rollouts.gate import Thresholds
+from trainer_service.rollouts.live import LiveUnavailable, live_figures, no_predictor
 from trainer_service.rollouts.moves import change_traffic, state_at
 
 bp = Blueprint("traffic", __name__)
 
 TRAFFIC_PATH = "/v1/models/<model_name>/traffic"
 HISTORY_PATH = "/v1/models/<model_name>/history"
+LIVE_PATH = "/v1/models/<model_name>/live"
 
 
 class GateProblem(Problem):
@@ -136,3 +139,16 @@ def get_history(model_name: str) -> Response:
             errors=[{"field": "at", "message": message}],
         ) from exc
     return jsonify({"model_name": model_name, "at": at, **state_at(store, model_name, moment)})
+
+
+@bp.get(LIVE_PATH)
+def get_live(model_name: str) -> Response:
+    """The predictor's live exact error per loaded version (against its floor) and route."""
+    _known_model(model_name)
+    target = services().settings.predictor
+    if target is None:  # nothing to ask: say so, with nothing measured
+        return jsonify(no_predictor(model_name))
+    try:
+        return jsonify(live_figures(services().store, model_name, target))
+    except LiveUnavailable as exc:
+        raise Problem(exc.status, exc.detail, kind=exc.kind) from exc

@@ -23,7 +23,7 @@ import math
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -123,8 +123,9 @@ def write_measurement(
     return report
 
 
-def _num_neurons(version: ModelVersion) -> int | None:
-    params = version.metadata.get("params")
+def num_neurons_of(metadata: Mapping[str, Any]) -> int | None:
+    """The hidden layer's width a version's metadata gives (None when it does not say)."""
+    params = metadata.get("params")
     value = params.get("num_neurons") if isinstance(params, dict) else None
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
@@ -163,7 +164,11 @@ def measurement(store: ModelStore, version: ModelVersion) -> dict[str, Any]:
 def _measure_in_child(version: ModelVersion) -> dict[str, Any]:
     """Measure in a child process: TensorFlow stays out of the server's workers."""
     command = [sys.executable, "-m", "trainer_service.training.measure", str(version.path)]
-    command += [json.dumps({"domain": list(version.domain), "num_neurons": _num_neurons(version)})]
+    command += [
+        json.dumps(
+            {"domain": list(version.domain), "num_neurons": num_neurons_of(version.metadata)}
+        )
+    ]
     try:
         done = subprocess.run(  # noqa: S603 (our own module, arguments we built)
             command, capture_output=True, text=True, timeout=_CHILD_TIMEOUT, check=False

@@ -62,10 +62,46 @@ class HistoryAnswer(BaseModel):
     traffic: dict[str, Any] | None = Field(None, description="With ?at=: the document then.")
 
 
+class LiveVersion(BaseModel):
+    """One loaded version's live in-domain MSE against x² and its distance from the floor."""
+
+    version: int
+    live_mse_in_domain: float | None = Field(
+        description="Over the version's last 1,000 answers (null before its first)."
+    )
+    floor: float | None = Field(description="(width / (num_neurons + 1))⁴ / 180.")
+    floor_ratio: float | None = Field(description="live_mse_in_domain / floor.")
+
+
+class LiveRoute(BaseModel):
+    """One weighted route as the predictor sees it (ejected: it gets no more traffic)."""
+
+    label: str
+    version: int
+    weight: int
+    ejected: bool
+    live_mse_in_domain: float | None
+
+
+class LiveAnswer(BaseModel):
+    """``GET .../live``: what the predictor at ``--predictor`` measures now."""
+
+    model_name: str
+    predictor: str | None = Field(
+        description="The HOST:PORT asked (one replica answers); null: the trainer has no "
+        "--predictor, and nothing is measured."
+    )
+    serving_version: int | None
+    serving_label: str | None
+    versions: list[LiveVersion]
+    routes: list[LiveRoute]
+
+
 SCHEMA_MODELS: list[tuple[type[BaseModel], Any]] = [
     (TrafficDocument, "validation"),
     (TrafficAnswer, "serialization"),
     (HistoryAnswer, "serialization"),
+    (LiveAnswer, "serialization"),
 ]
 
 OPERATION_IDS = {
@@ -73,6 +109,7 @@ OPERATION_IDS = {
     ("/v1/models/{model_name}/traffic", "get"): "getTraffic",
     ("/v1/models/{model_name}/traffic", "delete"): "deleteTraffic",
     ("/v1/models/{model_name}/history", "get"): "getHistory",
+    ("/v1/models/{model_name}/live", "get"): "getLive",
 }
 
 _MODEL = {
@@ -127,6 +164,19 @@ def rollout_paths(problems: Any) -> dict[str, Any]:
                 "responses": {
                     "200": {"description": "History.", "content": _body("HistoryAnswer")},
                     **problems(404, 422),
+                },
+            }
+        },
+        "/v1/models/{model_name}/live": {
+            "get": {
+                "summary": "The live exact error the predictor measures, per version and route.",
+                "description": "Asks the predictor at --predictor (predictor null without "
+                "it; 503 predictor-unavailable when it does not answer, 404 not-served when "
+                "it serves another model).",
+                "parameters": [_MODEL],
+                "responses": {
+                    "200": {"description": "Live figures.", "content": _body("LiveAnswer")},
+                    **problems(404, 503),
                 },
             }
         },

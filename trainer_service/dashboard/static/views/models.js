@@ -1,5 +1,6 @@
 // Every published version: metrics, ok or broken (with the reason), the newest marked,
-// its labels when the API reports them, and its promotion gate.
+// its labels when the API reports them, its promotion gate, and the live exact error the
+// predictor measures on its answers (against the version's floor), refreshed every 5 s.
 
 import { getJson } from "../api.js";
 import { badge, h, jobLink, notice, number, when } from "../format.js";
@@ -35,6 +36,36 @@ function gateCell(gate) {
   return h("td", { title: detail }, badge(verdict, gate.passed ? "ok" : "broken"), ratio);
 }
 
+const LIVE_EVERY_MS = 5000;
+
+/** "0.0012 (3.1× floor)" for one version's live figures. */
+function liveText(entry) {
+  if (typeof entry.live_mse_in_domain !== "number") return "–";
+  const ratio = typeof entry.floor_ratio === "number" ? ` (${number(entry.floor_ratio)}× floor)` : "";
+  return `${number(entry.live_mse_in_domain)}${ratio}`;
+}
+
+/** Fill each version's live cell and the model's live line from GET .../live. */
+async function showLive(name, cells, line) {
+  let live;
+  try {
+    live = await getJson(`/v1/models/${encodeURIComponent(name)}/live`);
+  } catch (error) {
+    line.textContent = `Live error: ${error.message}`;
+    return true;  // keep asking: the predictor may come back
+  }
+  if (live.predictor === null) {
+    line.textContent = "Live error: this trainer asks no predictor (start it with --predictor HOST:PORT).";
+    return false;
+  }
+  const seen = new Map(live.versions.map((entry) => [entry.version, entry]));
+  for (const [version, cell] of cells) cell.textContent = seen.has(version) ? liveText(seen.get(version)) : "not loaded";
+  const routes = live.routes.map((r) => `${r.label} → v${r.version} ${r.weight}%${r.ejected ? " (ejected)" : ""}`);
+  line.textContent = `Live error as the predictor at ${live.predictor} measures it; it serves v${live.serving_version}`
+    + (routes.length ? `; traffic ${routes.join(", ")}.` : ".");
+  return true;
+}
+
 export async function renderModels(main, query) {
   document.title = "Models · squarenet";
   const listing = await getJson("/v1/models");
@@ -52,7 +83,9 @@ export async function renderModels(main, query) {
   const focusModel = query.get("model");
   const focusVersion = Number(query.get("version"));
   let focusRow = null;
+  const lives = [];
   for (const [name, versions] of byModel) {
+    const cells = new Map();
     versions.sort((a, b) => b.version - a.version);
     const newest = versions.find((v) => v.status === "ok");
     const tbody = h("tbody");
@@ -71,23 +104,31 @@ export async function renderModels(main, query) {
         h("td", { className: "num" }, number(metrics.mse_out_of_domain)),
         h("td", { className: "num" }, number(metrics.val_loss)),
         h("td", { className: "mono" }, meta.domain ? `[${meta.domain.map((d) => number(d)).join(", ")}]` : "–"),
-        gateCell(entry.gate));
+        gateCell(entry.gate),
+        h("td", { className: "num live", "data-live": entry.version }, "–"));
+      cells.set(entry.version, row.lastElementChild);
       if (name === focusModel && entry.version === focusVersion) {
         row.classList.add("best");
         focusRow = row;
       }
       tbody.append(row);
     }
+    const line = h("p", { className: "muted live-line", "data-model": name, role: "status" }, "Live error: asking the predictor …");
+    lives.push(() => showLive(name, cells, line));
     main.append(h("section", { "aria-labelledby": `model-${name}` },
       h("h2", { id: `model-${name}` }, `${name} `, h("span", { className: "muted" }, `(${versions.length} versions)`)),
+      line,
       h("table", {},
-        h("thead", {}, h("tr", {}, ...["version", "status", "created", "job", "mse_in_domain", "mse_out_of_domain", "val_loss", "domain", "gate"].map(
-          (title, i) => h("th", { scope: "col", className: i >= 4 && i <= 6 ? "num" : "" }, title)))),
+        h("thead", {}, h("tr", {}, ...["version", "status", "created", "job", "mse_in_domain", "mse_out_of_domain", "val_loss", "domain", "gate", "live mse_in_domain"].map(
+          (title, i) => h("th", { scope: "col", className: (i >= 4 && i <= 6) || i === 9 ? "num" : "" }, title)))),
         tbody)));
   }
   if (focusRow) {
     focusRow.scrollIntoView({ block: "center" });
     focusRow.focus();
   }
-  return undefined;
+  const asking = (await Promise.all(lives.map((show) => show()))).some(Boolean);
+  if (!asking) return undefined;
+  const timer = setInterval(() => lives.forEach((show) => show()), LIVE_EVERY_MS);
+  return () => clearInterval(timer);
 }
