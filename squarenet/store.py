@@ -188,8 +188,18 @@ class _Verified:
     outcome: ModelVersion | str
 
     def holds(self) -> bool:
-        """True while none of those files changed: a few stats, no walk, no read."""
-        return tuple(map(_file_stat, self.paths)) == self.stats
+        """True while none of those files changed: a few stats, no walk, no read (a listing
+        asks this of every version, so the loop stays plain)."""
+        for path, kept in zip(self.paths, self.stats, strict=True):
+            try:
+                info = os.stat(path, follow_symlinks=False)
+            except OSError:
+                if kept is not None:
+                    return False
+                continue
+            if kept != file_identity(info):
+                return False
+        return True
 
 
 def _files_that_matter(folder: Path) -> tuple[str, ...]:
