@@ -5,8 +5,9 @@ start), ``lifecycle.py train-to-served`` (goal 5), ``lifecycle.py trainer-start`
 (goal 6, trainer side), ``dashboard.py`` (the dashboard in Chromium), ``protocols.py``
 (V2 against MLServer and KServe), ``sweep.py`` (a sweep's overhead), ``rollout_costs.py``
 (what a traffic split, a shadow and a gate cost), ``search.py`` (what each search strategy
-spends to reach a goal) and ``warm_pool.py`` (no job waits for
-TensorFlow) one after another
+spends to reach a goal), ``warm_pool.py`` (no job waits for
+TensorFlow) and ``grown_store.py`` (sweep passes, listings, figures and event polls on a
+store holding thousands of sweeps, versions and epochs) one after another
 as subprocesses, never side by side (they would
 measure each other), each bounded by a timeout inside an overall budget. Their JSON lines
 become the rows of one table, printed and written to ``var/bench/results.md`` and
@@ -92,6 +93,7 @@ SUITES = (
     Suite("rollouts", ("rollout_costs.py",), 300),
     Suite("search", ("search.py",), 600),
     Suite("warm-pool", ("warm_pool.py",), 300),
+    Suite("grown-store", ("grown_store.py",), 300),
 )  # fmt: skip
 
 
@@ -378,6 +380,7 @@ ROW_MAKERS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "rollouts": serving_rows,
     "search": serving_rows,  # the same shape: name, value, unit, baseline, ratio, goal
     "warm_pool": warm_pool_rows,
+    "grown": serving_rows,  # the same shape: name, value, unit, baseline, ratio, goal
 }
 
 

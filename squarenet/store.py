@@ -35,7 +35,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +94,19 @@ class ModelVersion:
     version: int
     path: Path
     metadata: Mapping[str, Any]
+    # sealed files already parsed: the version is immutable while it verifies from cache
+    _parsed: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def sealed_json(self, name: str) -> Any:
+        """A JSON file the metadata lists (so checked against its sha256), parsed once per
+        verification; None when it is not listed or not JSON."""
+        if name not in self._parsed:
+            found: Any = None
+            if name in self.metadata["files"]:
+                with contextlib.suppress(OSError, ValueError):
+                    found = json.loads((self.path / name).read_text(encoding="utf-8"))
+            self._parsed[name] = found
+        return self._parsed[name]
 
     @property
     def domain(self) -> tuple[float, float]:
@@ -149,6 +162,62 @@ def folder_fingerprint(folder: Path) -> Fingerprint:
     return tuple(sorted(entries))
 
 
+FileIdentity = tuple[int, int, int, int]
+
+
+def file_identity(info: os.stat_result) -> FileIdentity:
+    """Inode, size, mtime and ctime: a file replaced, rewritten, or rewritten with its mtime
+    put back, shows in one of them; readers compare it to skip what has not changed."""
+    return (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+
+
+def _file_stat(path: str) -> FileIdentity | None:
+    try:
+        return file_identity(os.stat(path, follow_symlinks=False))
+    except OSError:
+        return None
+
+
+@dataclass(frozen=True)
+class _Verified:
+    """What ``verify_version`` found, with the stat of every file the answer depends on:
+    metadata.json and the files it lists (others never change the answer)."""
+
+    paths: tuple[str, ...]
+    stats: tuple[FileIdentity | None, ...]
+    outcome: ModelVersion | str
+
+    def holds(self) -> bool:
+        """True while none of those files changed: a few stats, no walk, no read (a listing
+        asks this of every version, so the loop stays plain)."""
+        for path, kept in zip(self.paths, self.stats, strict=True):
+            try:
+                info = os.stat(path, follow_symlinks=False)
+            except OSError:
+                if kept is not None:
+                    return False
+                continue
+            if kept != file_identity(info):
+                return False
+        return True
+
+
+def _files_that_matter(folder: Path) -> tuple[str, ...]:
+    """metadata.json and the files it lists inside the folder (just itself when unreadable)."""
+    metadata = folder / METADATA_FILE
+    listed: list[str] = []
+    with contextlib.suppress(OSError, ValueError):
+        document = json.loads(metadata.read_text(encoding="utf-8"))
+        files = document.get("files") if isinstance(document, dict) else None
+        if isinstance(files, dict):
+            listed = sorted(
+                str(folder / name)
+                for name in files
+                if isinstance(name, str) and _is_inside(folder, folder / name)
+            )
+    return (str(metadata), *listed)
+
+
 def _files_under(folder: Path) -> Iterator[Path]:
     for path in sorted(folder.rglob("*")):
         if path.is_file() and not path.is_symlink():
@@ -193,7 +262,7 @@ class ModelStore:
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root)
         # what verify_version found, per version, for the files as they were then
-        self._verified: dict[tuple[str, int], tuple[Fingerprint, ModelVersion | str]] = {}
+        self._verified: dict[tuple[str, int], _Verified] = {}
         self._verified_lock = threading.Lock()
 
     # --- layout -----------------------------------------------------------------------
@@ -255,28 +324,32 @@ class ModelStore:
     def verify_version(self, model_name: str, version: int) -> ModelVersion:
         """Check every file against metadata.json's sha256; raise BrokenVersion on mismatch.
 
-        Hashing is the expensive part, so the answer is kept with the folder's fingerprint
-        and given again, without reading a byte, while no file has changed since.
+        Hashing is the expensive part, so the answer is kept with the stat of the files it
+        depends on and given again, without reading a byte, while none of them has changed.
         """
         key = (model_name, version)
-        before = folder_fingerprint(self.version_dir(model_name, version))
         with self._verified_lock:
             cached = self._verified.get(key)
-        if cached is not None and cached[0] == before:
-            if isinstance(cached[1], str):
-                raise BrokenVersion(model_name, version, cached[1])
-            return cached[1]
+        if cached is None or not cached.holds():
+            cached = self._verify_now(model_name, version)
+        if isinstance(cached.outcome, str):
+            raise BrokenVersion(model_name, version, cached.outcome)
+        return cached.outcome
+
+    def _verify_now(self, model_name: str, version: int) -> _Verified:
+        """Hash the version; keep the answer when its files held still while we read."""
+        paths = _files_that_matter(self.version_dir(model_name, version))
+        before = tuple(map(_file_stat, paths))
         outcome: ModelVersion | str
         try:
             outcome = self._check_files(model_name, version)
         except BrokenVersion as exc:
             outcome = exc.reason
-        if folder_fingerprint(self.version_dir(model_name, version)) == before:
+        found = _Verified(paths, before, outcome)
+        if found.holds():
             with self._verified_lock:
-                self._verified[key] = (before, outcome)  # files held still while we read
-        if isinstance(outcome, str):
-            raise BrokenVersion(model_name, version, outcome)
-        return outcome
+                self._verified[(model_name, version)] = found
+        return found
 
     def _check_files(self, model_name: str, version: int) -> ModelVersion:
         """Read and hash every file of a version now."""

@@ -71,6 +71,7 @@ def test_every_benchmark_runs_and_the_run_succeeds(quick_run: tuple[Any, Path]) 
         "rollouts",
         "search",
         "warm-pool",
+        "grown-store",
     ]
     assert all(benchmark["error"] is None for benchmark in document["benchmarks"])
 
@@ -101,6 +102,10 @@ def test_every_goal_of_the_brief_has_a_row(quick_run: tuple[Any, Path]) -> None:
         "search: tpe + medianstop + skipBelowFloor, CPU to the goal",
         "warm pool: first job after /readyz 200",
         "warm pool: 8 jobs at once",
+        "settled sweeps and 1 running",
+        "GET /v1/models, ",
+        "-trial sweep (200, a PNG)",
+        "event stream poll",
     ):
         assert expected in figures
 

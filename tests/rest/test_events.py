@@ -13,6 +13,7 @@ from flask.testing import FlaskClient
 from pydantic import ValidationError
 
 from rest.rest_helpers import TINY, MakeApp, parse_sse
+from trainer_service.api.events import job_events
 from trainer_service.api.views import services
 from trainer_service.runner.book import JobBook
 from trainer_service.runner.local import LocalExecutor
@@ -160,3 +161,48 @@ def test_the_stream_bound_must_leave_threads_free() -> None:
         Settings.model_validate({"model_store": "/tmp", "threads": 32}).event_streams_per_worker
         == 24
     )
+
+
+def test_each_poll_parses_only_the_lines_appended_since_the_last(
+    app: Flask, client: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job_id = queued_job(client)
+    book = book_of(app)
+    append_epochs(book, job_id, epochs(1, 2, 3))
+    parsed: list[int] = []
+    loads = json.loads
+
+    def counting(text: str | bytes, **kwargs: object) -> object:
+        found = loads(text, **kwargs)  # type: ignore[arg-type]
+        if isinstance(found, dict) and "epochs" in found:
+            parsed.append(found["epoch"])
+        return found
+
+    monkeypatch.setattr(json, "loads", counting)
+    stream = job_events(book, job_id, poll_interval=0, keepalive=0)
+
+    def polls(count: int) -> list[str]:
+        """The epoch ids sent over ``count`` polls (each poll ends with a keep-alive)."""
+        ids: list[str] = []
+        while count:
+            event = next(stream)
+            count -= event == ": keep-alive\n\n"
+            ids += [e["id"] for e in parse_sse(event) if e["event"] == "epoch"]
+        return ids
+
+    next(stream)  # retry:
+    assert polls(10) == ["1", "2", "3"]
+    assert parsed == [1, 2, 3]  # each line once, however many polls
+    append_epochs(book, job_id, epochs(4))
+    assert polls(5) == ["4"]
+    assert parsed == [1, 2, 3, 4]
+
+    progress = book.files.progress_path(job_id)
+    replaced = progress.with_name("replaced")
+    replaced.write_text("".join(json.dumps({**row, "epochs": 5}) + "\n" for row in epochs(1, 5)))
+    replaced.replace(progress)  # a new file: read from its start, sent epochs not again
+    assert polls(3) == ["5"]
+    progress.write_text(json.dumps({**epochs(6)[0], "epochs": 5}) + "\n")  # shorter: truncated
+    assert polls(3) == ["6"]
+    LocalExecutor(book, 0).cancel(job_id)
+    assert [e["event"] for e in parse_sse("".join(stream))] == ["state"]

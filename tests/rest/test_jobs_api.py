@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ from rest.rest_helpers import TINY, MakeApp, break_version, publish_fake_version
 from squarenet.store import SAVED_MODEL_FILE, TFLITE_FILE, ModelStore
 from trainer_service.api.views import services
 from trainer_service.params import TrainingParams
+from trainer_service.rollouts.gate import GATE_FILE
 
 
 def submit(client: FlaskClient, body: dict[str, object] | None = None) -> dict[str, object]:
@@ -176,6 +179,44 @@ def test_models_hashes_a_version_once_and_again_only_when_a_file_changes(
     os.utime(big, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     status, read = listing_reads()
     assert status == "broken" and read >= size
+
+
+_TOUCHED: list[str] | None = None  # paths opened or listed while a test collects them
+
+
+def _audit(event: str, args: tuple[object, ...]) -> None:
+    if _TOUCHED is not None and event in ("open", "os.scandir", "os.listdir") and args:
+        _TOUCHED.append(os.fsdecode(args[0]) if isinstance(args[0], str | bytes) else "")
+
+
+sys.addaudithook(_audit)  # an audit hook stays for the process: it only records when asked
+
+
+def test_models_opens_no_file_of_an_unchanged_version(
+    client: FlaskClient, store: ModelStore
+) -> None:
+    global _TOUCHED  # noqa: PLW0603 - the audit hook's switch
+    versions = []
+    for _ in range(4):
+        staging = store.staging_dir(tag="test")
+        (staging / SAVED_MODEL_FILE).write_bytes(b"saved model placeholder")
+        (staging / TFLITE_FILE).write_bytes(b"tflite placeholder")
+        (staging / GATE_FILE).write_text(json.dumps({"format": 1, "mse_in_domain": 0.01}))
+        versions.append(store.publish_version(staging, {"domain": [-5.0, 5.0]}).version)
+    first = client.get("/v1/models").get_json()["models"]
+    assert [m["gate"] for m in first] == [{"measurement": {"format": 1, "mse_in_domain": 0.01}}] * 4
+    folders = tuple(f"{store.version_dir('square', v)}" for v in versions)
+    _TOUCHED = []
+    try:
+        again = client.get("/v1/models").get_json()["models"]
+        touched = [path for path in _TOUCHED if path.startswith(folders)]
+    finally:
+        _TOUCHED = None
+    assert again == first
+    assert touched == []  # no walk, no read: a stat of each file the answer rests on
+    break_version(store, "square", versions[0])
+    statuses = {m["version"]: m["status"] for m in client.get("/v1/models").get_json()["models"]}
+    assert statuses == {versions[0]: "broken", **{v: "ok" for v in versions[1:]}}
 
 
 def test_list_filters_by_state_and_limit(client: FlaskClient) -> None:

@@ -6,15 +6,24 @@ import copy
 import csv
 import io
 import json
+import shutil
+from pathlib import Path
+from typing import Any
 
+import numpy as np
+import pytest
 from flask.testing import FlaskClient
+from matplotlib.image import imread, imsave
 from rest.rest_helpers import parse_sse
 
 from squarenet.limits import mse_limit
 from squarenet.store import ModelStore
 from sweeps.sweep_support import GRID_2x2, StandInRunner
 from trainer_service.runner.executor import Executor
-from trainer_service.sweeps import reconcile_sweeps
+from trainer_service.runner.records import Report
+from trainer_service.sweeps import plots, reconcile_sweeps
+from trainer_service.sweeps.events import sweep_events
+from trainer_service.sweeps.records import SweepFiles, SweepRecord
 
 SCORES = [0.3, 0.02, 0.5, 0.004]
 
@@ -127,3 +136,91 @@ def test_unknown_sweeps_are_404(client: FlaskClient) -> None:
     for action in ("cancel", "promote"):
         assert client.post(f"/v1/sweeps/20990101-000000-00000000/{action}").status_code == 404
     assert client.get("/v1/sweeps?state=DONE").status_code == 422
+
+
+def test_fits_shows_the_best_trials_of_a_thousand_in_one_bounded_figure(
+    client: FlaskClient,
+    executor: Executor,
+    runner: StandInRunner,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sweep_id = _run_to_the_end(client, executor, runner)
+    files = SweepFiles(executor.book.store)
+    record = files.read(sweep_id)
+    assert record is not None
+    template = record.trials[0]
+    trials = [
+        template.model_copy(
+            update={"number": n, "metrics": {**(template.metrics or {}), "mse_in_domain": 1 + n}}
+        )
+        for n in range(1000)
+    ]
+    files.write(record.model_copy(update={"trials": trials}))
+    png = tmp_path / "fit.png"
+    imsave(png, np.zeros((30, 40, 3)))
+    for trial in trials:
+        files.trial_dir(sweep_id, trial.number).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(png, files.trial_dir(sweep_id, trial.number) / "fit.png")
+    (files.trial_dir(sweep_id, 7) / "fit.png").write_bytes(b"not a png")
+    drawn: list[str] = []
+
+    def counting(path: Path) -> Any:
+        drawn.append(path.parent.name)
+        return imread(path)
+
+    monkeypatch.setattr(plots, "imread", counting)
+    response = client.get(f"/v1/sweeps/{sweep_id}/plots/fits.png")
+    assert response.status_code == 200
+    assert response.mimetype == "image/png"
+    assert response.data.startswith(b"\x89PNG")
+    assert int.from_bytes(response.data[20:24], "big") <= 3 * 3.0 * 90  # rows x inches x dpi
+    assert drawn == [f"trial-{n}" for n in range(plots.FITS_SHOWN)]  # the lowest MSE first
+
+
+def test_sweep_event_polls_parse_the_record_only_when_it_changed(
+    client: FlaskClient,
+    executor: Executor,
+    runner: StandInRunner,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sweep_id = str(client.post("/v1/sweeps", json=copy.deepcopy(GRID_2x2)).get_json()["id"])
+    running = runner.claim()
+    runner.report_epochs(running, [0.5, 0.4])
+    files = SweepFiles(executor.book.store)
+    parsed: list[str] = []
+    validate = SweepRecord.model_validate_json
+
+    def counting(text: str | bytes) -> SweepRecord:
+        parsed.append("record")
+        return validate(text)
+
+    progress_reads: list[str] = []
+    read_report = executor.book.files.read_report
+
+    def counting_reads(job_id: str) -> Report:
+        progress_reads.append(job_id)
+        return read_report(job_id)
+
+    monkeypatch.setattr(SweepRecord, "model_validate_json", counting)
+    monkeypatch.setattr(executor.book.files, "read_report", counting_reads)
+    stream = sweep_events(files, executor.book, sweep_id, poll_interval=0, keepalive=0)
+
+    def polls(count: int) -> list[str]:
+        """The trial states sent over ``count`` polls (each poll ends with a keep-alive)."""
+        states: list[str] = []
+        while count:
+            event = next(stream)
+            count -= event == ": keep-alive\n\n"
+            states += [json.loads(e["data"])["state"] for e in parse_sse(event)]
+        return states
+
+    next(stream)  # retry:
+    assert sorted(polls(10)) == ["QUEUED", "RUNNING"]
+    assert parsed == ["record"] and progress_reads == []
+    runner.succeed(running, mse_in_domain=0.3)
+    reconcile_sweeps(executor)  # the controller rewrites the record
+    parsed.clear()
+    progress_reads.clear()
+    assert "SUCCEEDED" in polls(3)
+    assert parsed == ["record"] and progress_reads == []  # the new record, once

@@ -20,6 +20,7 @@ from sweeps.sweep_support import StandInRunner
 from trainer_service.runner.book import CANCELLED, Job, JobState
 from trainer_service.runner.executor import Executor
 from trainer_service.sweeps import reconcile_sweeps
+from trainer_service.sweeps.records import SweepFiles, SweepRecord
 
 EPOCHS = 10
 HALF = 5
@@ -248,3 +249,46 @@ def test_skip_below_floor_ends_hopeless_trials_without_a_job(
             assert trial["state"] == "SUCCEEDED"
             assert trial["metrics"]["floor_ratio"] == pytest.approx(0.5 / floor)
     assert len(client.get(f"/v1/jobs?sweep={sweep_id}").get_json()["jobs"]) == 2
+
+
+def test_a_pass_parses_only_the_sweeps_that_can_still_change(
+    client: FlaskClient, executor: Executor, runner: StandInRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sweep_id = client.post("/v1/sweeps", json=GOAL_SWEEP).get_json()["id"]
+    for score in (0.5, 0.3, 0.005):
+        runner.succeed(runner.claim(), mse_in_domain=score)
+        reconcile_sweeps(executor)
+    files = SweepFiles(executor.book.store)
+    settled = files.read(sweep_id)
+    assert settled is not None and settled.settled
+    copies = [f"20260101-00000{n}-0000000{n}" for n in range(5)]
+    for copy_id in copies:  # as other processes leave them: whole files, replaced
+        files.write(settled.model_copy(update={"id": copy_id}))
+    reconcile_sweeps(executor)  # this process sees each settled record once
+    parsed: list[str] = []
+    validate = SweepRecord.model_validate_json
+
+    def counting(text: str | bytes) -> SweepRecord:
+        found = validate(text)
+        parsed.append(found.id)
+        return found
+
+    monkeypatch.setattr(SweepRecord, "model_validate_json", counting)
+    for _ in range(3):
+        reconcile_sweeps(executor)
+    assert parsed == []
+
+    files.write(settled.model_copy(update={"id": copies[0], "message": "rewritten"}))
+    reconcile_sweeps(executor)
+    reconcile_sweeps(executor)
+    assert parsed == [copies[0]]  # a replaced record is read again, once
+
+    parsed.clear()
+    answer = client.patch(f"/v1/sweeps/{sweep_id}", json={"maxTrialCount": 4})
+    assert answer.status_code == 200, answer.get_json()
+    assert answer.get_json()["state"] == "RUNNING"  # the patch brought it back
+    assert [job.state for job in _queued(executor)] == [JobState.QUEUED]
+    runner.succeed(runner.claim(), mse_in_domain=0.2)
+    reconcile_sweeps(executor)
+    assert _sweep(client, sweep_id)["trials"] == 4
+    assert set(parsed) == {sweep_id}

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, Final
 
 from trainer_service.errors import JobNotFound
-from trainer_service.runner.book import JobBook
+from trainer_service.runner.book import JobBook, epoch_rows
 
 RETRY_MILLISECONDS = 2_000
 BUSY_RETRY_AFTER_SECONDS: Final = 2
@@ -101,15 +101,15 @@ def job_events(
     yield f"retry: {RETRY_MILLISECONDS}\n\n"
     sent = after
     quiet_since = time.monotonic()
+    progress = book.progress_tail(job_id)  # each poll reads only what was appended
     while True:
         try:
             # state first, history second: a final state read here means every epoch
             # the runner recorded before finishing is already in the history
-            job = book.get(job_id)
-            rows = book.epochs_since(job_id, sent)
+            job = book.stored(job_id)
         except JobNotFound:
             return  # the record went away (store cleaned up): nothing more will come
-        for row in rows:
+        for row in epoch_rows(progress.read(), sent):
             epoch = int(row["epoch"] or 0)
             payload = {
                 "epoch": epoch,

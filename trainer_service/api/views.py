@@ -31,7 +31,8 @@ from trainer_service.api.openapi import JobList, JobQuery, openapi_document
 from trainer_service.api.problems import Problem
 from trainer_service.errors import PlotNotFound, QueueFull
 from trainer_service.params import TrainingParams
-from trainer_service.rollouts.moves import version_gates
+from trainer_service.rollouts.gate import measured_versions
+from trainer_service.rollouts.moves import gate_reports, version_gate
 from trainer_service.runner.book import JobBook, JobState
 from trainer_service.runner.executor import Executor
 from trainer_service.runner.local import pool_warm
@@ -253,7 +254,7 @@ def model_entries(store: ModelStore) -> list[dict[str, Any]]:
         labels: dict[int, list[str]] = {}
         for label, labelled in sorted(model_labels(store, name).items()):
             labels.setdefault(labelled, []).append(label)
-        gates = version_gates(store, name)
+        reports, kept = gate_reports(store, name), measured_versions(store, name)
         for version in reversed(store.list_versions(name)):
             try:
                 found = store.verify_version(name, version)
@@ -266,7 +267,7 @@ def model_entries(store: ModelStore) -> list[dict[str, Any]]:
             entries.append(
                 {"model_name": name, "version": version, "status": "ok",
                  "reason": None, "metadata": dict(found.metadata),
-                 "labels": labels.get(version, []), "gate": gates.get(version)}
+                 "labels": labels.get(version, []), "gate": version_gate(store, found, reports, kept)}
             )  # fmt: skip
     return entries
 

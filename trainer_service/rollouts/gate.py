@@ -20,13 +20,14 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 import numpy.typing as npt
@@ -130,19 +131,35 @@ def num_neurons_of(metadata: Mapping[str, Any]) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
-def kept_measurement(store: ModelStore, model_name: str, version: int) -> dict[str, Any] | None:
-    """The version's sealed ``gate.json``, else the one the trainer kept; None when neither."""
-    for path in (
-        store.version_dir(model_name, version) / GATE_FILE,
-        store.model_dir(model_name) / GATES_DIR / f"{version}.json",
-    ):
+def kept_measurement(
+    store: ModelStore, version: ModelVersion, *, kept: set[int] | None = None
+) -> dict[str, Any] | None:
+    """The version's sealed ``gate.json``, else the one the trainer kept; None when neither.
+
+    The sealed one is checked with the version's files and parsed once while they hold;
+    ``kept`` (``measured_versions``) spares a listing of many versions a look each.
+    """
+    found = version.sealed_json(GATE_FILE)
+    if not _is_measurement(found) and (kept is None or version.version in kept):
+        path = store.model_dir(version.model_name) / GATES_DIR / f"{version.version}.json"
         try:
             found = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
-            continue
-        if isinstance(found, dict) and found.get("format") == MEASUREMENT_FORMAT:
-            return found
-    return None
+            return None
+    return found if _is_measurement(found) else None
+
+
+def measured_versions(store: ModelStore, model_name: str) -> set[int]:
+    """Versions whose measurement the trainer kept (one listing instead of a look per version)."""
+    try:
+        names = os.listdir(store.model_dir(model_name) / GATES_DIR)
+    except OSError:
+        return set()
+    return {int(name[:-5]) for name in names if name.endswith(".json") and name[:-5].isdigit()}
+
+
+def _is_measurement(found: Any) -> TypeGuard[dict[str, Any]]:
+    return isinstance(found, dict) and found.get("format") == MEASUREMENT_FORMAT
 
 
 def measurement(store: ModelStore, version: ModelVersion) -> dict[str, Any]:
@@ -150,7 +167,7 @@ def measurement(store: ModelStore, version: ModelVersion) -> dict[str, Any]:
 
     Raises ValueError when the version's models cannot be run.
     """
-    found = kept_measurement(store, version.model_name, version.version)
+    found = kept_measurement(store, version)
     if found is not None:
         return found
     tflite_predict(version.tflite_path, grid(*version.domain, points=3))  # fail fast

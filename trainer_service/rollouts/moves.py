@@ -147,8 +147,8 @@ def state_at(store: ModelStore, model_name: str, moment: datetime) -> dict[str, 
     return {"labels": labels, "traffic": traffic}
 
 
-def version_gates(store: ModelStore, model_name: str) -> dict[int, dict[str, Any]]:
-    """Per version: the last gate report of a move to it, else its measurement alone."""
+def gate_reports(store: ModelStore, model_name: str) -> dict[int, dict[str, Any]]:
+    """Per version: the last gate report of a move to it (the history's)."""
     gates: dict[int, dict[str, Any]] = {}
     try:
         for entry in read_history(store, model_name):
@@ -156,9 +156,15 @@ def version_gates(store: ModelStore, model_name: str) -> dict[int, dict[str, Any
                 gates[entry["version"]] = {**entry["gate"], "forced": entry.get("forced", False)}
     except OSError:
         pass
-    for version in store.list_versions(model_name):
-        if version not in gates:
-            found = kept_measurement(store, model_name, version)
-            if found is not None:
-                gates[version] = {"measurement": found}
     return gates
+
+
+def version_gate(
+    store: ModelStore, version: ModelVersion, reports: dict[int, dict[str, Any]], kept: set[int]
+) -> dict[str, Any] | None:
+    """The last gate report of a move to the version, else its measurement alone
+    (``reports`` from ``gate_reports``, ``kept`` from ``measured_versions``)."""
+    if version.version in reports:
+        return reports[version.version]
+    found = kept_measurement(store, version, kept=kept)
+    return None if found is None else {"measurement": found}

@@ -37,6 +37,8 @@ from trainer_service.runner.records import (
     JobFiles,
     JobState,
     Progress,
+    ProgressTail,
+    Report,
     finite_or_none,
     is_job_id,
     new_job_id,
@@ -45,6 +47,20 @@ from trainer_service.runner.records import (
 from trainer_service.runner.slots import JobSlots
 
 __all__ = ["Ending", "Job", "JobBook", "JobState", "Progress"]
+
+
+def epoch_rows(report: Report, after: int) -> builtins.list[dict[str, float | None]]:
+    """A report's epochs numbered above ``after``: {"epoch", "loss", "val_loss"} each."""
+    return [
+        {
+            "epoch": row["epoch"],
+            "loss": finite_or_none(row.get("loss")),
+            "val_loss": finite_or_none(row.get("val_loss")),
+        }
+        for row in report.epochs
+        if row["epoch"] > after
+    ]
+
 
 DEFAULT_MAX_QUEUED = 16
 DEFAULT_KEEP_FINISHED = 1000
@@ -215,15 +231,16 @@ class JobBook:
     def epochs_since(self, job_id: str, after: int) -> builtins.list[dict[str, float | None]]:
         """Finished epochs numbered above ``after``: {"epoch", "loss", "val_loss"} each."""
         self._record(job_id)
-        return [
-            {
-                "epoch": row["epoch"],
-                "loss": finite_or_none(row.get("loss")),
-                "val_loss": finite_or_none(row.get("val_loss")),
-            }
-            for row in self.files.read_report(job_id).epochs
-            if row["epoch"] > after
-        ]
+        return epoch_rows(self.files.read_report(job_id), after)
+
+    def stored(self, job_id: str) -> Job:
+        """The job's record as stored, without its process's progress (JobNotFound when gone):
+        its state and outcome, for readers that need no epoch count."""
+        return self._record(job_id)
+
+    def progress_tail(self, job_id: str) -> ProgressTail:
+        """The job's progress file, to read as it grows (``epoch_rows`` of each read)."""
+        return ProgressTail(self.files.progress_path(job_id))
 
     def artifact_path(self, job_id: str, name: str) -> Path:
         """Where a figure of the job is (``loss.png``, ``fit.png``), once it is drawn."""

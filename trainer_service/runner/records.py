@@ -32,7 +32,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from squarenet.store import ModelStore, write_json_atomic
+from squarenet.store import FileIdentity, ModelStore, file_identity, write_json_atomic
 from trainer_service.params import TrainingParams
 
 JOB_ID_PATTERN = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}$")
@@ -195,13 +195,50 @@ class JobFiles:
             text = self.progress_path(job_id).read_text(encoding="utf-8")
         except (FileNotFoundError, NotADirectoryError):
             return report
-        for line in text.splitlines(keepends=True):
-            if not line.endswith("\n"):
-                break
-            with contextlib.suppress(ValueError):
-                row = json.loads(line)
-                if isinstance(row, dict) and isinstance(row.get("result"), str):
-                    report.result = row
-                elif isinstance(row, dict) and isinstance(row.get("epoch"), int):
-                    report.epochs.append(row)
+        _add_lines(report, text)
+        return report
+
+
+def _add_lines(report: Report, text: str) -> None:
+    """Add the complete lines of ``text`` to ``report`` (a line being written is left out)."""
+    for line in text.splitlines(keepends=True):
+        if not line.endswith("\n"):
+            break
+        with contextlib.suppress(ValueError):
+            row = json.loads(line)
+            if isinstance(row, dict) and isinstance(row.get("result"), str):
+                report.result = row
+            elif isinstance(row, dict) and isinstance(row.get("epoch"), int):
+                report.epochs.append(row)
+
+
+class ProgressTail:
+    """A progress file read as it grows: each ``read`` parses only the lines appended since
+    the last one, and none when the file's inode, size and mtime are as they were. A file
+    that was replaced or truncated is read again from its start."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._offset = 0
+        self._seen: FileIdentity | None = None
+
+    def read(self) -> Report:
+        """What was appended since the last read (everything after a restart)."""
+        report = Report()
+        try:
+            if file_identity(os.stat(self.path)) == self._seen:
+                return report  # one stat: nothing was written since
+            with self.path.open("rb") as handle:
+                seen = file_identity(os.fstat(handle.fileno()))  # the very file read here
+                if self._seen is None or seen[0] != self._seen[0] or seen[1] < self._offset:
+                    self._offset = 0  # replaced or truncated: start over
+                handle.seek(self._offset)
+                chunk = handle.read()
+        except (FileNotFoundError, NotADirectoryError):
+            self._offset, self._seen = 0, None
+            return report
+        complete = chunk[: chunk.rfind(b"\n") + 1]  # a line being written waits for its end
+        self._offset += len(complete)
+        _add_lines(report, complete.decode("utf-8", errors="replace"))
+        self._seen = seen
         return report

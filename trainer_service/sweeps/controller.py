@@ -243,11 +243,7 @@ def reconcile_sweeps(executor: Executor) -> None:
 
 
 def _pass(files: SweepFiles, executor: Executor) -> None:
-    records = [
-        record
-        for record in files.records()
-        if not record.settled or files.patch_path(record.id).exists()
-    ]
+    records = files.unsettled()
     if not records:
         return
     patched = [_patched(files, record) for record in records]

@@ -1,7 +1,8 @@
 """Server-sent events of one sweep: a ``trial`` event per trial state change, then ``state``.
 
 Built from the sweep record with its trials' jobs laid over it, so any worker of any
-replica serves it. A client that connects late first gets one event for every trial that
+replica serves it. A poll parses the record only when its file was replaced, and reads
+each unfinished trial's job record, never its progress file. A client that connects late first gets one event for every trial that
 has left PENDING (the replay), then each change as it happens; the stream ends with the
 final sweep once every trial has ended.
 """
@@ -14,7 +15,7 @@ from collections.abc import Iterator
 
 from trainer_service.api.events import RETRY_MILLISECONDS, STREAMS_CLOSING, format_event
 from trainer_service.runner.book import JobBook
-from trainer_service.sweeps.records import SweepFiles, TrialState
+from trainer_service.sweeps.records import RecordWatch, SweepFiles, TrialState
 from trainer_service.sweeps.views import live_trials, sweep_document, trial_document
 
 
@@ -31,8 +32,9 @@ def sweep_events(
     sent: dict[int, TrialState] = {}
     counter = 0
     quiet_since = time.monotonic()
+    watch = RecordWatch(files, sweep_id)
     while True:
-        record = files.read(sweep_id)
+        record = watch.read()
         if record is None:
             return  # deleted meanwhile: nothing more will come
         trials = live_trials(record, book)

@@ -3,8 +3,10 @@
 - ``objective.png``: the objective against each varied parameter, one line per value of the
   other parameters (the article's "what changes when I change this"); for mse_in_domain the
   architecture's limit, (mid_range / (num_neurons + 1))⁴ / 180, dotted beside each line.
-- ``fits.png``: every trial's own fit figure (x², data and prediction over twice its domain),
-  side by side and titled with its assignments: the article's extrapolation picture per trial.
+- ``fits.png``: the trials' own fit figures (x², data and prediction over twice its domain),
+  side by side and titled with their assignments: the article's extrapolation picture per
+  trial, for the best ``FITS_SHOWN`` trials by the objective (the title says so when there
+  are more), so the figure has one size whatever the number of trials.
 - ``loss.png``: the trials' training loss curves overlaid.
 
 Drawn with matplotlib's object API on the Agg canvas (no pyplot state, thread-safe per
@@ -33,6 +35,7 @@ from trainer_service.sweeps.views import objective_value, trial_limit
 
 SWEEP_PLOT_NAMES = ("objective", "fits", "loss")
 _FIT_COLUMNS = 4
+FITS_SHOWN = 12  # fits.png shows the best this many trials: 3 rows of 4 at most
 _LOG_SPAN = 20  # a parameter spanning this factor or more gets a log axis
 
 
@@ -117,24 +120,50 @@ def _order(value: Value, categories: list[str]) -> float:
 
 
 def _fits_figure(files: SweepFiles, record: SweepRecord, trials: list[Trial]) -> Figure:
-    shown = [
-        (trial, files.trial_dir(record.id, trial.number) / FIT_FILE)
-        for trial in trials
-        if (files.trial_dir(record.id, trial.number) / FIT_FILE).is_file()
-    ]
+    shown = _best_fits(files, record, trials)
     if not shown:
         raise SweepPlotNotFound(f"sweep {record.id} has no trial fit to show yet")
     columns = min(_FIT_COLUMNS, len(shown))
     rows = math.ceil(len(shown) / columns)
     figure = _new_figure(4.2 * columns, 3.0 * rows)
+    metric = record.spec.objective.objectiveMetricName
     for position, (trial, path) in enumerate(shown):
         axes = figure.add_subplot(rows, columns, position + 1)
-        axes.imshow(imread(path))
         axes.set_axis_off()
         value = objective_value(record, trial)
-        score = f"\n{record.spec.objective.objectiveMetricName}={value:.3g}" if value else ""
+        score = f"\n{metric}={value:.3g}" if value is not None else ""
         axes.set_title(f"trial {trial.number}: {_label(record, trial)}{score}", fontsize="small")
+        try:
+            axes.imshow(imread(path))
+        except (OSError, ValueError, SyntaxError):  # a damaged copy: say so, draw the rest
+            axes.text(0.5, 0.5, "fit figure unreadable", ha="center", va="center")
+    if len(shown) < len(trials):
+        figure.suptitle(
+            f"the best {len(shown)} of {len(trials)} finished trials by {metric}"
+            f" ({record.spec.objective.type})"
+        )
     return figure
+
+
+def _best_fits(
+    files: SweepFiles, record: SweepRecord, trials: list[Trial]
+) -> list[tuple[Trial, Path]]:
+    """At most ``FITS_SHOWN`` trials with a fit figure, best objective first (then those
+    without one, by number): the figure's size and memory stay the same at any sweep size."""
+    sign = 1.0 if record.spec.objective.type == "minimize" else -1.0
+
+    def rank(trial: Trial) -> tuple[bool, float, int]:
+        value = objective_value(record, trial)
+        return (value is None, sign * (value or 0.0), trial.number)
+
+    shown: list[tuple[Trial, Path]] = []
+    for trial in sorted(trials, key=rank):
+        path = files.trial_dir(record.id, trial.number) / FIT_FILE
+        if path.is_file():
+            shown.append((trial, path))
+        if len(shown) == FITS_SHOWN:
+            break
+    return shown
 
 
 def _loss_figure(files: SweepFiles, record: SweepRecord, trials: list[Trial]) -> Figure:

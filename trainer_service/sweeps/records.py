@@ -38,7 +38,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
-from squarenet.store import SWEEPS_DIR, ModelStore, write_json_atomic
+from squarenet.store import (
+    SWEEPS_DIR,
+    FileIdentity,
+    ModelStore,
+    file_identity,
+    write_json_atomic,
+)
 from trainer_service.sweeps.spec import SweepSpec, Value
 
 SWEEP_ID_PATTERN = re.compile(r"^[0-9]{8}-[0-9]{6}-[0-9a-f]{8}$")
@@ -177,6 +183,11 @@ def is_sweep_id(text: str) -> bool:
     return SWEEP_ID_PATTERN.fullmatch(text) is not None
 
 
+# record files seen settled, by path, with the stat they had then: an atomic replace gives
+# the file a new inode, so an unchanged stat means the settled record is still the same
+_SETTLED: dict[str, FileIdentity] = {}
+_SETTLED_GUARD = threading.Lock()
+
 _THREAD_LOCKS: dict[str, threading.Lock] = {}
 _THREAD_LOCKS_GUARD = threading.Lock()
 
@@ -259,10 +270,7 @@ class SweepFiles:
             text = self.record_path(sweep_id).read_text(encoding="utf-8")
         except (FileNotFoundError, NotADirectoryError):
             return None
-        try:
-            return SweepRecord.model_validate_json(text)
-        except ValidationError:
-            return None
+        return _parsed(text)
 
     def write(self, record: SweepRecord) -> None:
         """Replace the record atomically (call with the lock held)."""
@@ -292,6 +300,71 @@ class SweepFiles:
         """Every readable record, oldest first."""
         found = [self.read(sweep_id) for sweep_id in self.ids()]
         return [record for record in found if record is not None]
+
+    def unsettled(self) -> list[SweepRecord]:
+        """Every record that may still change, oldest first: unsettled, or settled with a
+        patch waiting. A settled record is parsed once per process; while its file keeps
+        the stat it had then (every write replaces it), a pass costs it two stats."""
+        ids = self.ids()
+        found = [self._unless_settled(sweep_id) for sweep_id in ids]
+        paths = {str(self.record_path(sweep_id)) for sweep_id in ids}
+        with _SETTLED_GUARD:
+            for gone in [path for path in _SETTLED if path.startswith(f"{self.root}{os.sep}")
+                         and path not in paths]:  # fmt: skip
+                del _SETTLED[gone]
+        return [record for record in found if record is not None]
+
+    def _unless_settled(self, sweep_id: str) -> SweepRecord | None:
+        """The record, unless it was seen settled, is unchanged and has no patch waiting."""
+        path = self.record_path(sweep_id)
+        patched = self.patch_path(sweep_id).exists()
+        try:
+            if not patched and self._seen_settled(path, os.stat(path)):
+                return None  # two stats: the record as it was when it settled
+            with path.open("rb") as handle:
+                info = os.fstat(handle.fileno())  # the stat of the very file read below
+                record = _parsed(handle.read())
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        if record is None or not record.settled:
+            return record
+        with _SETTLED_GUARD:
+            _SETTLED[str(path)] = file_identity(info)
+        return record if patched else None
+
+    @staticmethod
+    def _seen_settled(path: Path, info: os.stat_result) -> bool:
+        with _SETTLED_GUARD:
+            return _SETTLED.get(str(path)) == file_identity(info)
+
+
+def _parsed(text: str | bytes) -> SweepRecord | None:
+    """A record from its JSON, or None when it cannot be parsed."""
+    try:
+        return SweepRecord.model_validate_json(text)
+    except ValidationError:
+        return None
+
+
+class RecordWatch:
+    """One sweep's record for a stream's polls: parsed again only when its file was
+    replaced (one stat a poll otherwise)."""
+
+    def __init__(self, files: SweepFiles, sweep_id: str) -> None:
+        self.files = files
+        self.sweep_id = sweep_id
+        self._seen: FileIdentity | None = None
+        self._record: SweepRecord | None = None
+
+    def read(self) -> SweepRecord | None:
+        """The record as it is now; None once it is gone."""
+        try:
+            identity = file_identity(os.stat(self.files.record_path(self.sweep_id)))
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        if identity != self._seen:  # read after the stat: at worst one poll reads it twice
+            self._seen, self._record = identity, self.files.read(self.sweep_id)
+        return self._record
 
 
 def as_document(record: SweepRecord) -> dict[str, Any]:

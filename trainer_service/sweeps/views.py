@@ -28,7 +28,7 @@ def live_trials(record: SweepRecord, book: JobBook) -> list[Trial]:
             trials.append(trial)
             continue
         try:
-            job = book.get(trial.job_id)
+            job = book.stored(trial.job_id)  # its state and outcome: no progress file read
         except JobNotFound:
             trials.append(trial)
             continue
