@@ -16,18 +16,15 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-import fcntl
 import logging
-import os
 import shutil
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from squarenet.store import ModelStore
+from squarenet.store import ModelStore, local_lock
 from trainer_service.errors import JobAlreadyFinished, JobNotFound, PlotNotFound, QueueFull
 from trainer_service.params import TrainingParams
 from trainer_service.runner import fence
@@ -51,8 +48,9 @@ DEFAULT_KEEP_FINISHED = 1000
 MAX_RESUMES = 3
 """Times a job may go back to the queue after losing its runner before it fails instead."""
 _WAIT_POLL_SECONDS = 0.05
+BOOK_LOCK = ".lock"
+"""The job book's lock file in the jobs folder (``local``): every state change holds it."""
 _log = logging.getLogger("trainer_service.runner")
-_THREAD_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -102,7 +100,7 @@ class JobBook:
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
-        """Serialise state changes between the processes of one machine (``local``).
+        """Serialise state changes between the processes and threads of one machine (``local``).
 
         The ``kubernetes`` executor has a single writer of states (the elected finalizer)
         and takes no lock on a shared volume.
@@ -110,14 +108,8 @@ class JobBook:
         if not self.local_lock:
             yield
             return
-        self.files.root.mkdir(parents=True, exist_ok=True)
-        with _THREAD_LOCK:
-            fd = os.open(self.files.root / ".lock", os.O_RDWR | os.O_CREAT, 0o660)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-                yield
-            finally:
-                os.close(fd)
+        with local_lock(self.files.root / BOOK_LOCK):
+            yield
 
     # --- submit --------------------------------------------------------------------------
 
