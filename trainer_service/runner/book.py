@@ -18,7 +18,6 @@ import builtins
 import contextlib
 import logging
 import shutil
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +46,6 @@ DEFAULT_MAX_QUEUED = 16
 DEFAULT_KEEP_FINISHED = 1000
 MAX_RESUMES = 3
 """Times a job may go back to the queue after losing its runner before it fails instead."""
-_WAIT_POLL_SECONDS = 0.05
 BOOK_LOCK = ".lock"
 """The job book's lock file in the jobs folder (``local``): every state change holds it."""
 _log = logging.getLogger("trainer_service.runner")
@@ -248,14 +246,13 @@ class JobBook:
         """True when a client asked to cancel this job."""
         return self.files.cancel_path(job_id).exists()
 
-    def wait_until_finished(self, job_id: str, timeout: float) -> Job:
-        """The job once final, or as it is after ``timeout`` seconds."""
-        deadline = time.monotonic() + timeout
-        while True:
-            job = self.get(job_id)
-            if job.state.finished or time.monotonic() >= deadline:
-                return job
-            time.sleep(_WAIT_POLL_SECONDS)
+    def cancelled_or_running(self, job_id: str) -> Job:
+        """The job as it is after a cancel request; raise JobAlreadyFinished when it ended
+        otherwise than CANCELLED (it finished before the request was seen: it keeps that)."""
+        job = self.get(job_id)
+        if job.state.finished and job.state is not JobState.CANCELLED:
+            raise JobAlreadyFinished(job)
+        return job
 
     # --- the runner's state changes: the only writes after submit --------------------------
 

@@ -37,7 +37,6 @@ from typing import IO
 from filelock import FileLock, Timeout
 
 from squarenet.store import local_lock
-from trainer_service.errors import JobAlreadyFinished
 from trainer_service.params import TrainingParams
 from trainer_service.runner import fence
 from trainer_service.runner.book import (
@@ -85,9 +84,8 @@ def poke(book: JobBook) -> None:
 class LocalExecutor:
     """The API's side of the ``local`` executor."""
 
-    def __init__(self, book: JobBook, cancel_wait: float) -> None:
+    def __init__(self, book: JobBook) -> None:
         self.book = book
-        self.cancel_wait = cancel_wait
 
     def submit(
         self, params: TrainingParams, *, job_id: str | None = None, sweep_id: str | None = None
@@ -97,17 +95,15 @@ class LocalExecutor:
         poke(self.book)
         return job
 
-    def cancel(self, job_id: str, *, wait: float | None = None) -> Job:
-        """A QUEUED job ends CANCELLED here; a RUNNING one when the runner has killed it."""
+    def cancel(self, job_id: str) -> Job:
+        """A QUEUED job ends CANCELLED here; a RUNNING one when the runner, poked now, has
+        killed it: the job as it is is returned without waiting for that."""
         self.book.request_cancel(job_id)
         job = self.book.finish(job_id, CANCELLED, only_if=JobState.QUEUED)
         if job is not None:
             return job
         poke(self.book)
-        job = self.book.wait_until_finished(job_id, self.cancel_wait if wait is None else wait)
-        if job.state.finished and job.state is not JobState.CANCELLED:
-            raise JobAlreadyFinished(job)
-        return job
+        return self.book.cancelled_or_running(job_id)
 
 
 @dataclass
