@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from squarenet.store import LABEL_PATTERN, ModelStore, StoreError, _host_lock, write_json_atomic
+from squarenet.store import LABEL_PATTERN, ModelStore, StoreError, host_lock, write_json_atomic
 
 TRAFFIC_FILE = "traffic.json"
 HISTORY_FILE = "history.jsonl"
@@ -152,7 +152,7 @@ def append_history(store: ModelStore, model_name: str, entry: Mapping[str, Any])
     """Add one line to the model's history, durably, after every line already there."""
     path = store.model_dir(model_name) / HISTORY_FILE
     line = json.dumps(entry, sort_keys=True, allow_nan=False) + "\n"
-    with _host_lock(path):
+    with host_lock(path):
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             os.write(fd, line.encode("utf-8"))

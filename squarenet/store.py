@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import hashlib
 import json
 import os
@@ -38,6 +37,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from filelock import FileLock
 
 DEFAULT_MODEL_NAME = "square"
 METADATA_FILE = "metadata.json"
@@ -438,13 +439,13 @@ class ModelStore:
     def _update_labels(self, model_name: str, label: str, version: int | None) -> dict[str, int]:
         """Read, change one label, write atomically, all under this host's label lock.
 
-        The lock is a ``flock`` on a file in the local temp folder, never on the shared
+        The lock (``host_lock``) is on a file in the local temp folder, never on the shared
         volume (no NFS locks): writers on one host (threads, gunicorn workers) never lose
         each other's changes. Writers on different hosts are not serialised: the last
         whole-file write wins, which for a label moved by hand is the intended outcome.
         """
         path = self.model_dir(model_name) / LABELS_FILE
-        with _host_lock(path):
+        with host_lock(path):
             labels = self.read_labels(model_name)
             if version is None:
                 labels.pop(label, None)
@@ -563,23 +564,25 @@ class ModelStore:
             return 0
 
 
-_thread_locks: dict[str, threading.Lock] = {}
-_thread_locks_guard = threading.Lock()
+LOCK_POLL_SECONDS = 0.01
+"""How often a waiter retries a lock another holder has (``flock`` is tried, not waited on)."""
 
 
-@contextlib.contextmanager
-def _host_lock(path: Path) -> Iterator[None]:
-    """Exclusive among this host's threads and processes for one store file."""
+def local_lock(path: Path) -> FileLock:
+    """The one lock of this host on ``path``: exclusive among its processes and threads.
+
+    A ``flock`` on the file (never take one on a shared volume: no NFS locks). One instance
+    per path in a process, with a per-thread state: threads of one process exclude each other
+    like processes do, and the thread that holds the lock may take it again (reentrant).
+    ``acquire(blocking=False)`` tries once and raises ``filelock.Timeout`` when it is taken.
+    """
+    return FileLock(path, mode=0o660, is_singleton=True, poll_interval=LOCK_POLL_SECONDS)
+
+
+def host_lock(path: Path) -> FileLock:
+    """``local_lock`` on a file in the local temp folder named after ``path`` (a store file)."""
     key = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:32]
-    with _thread_locks_guard:
-        thread_lock = _thread_locks.setdefault(key, threading.Lock())
-    lock_path = Path(tempfile.gettempdir()) / f"squarenet-{key}.lock"
-    with thread_lock, lock_path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    return local_lock(Path(tempfile.gettempdir()) / f"squarenet-{key}.lock")
 
 
 def _is_inside(folder: Path, path: Path) -> bool:

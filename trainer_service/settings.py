@@ -97,12 +97,6 @@ class Settings(BaseSettings):
     graceful_timeout: int = Field(
         10, ge=1, le=600, description="Seconds requests in flight get to finish on SIGTERM."
     )
-    cancel_wait: float = Field(
-        10.0,
-        ge=0,
-        le=120,
-        description="Seconds a cancel waits for the runner to stop a RUNNING job (then 202).",
-    )
     sse_keepalive: float = Field(
         15.0, gt=0, le=300, description="Seconds between keep-alive comments on event streams."
     )

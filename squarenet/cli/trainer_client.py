@@ -7,6 +7,7 @@ field errors, so ``squarenet train --epochs 0`` tells the user which flag to cha
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator, Mapping
 from typing import Any, Final
 from urllib.parse import quote
@@ -26,6 +27,10 @@ DEFAULT_TIMEOUT: Final = 10.0
 STREAM_READ_TIMEOUT: Final = 60.0
 #: A label move may measure its version first (a SavedModel loaded in a child process).
 GATE_READ_TIMEOUT: Final = 180.0
+#: The trainer answers a cancel at once (202 while the runner stops a running job): the
+#: client follows the job (or sweep) this long for its end, then reports it as it is.
+CANCEL_FOLLOW_SECONDS: Final = 10.0
+CANCEL_POLL_SECONDS: Final = 0.2
 
 
 class StreamBusy(CliError):
@@ -119,9 +124,15 @@ class TrainerClient:
         """GET /v1/jobs/{id}."""
         return self._json_object(self._request("GET", f"/v1/jobs/{_segment(job_id)}"))
 
-    def cancel_job(self, job_id: str) -> JobDocument:
-        """POST /v1/jobs/{id}/cancel."""
-        return self._json_object(self._request("POST", f"/v1/jobs/{_segment(job_id)}/cancel"))
+    def cancel_job(self, job_id: str, *, follow: float = CANCEL_FOLLOW_SECONDS) -> JobDocument:
+        """POST /v1/jobs/{id}/cancel, then the job once it has ended (or as it is after
+        ``follow`` seconds)."""
+        job = self._json_object(self._request("POST", f"/v1/jobs/{_segment(job_id)}/cancel"))
+        deadline = time.monotonic() + follow
+        while job.get("state") not in TERMINAL_STATES and time.monotonic() < deadline:
+            time.sleep(CANCEL_POLL_SECONDS)
+            job = self.get_job(job_id)
+        return job
 
     def list_models(self) -> list[JobDocument]:
         """GET /v1/models: every published version with its metadata."""
@@ -144,10 +155,16 @@ class TrainerClient:
         path = f"/v1/sweeps/{_segment(sweep_id)}/trials"
         return self._list(self._request("GET", path), "trials")
 
-    def cancel_sweep(self, sweep_id: str) -> JobDocument:
-        """POST /v1/sweeps/{id}/cancel."""
+    def cancel_sweep(self, sweep_id: str, *, follow: float = CANCEL_FOLLOW_SECONDS) -> JobDocument:
+        """POST /v1/sweeps/{id}/cancel, then the sweep once it and its trials have ended (or
+        as it is after ``follow`` seconds)."""
         path = f"/v1/sweeps/{_segment(sweep_id)}/cancel"
-        return self._json_object(self._request("POST", path))
+        sweep = self._json_object(self._request("POST", path))
+        deadline = time.monotonic() + follow
+        while not _settled(sweep) and time.monotonic() < deadline:
+            time.sleep(CANCEL_POLL_SECONDS)
+            sweep = self.get_sweep(sweep_id)
+        return sweep
 
     def promote_sweep(self, sweep_id: str) -> JobDocument:
         """POST /v1/sweeps/{id}/promote: the best trial's model as a new served version."""
@@ -297,3 +314,9 @@ def _segment(value: str) -> str:
     if value.strip(".") == "":
         raise CliError(f"invalid identifier {value!r}", ExitCode.USAGE)
     return quote(value, safe="")
+
+
+def _settled(sweep: JobDocument) -> bool:
+    """The sweep has ended and no trial of it waits or runs any more."""
+    active = ("trialsPending", "trialsQueued", "trialsRunning")
+    return sweep.get("state") in TERMINAL_STATES and not any(sweep.get(name) for name in active)

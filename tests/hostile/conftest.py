@@ -23,6 +23,6 @@ def guarded_trainer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Traine
         root / "trainer.log",
         "--max-queued-jobs",
         str(MAX_QUEUED),
-        env=service_env({"SQUARENET_API_TOKEN": API_TOKEN, "SQUARENET_CANCEL_WAIT": "2"}),
+        env=service_env({"SQUARENET_API_TOKEN": API_TOKEN}),
     ) as trainer:
         yield trainer

@@ -46,7 +46,7 @@ def chatty_trainer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trainer
         root / "trainer.log",
         "--log-level",
         "DEBUG",
-        env=service_env({"SQUARENET_API_TOKEN": API_TOKEN, "SQUARENET_CANCEL_WAIT": "1"}),
+        env=service_env({"SQUARENET_API_TOKEN": API_TOKEN}),
     ) as trainer:
         yield trainer
 

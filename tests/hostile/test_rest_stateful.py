@@ -54,7 +54,7 @@ def test_stateful_run_follows_links_with_no_failure(tmp_path: Path) -> None:
         tmp_path / "trainer.log",
         "--max-queued-jobs",
         "10000",
-        env=service_env({"SQUARENET_API_TOKEN": API_TOKEN, "SQUARENET_CANCEL_WAIT": "1"}),
+        env=service_env({"SQUARENET_API_TOKEN": API_TOKEN}),
     ) as trainer:
         runner = job_runner_of(trainer.process.pid)
         assert len(runner) == 1

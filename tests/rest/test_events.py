@@ -49,7 +49,7 @@ def test_finished_job_replays_its_history_then_the_final_state(
     job_id = queued_job(client)
     book = book_of(app)
     append_epochs(book, job_id, epochs(1, 2, 3))
-    LocalExecutor(book, 0).cancel(job_id)
+    LocalExecutor(book).cancel(job_id)
     response = client.get(f"/v1/jobs/{job_id}/events")
     assert response.status_code == 200
     assert response.mimetype == "text/event-stream"
@@ -67,7 +67,7 @@ def test_last_event_id_resumes_after_that_epoch(app: Flask, client: FlaskClient)
     job_id = queued_job(client)
     book = book_of(app)
     append_epochs(book, job_id, epochs(1, 2, 3))
-    LocalExecutor(book, 0).cancel(job_id)
+    LocalExecutor(book).cancel(job_id)
     response = client.get(f"/v1/jobs/{job_id}/events", headers={"Last-Event-ID": "2"})
     events = parse_sse(response.get_data(as_text=True))
     assert [(e["event"], e.get("id")) for e in events] == [("epoch", "3"), ("state", None)]
@@ -83,7 +83,7 @@ def test_live_stream_follows_epochs_as_they_are_recorded(make_app: MakeApp) -> N
         for n in (1, 2, 3, 4, 5):
             time.sleep(0.02)
             append_epochs(book, job_id, epochs(n))
-        LocalExecutor(book, 0).cancel(job_id)
+        LocalExecutor(book).cancel(job_id)
 
     thread = threading.Thread(target=runner)
     thread.start()
@@ -115,7 +115,7 @@ def test_events_match_the_openapi_document(app: Flask, client: FlaskClient) -> N
     job_id = queued_job(client)
     book = book_of(app)
     append_epochs(book, job_id, epochs(1, 2))
-    LocalExecutor(book, 0).cancel(job_id)
+    LocalExecutor(book).cancel(job_id)
     events = parse_sse(client.get(f"/v1/jobs/{job_id}/events").get_data(as_text=True))
     for event in events:
         jsonschema.validate(event, event_schema)
@@ -131,7 +131,7 @@ def test_last_event_id_that_is_not_ours_replays_from_the_start(
     job_id = queued_job(client)
     book = book_of(app)
     append_epochs(book, job_id, epochs(1, 2))
-    LocalExecutor(book, 0).cancel(job_id)
+    LocalExecutor(book).cancel(job_id)
     response = client.get(f"/v1/jobs/{job_id}/events", headers={"Last-Event-ID": header})
     assert response.status_code == 200
     events = parse_sse(response.get_data(as_text=True))
@@ -204,5 +204,5 @@ def test_each_poll_parses_only_the_lines_appended_since_the_last(
     assert polls(3) == ["5"]
     progress.write_text(json.dumps({**epochs(6)[0], "epochs": 5}) + "\n")  # shorter: truncated
     assert polls(3) == ["6"]
-    LocalExecutor(book, 0).cancel(job_id)
+    LocalExecutor(book).cancel(job_id)
     assert [e["event"] for e in parse_sse("".join(stream))] == ["state"]

@@ -240,11 +240,9 @@ def test_bad_list_filter_is_422_naming_it(client: FlaskClient, query: str, field
     assert [error["field"] for error in response.get_json()["errors"]] == [field]
 
 
-def test_cancel_of_a_running_job_whose_runner_does_not_confirm_is_202(
-    make_app: MakeApp,
+def test_cancel_of_a_running_job_is_202_at_once_with_the_job_as_it_is(
+    app: Flask, client: FlaskClient
 ) -> None:
-    app = make_app(cancel_wait=0.1)
-    client = app.test_client()
     job_id = str(submit(client)["id"])
     with app.app_context():
         book = services().book

@@ -208,7 +208,7 @@ class LapsingExecutor(LocalExecutor):
     """The sweep's executor, whose submit outlasts the finalizer's Lease renew deadline."""
 
     def __init__(self, book: JobBook) -> None:
-        super().__init__(book, cancel_wait=0)
+        super().__init__(book)
         self.lapsing: Finalizer | None = None
 
     def submit(self, *args: Any, **kwargs: Any) -> Any:

@@ -47,7 +47,7 @@ def test_a_small_job_succeeds_with_its_history_and_a_verified_version(
 ) -> None:
     runner = start_runner()
     book = JobBook(store)
-    job = wait_until_finished(book, LocalExecutor(book, 0).submit(QUICK).id)
+    job = wait_until_finished(book, LocalExecutor(book).submit(QUICK).id)
     assert job.state is JobState.SUCCEEDED, job.error
     assert job.model_version == 1
     assert job.progress.epoch == QUICK.epochs
@@ -71,11 +71,11 @@ def test_a_warm_process_waits_for_the_next_job_and_each_process_trains_one(
     runner = start_runner()
     spare = wait_for(runner.job_processes, JOB_TIMEOUT, "the warm job process")
     book = JobBook(store)
-    first = LocalExecutor(book, 0).submit(QUICK)
+    first = LocalExecutor(book).submit(QUICK)
     assert runner.training_process(first.id) == spare[0]
     assert wait_until_finished(book, first.id).state is JobState.SUCCEEDED
     wait_for(lambda: process_gone(spare[0]), 30, "the used process to exit")
-    second = LocalExecutor(book, 0).submit(QUICK)
+    second = LocalExecutor(book).submit(QUICK)
     assert runner.training_process(second.id) != spare[0]
     assert wait_until_finished(book, second.id).state is JobState.SUCCEEDED
     assert store.list_versions() == [1, 2]
@@ -86,14 +86,15 @@ def test_cancel_of_a_running_job_kills_it_and_publishes_nothing(
 ) -> None:
     runner = start_runner()
     book = JobBook(store)
-    executor = LocalExecutor(book, JOB_TIMEOUT)
+    executor = LocalExecutor(book)
     long_job = executor.submit(LONG)
     waiting = executor.submit(LONG)
     assert wait_until_training(book, long_job.id).state is JobState.RUNNING
     child = runner.training_process(long_job.id)
     assert book.get(waiting.id).state is JobState.QUEUED  # one at a time by default
 
-    cancelled = executor.cancel(long_job.id)
+    executor.cancel(long_job.id)  # answered at once: the runner stops the job after
+    cancelled = wait_until_finished(book, long_job.id)
 
     assert cancelled.state is JobState.CANCELLED
     assert cancelled.finished_at is not None
@@ -105,7 +106,8 @@ def test_cancel_of_a_running_job_kills_it_and_publishes_nothing(
         executor.cancel(long_job.id)
     assert refused.value.job.state is JobState.CANCELLED
     assert wait_until_training(book, waiting.id).state is JobState.RUNNING  # the next one runs
-    assert executor.cancel(waiting.id).state is JobState.CANCELLED
+    executor.cancel(waiting.id)
+    assert wait_until_finished(book, waiting.id).state is JobState.CANCELLED
 
 
 def test_a_killed_training_process_fails_its_job_and_the_next_job_runs(
@@ -252,13 +254,15 @@ def test_max_concurrent_jobs_runs_that_many_at_once(
 ) -> None:
     start_runner(max_concurrent_jobs="2")
     book = JobBook(store)
-    executor = LocalExecutor(book, JOB_TIMEOUT)
+    executor = LocalExecutor(book)
     jobs = [executor.submit(LONG) for _ in range(3)]
     for job in jobs[:2]:
         assert wait_until_training(book, job.id).state is JobState.RUNNING
     assert book.get(jobs[2].id).state is JobState.QUEUED
     for job in jobs:
-        assert executor.cancel(job.id).state is JobState.CANCELLED
+        executor.cancel(job.id)
+    for job in jobs:
+        assert wait_until_finished(book, job.id).state is JobState.CANCELLED
 
 
 def test_the_pool_is_as_large_as_the_concurrency_and_warm_before_it_says_ready(
@@ -271,7 +275,7 @@ def test_the_pool_is_as_large_as_the_concurrency_and_warm_before_it_says_ready(
     assert runner.log().count(" warm in ") >= 2  # each process said so before the runner did
     pool = set(runner.job_processes())
     assert len(pool) == 2
-    executor = LocalExecutor(book, JOB_TIMEOUT)
+    executor = LocalExecutor(book)
     jobs = [executor.submit(QUICK) for _ in range(2)]
     assert {runner.training_process(job.id) for job in jobs} == pool  # both warm already
     for job in jobs:

@@ -8,11 +8,15 @@ import multiprocessing
 import os
 import queue
 import shutil
+import subprocess
+import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.synchronize import Event as EventType
 from pathlib import Path
 
 import pytest
+from filelock import Timeout
 from support import patient
 
 from squarenet.store import (
@@ -24,6 +28,7 @@ from squarenet.store import (
     ModelStore,
     StoreError,
     UnknownVersion,
+    local_lock,
     validate_model_name,
 )
 
@@ -299,3 +304,50 @@ def test_concurrent_label_writers_on_one_host_lose_no_change(store: ModelStore) 
     with ThreadPoolExecutor(max_workers=6) as pool:
         list(pool.map(set_one, names))
     assert sorted(store.read_labels()) == sorted(names)
+
+
+_TRY_LOCK = """
+import sys
+from pathlib import Path
+from filelock import Timeout
+from squarenet.store import local_lock
+try:
+    local_lock(Path(sys.argv[1])).acquire(blocking=False)
+except Timeout:
+    print("taken")
+else:
+    print("free")
+"""
+
+
+def other_process_finds(path: Path) -> str:
+    """What a non-blocking try of ``local_lock(path)`` finds in another process."""
+    return subprocess.run(
+        [sys.executable, "-c", _TRY_LOCK, str(path)], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def test_local_lock_excludes_other_threads_and_processes_and_is_reentrant_in_its_thread(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "state.lock"
+    held, done = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        with local_lock(path), local_lock(path):  # the holding thread takes it again
+            held.set()
+            done.wait()
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    held.wait()
+    try:
+        with pytest.raises(Timeout):
+            local_lock(path).acquire(blocking=False)  # another thread of this process
+        assert other_process_finds(path) == "taken"
+    finally:
+        done.set()
+        thread.join()
+    assert other_process_finds(path) == "free"
+    with local_lock(path):
+        pass

@@ -16,9 +16,7 @@ from trainer_service.settings import Settings
 @pytest.fixture
 def app(store: ModelStore) -> Flask:
     """The real app on the temp store, queue bound 8, cancels answered at once."""
-    settings = Settings.model_validate(
-        {"model_store": store.root, "max_queued_jobs": 8, "cancel_wait": 0.5}
-    )
+    settings = Settings.model_validate({"model_store": store.root, "max_queued_jobs": 8})
     app = create_app(settings)
     app.testing = True
     return app

@@ -183,7 +183,7 @@ class CrashingExecutor(LocalExecutor):
     """An executor whose process dies around one submit (the crash a test cannot arrange)."""
 
     def __init__(self, executor: Executor, *, after_submit: bool) -> None:
-        super().__init__(executor.book, cancel_wait=0)
+        super().__init__(executor.book)
         self.after_submit = after_submit
 
     def submit(

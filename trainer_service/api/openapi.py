@@ -307,11 +307,16 @@ def _paths() -> dict[str, Any]:
         "/v1/jobs/{job_id}": {"get": _job("One job.", {"200": job_ok, **_problems(404)})},
         "/v1/jobs/{job_id}/cancel": {
             "post": _job(
-                "Cancel a job (stops its training process).",
+                "Cancel a job (stops its training process); answers at once, without waiting "
+                "for the runner: follow the job (GET or its events) to see it end.",
                 {
-                    "200": {"description": "Cancelled.", "content": _json_body("Job")},
+                    "200": {
+                        "description": "CANCELLED (a queued job ends at once).",
+                        "content": _json_body("Job"),
+                    },
                     "202": {
-                        "description": "Cancel requested; the runner has not confirmed yet.",
+                        "description": "Cancel recorded; the job as it is while its runner "
+                        "stops it (it ends CANCELLED).",
                         "content": _json_body("Job"),
                     },
                     **_problems(401, 403, 404, 409),

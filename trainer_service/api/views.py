@@ -181,7 +181,8 @@ def get_job(job_id: str) -> Response:
 
 @bp.post("/v1/jobs/<job_id>/cancel")
 def cancel_job(job_id: str) -> Response:
-    """Cancel a job: 200 once CANCELLED; 202 if its runner has not confirmed in time."""
+    """Cancel a job and answer at once: 200 when it is CANCELLED already (it was QUEUED);
+    202 with the job as it is while its runner stops it (the client follows the job)."""
     job = services().executor.cancel(job_id)
     log.info("job %s cancel answered state=%s", job.id, job.state)
     return _json(job.model_dump_json(), 200 if job.state is JobState.CANCELLED else 202)

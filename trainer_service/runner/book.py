@@ -16,18 +16,14 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-import fcntl
 import logging
-import os
 import shutil
-import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from squarenet.store import ModelStore
+from squarenet.store import ModelStore, local_lock
 from trainer_service.errors import JobAlreadyFinished, JobNotFound, PlotNotFound, QueueFull
 from trainer_service.params import TrainingParams
 from trainer_service.runner import fence
@@ -66,9 +62,9 @@ DEFAULT_MAX_QUEUED = 16
 DEFAULT_KEEP_FINISHED = 1000
 MAX_RESUMES = 3
 """Times a job may go back to the queue after losing its runner before it fails instead."""
-_WAIT_POLL_SECONDS = 0.05
+BOOK_LOCK = ".lock"
+"""The job book's lock file in the jobs folder (``local``): every state change holds it."""
 _log = logging.getLogger("trainer_service.runner")
-_THREAD_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -118,7 +114,7 @@ class JobBook:
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
-        """Serialise state changes between the processes of one machine (``local``).
+        """Serialise state changes between the processes and threads of one machine (``local``).
 
         The ``kubernetes`` executor has a single writer of states (the elected finalizer)
         and takes no lock on a shared volume.
@@ -126,14 +122,8 @@ class JobBook:
         if not self.local_lock:
             yield
             return
-        self.files.root.mkdir(parents=True, exist_ok=True)
-        with _THREAD_LOCK:
-            fd = os.open(self.files.root / ".lock", os.O_RDWR | os.O_CREAT, 0o660)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-                yield
-            finally:
-                os.close(fd)
+        with local_lock(self.files.root / BOOK_LOCK):
+            yield
 
     # --- submit --------------------------------------------------------------------------
 
@@ -273,14 +263,13 @@ class JobBook:
         """True when a client asked to cancel this job."""
         return self.files.cancel_path(job_id).exists()
 
-    def wait_until_finished(self, job_id: str, timeout: float) -> Job:
-        """The job once final, or as it is after ``timeout`` seconds."""
-        deadline = time.monotonic() + timeout
-        while True:
-            job = self.get(job_id)
-            if job.state.finished or time.monotonic() >= deadline:
-                return job
-            time.sleep(_WAIT_POLL_SECONDS)
+    def cancelled_or_running(self, job_id: str) -> Job:
+        """The job as it is after a cancel request; raise JobAlreadyFinished when it ended
+        otherwise than CANCELLED (it finished before the request was seen: it keeps that)."""
+        job = self.get(job_id)
+        if job.state.finished and job.state is not JobState.CANCELLED:
+            raise JobAlreadyFinished(job)
+        return job
 
     # --- the runner's state changes: the only writes after submit --------------------------
 

@@ -30,9 +30,11 @@ class Executor(Protocol):
         A ``job_id`` already recorded returns that job (a named submit is idempotent).
         """
 
-    def cancel(self, job_id: str, *, wait: float | None = None) -> Job:
-        """The job CANCELLED, or as it is when the runner has not confirmed within ``wait``
-        seconds (None: the trainer's cancel wait)."""
+    def cancel(self, job_id: str) -> Job:
+        """Record a cancel and return at once: the job CANCELLED when it was QUEUED, else as
+        it is now (its runner stops it and records CANCELLED later; nobody waits for that
+        here, so a cancel never holds a request thread). Raise JobAlreadyFinished when the
+        job ended otherwise."""
 
 
 def make_book(settings: Settings, store: ModelStore) -> JobBook:
@@ -59,4 +61,4 @@ def executor_for(settings: Settings, book: JobBook) -> Executor:
         return KubernetesExecutor(book, settings)
     from trainer_service.runner.local import LocalExecutor  # noqa: PLC0415
 
-    return LocalExecutor(book, settings.cancel_wait)
+    return LocalExecutor(book)

@@ -56,7 +56,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.leaderelection import electionconfig, leaderelection
 from kubernetes.leaderelection.resourcelock.leaselock import LeaseLock
 
-from trainer_service.errors import ExecutorUnavailable, JobAlreadyFinished, TooManyJobs
+from trainer_service.errors import ExecutorUnavailable, TooManyJobs
 from trainer_service.params import TrainingParams
 from trainer_service.runner.book import CANCELLED, TIME_LIMIT, Ending, Job, JobBook, JobState
 from trainer_service.runner.job_process import EXIT_STOPPED
@@ -350,20 +350,16 @@ class KubernetesExecutor:
         if self.book.slots is not None:
             self.book.slots.release(job_id)
 
-    def cancel(self, job_id: str, *, wait: float | None = None) -> Job:
-        """Record the request and delete the Job; the finalizer records CANCELLED.
+    def cancel(self, job_id: str) -> Job:
+        """Record the request and delete the Job; the finalizer records CANCELLED later (the
+        job is returned as it is now).
 
         With the API server away the request stays recorded (the finalizer deletes the Job
         once it answers again) and the caller gets ``ExecutorUnavailable``.
         """
         self.book.request_cancel(job_id)
         delete_job(self.batch, self.namespace, job_id)
-        job = self.book.wait_until_finished(
-            job_id, self.settings.cancel_wait if wait is None else wait
-        )
-        if job.state.finished and job.state is not JobState.CANCELLED:
-            raise JobAlreadyFinished(job)
-        return job
+        return self.book.cancelled_or_running(job_id)
 
 
 def delete_job(batch: client.BatchV1Api, namespace: str, job_id: str) -> None:

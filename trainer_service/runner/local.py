@@ -11,16 +11,16 @@ is warm the active runner writes its pid into ``.runner-ready`` (``pool_warm``):
 answers 200 only from then on, and while that runner lives.
 
 One loop waits on the poke pipe, the children's pidfds, the signal pipe and the nearest
-time limit, and reacts at once. Coordination is local only: an ``flock`` makes one runner
-per store the active one (a second one on the same machine waits as a standby), state
-changes go through the job book's local lock, and a child dies with the runner
-(``PR_SET_PDEATHSIG``). The store must therefore be on this machine's disk.
+time limit, and reacts at once. Coordination is local only: a lock on a file of the jobs
+folder (``local_lock``, an ``flock``) makes one runner per store the active one (a second
+one on the same machine tries it again as a standby), state changes go through the job
+book's local lock, and a child dies with the runner (``PR_SET_PDEATHSIG``). The store must
+therefore be on this machine's disk.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -34,7 +34,9 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import IO
 
-from trainer_service.errors import JobAlreadyFinished
+from filelock import FileLock, Timeout
+
+from squarenet.store import local_lock
 from trainer_service.params import TrainingParams
 from trainer_service.runner import fence
 from trainer_service.runner.book import (
@@ -82,9 +84,8 @@ def poke(book: JobBook) -> None:
 class LocalExecutor:
     """The API's side of the ``local`` executor."""
 
-    def __init__(self, book: JobBook, cancel_wait: float) -> None:
+    def __init__(self, book: JobBook) -> None:
         self.book = book
-        self.cancel_wait = cancel_wait
 
     def submit(
         self, params: TrainingParams, *, job_id: str | None = None, sweep_id: str | None = None
@@ -94,17 +95,15 @@ class LocalExecutor:
         poke(self.book)
         return job
 
-    def cancel(self, job_id: str, *, wait: float | None = None) -> Job:
-        """A QUEUED job ends CANCELLED here; a RUNNING one when the runner has killed it."""
+    def cancel(self, job_id: str) -> Job:
+        """A QUEUED job ends CANCELLED here; a RUNNING one when the runner, poked now, has
+        killed it: the job as it is is returned without waiting for that."""
         self.book.request_cancel(job_id)
         job = self.book.finish(job_id, CANCELLED, only_if=JobState.QUEUED)
         if job is not None:
             return job
         poke(self.book)
-        job = self.book.wait_until_finished(job_id, self.cancel_wait if wait is None else wait)
-        if job.state.finished and job.state is not JobState.CANCELLED:
-            raise JobAlreadyFinished(job)
-        return job
+        return self.book.cancelled_or_running(job_id)
 
 
 @dataclass
@@ -231,8 +230,8 @@ class LocalRunner:
             signal.signal(signum, self._on_signal)
         root = self.book.files.root
         root.mkdir(parents=True, exist_ok=True)
-        lock_fd = os.open(root / RUNNER_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o660)
-        if not self._become_active(lock_fd, signal_read):
+        runner_lock = local_lock(root / RUNNER_LOCK)
+        if not self._become_active(runner_lock, signal_read):
             return 0
         with contextlib.suppress(FileExistsError):
             os.mkfifo(root / WAKE_FIFO, 0o660)
@@ -245,20 +244,20 @@ class LocalRunner:
                 self._wait([wake, signal_read])
         finally:
             self._shutdown()
-            os.close(lock_fd)
+            runner_lock.release()
         _log.info("local runner stopped")
         return 0
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self.stopping = True
 
-    def _become_active(self, lock_fd: int, signal_read: int) -> bool:
+    def _become_active(self, runner_lock: FileLock, signal_read: int) -> bool:
         """Hold the store's runner lock; wait as a standby while another runner has it."""
         announced = False
         while not self.stopping:
             try:
-                fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+                runner_lock.acquire(blocking=False)
+            except Timeout:
                 if not announced:
                     _log.info("local runner %d: standby, another runner has the store", os.getpid())
                     announced = True

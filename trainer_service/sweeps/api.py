@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 
 from flask import Blueprint, Response, request, send_file, url_for
 from pydantic import BaseModel, ConfigDict, Field
@@ -19,7 +18,6 @@ from trainer_service.api.views import event_stream, read_json_body, services
 from trainer_service.params import TrainingParams
 from trainer_service.sweeps.controller import (
     create_sweep,
-    reconcile_sweeps,
     request_cancel,
     request_patch,
     sweep_files,
@@ -34,7 +32,6 @@ from trainer_service.sweeps.views import live_trials, sweep_document, trial_docu
 
 bp = Blueprint("sweeps", __name__)
 log = logging.getLogger("squarenet.trainer.api")
-_CANCEL_POLL_SECONDS = 0.1
 MAX_SWEEP_LIST = 10_000
 
 
@@ -162,15 +159,10 @@ def trials_table(sweep_id: str) -> Response:
 
 @bp.post("/v1/sweeps/<sweep_id>/cancel")
 def cancel_sweep(sweep_id: str) -> Response:
-    """Cancel a sweep: 200 once every trial has ended; 202 while running ones still stop."""
-    svc = services()
-    record = request_cancel(svc.executor, sweep_id)
-    deadline = time.monotonic() + svc.settings.cancel_wait
-    while not record.settled and time.monotonic() < deadline:
-        time.sleep(_CANCEL_POLL_SECONDS)
-        if svc.book.local_lock:  # else the elected finalizer's pass does it
-            reconcile_sweeps(svc.executor)
-        record = _record(sweep_id)
+    """Cancel a sweep and answer at once: 200 when every trial has ended already; 202 while
+    running ones still stop (the controller settles the sweep as their jobs end; the client
+    follows the sweep)."""
+    record = request_cancel(services().executor, sweep_id)
     log.info("sweep %s cancel answered state=%s", sweep_id, record.state)
     return _json(_document(record), 200 if record.settled else 202)
 

@@ -441,7 +441,7 @@ def _stop_early(files: SweepFiles, executor: Executor, record: SweepRecord) -> S
             _log.info("sweep %s trial %d: %s", record.id, trial.number, reason)
             _check_leading(executor)
             try:
-                executor.cancel(trial.job_id, wait=0)  # the runner confirms; the next pass sees it
+                executor.cancel(trial.job_id)  # the runner confirms; the next pass sees it
             except JobAlreadyFinished:
                 continue  # it ended first: it keeps the outcome it had
             record = _with_trial(record, trial.model_copy(update={"stopping_early": reason}))
@@ -466,7 +466,7 @@ def _stop(executor: Executor, record: SweepRecord, trial: Trial) -> Trial:
         return trial
     _check_leading(executor)
     try:
-        job = executor.cancel(trial.job_id, wait=0)  # the runner confirms later; we look again
+        job = executor.cancel(trial.job_id)  # the runner confirms later; we look again
     except JobAlreadyFinished as exc:
         job = exc.job
     except JobNotFound:

@@ -256,11 +256,12 @@ def sweep_paths(problems: Any) -> dict[str, Any]:
         },
         "/v1/sweeps/{sweep_id}/cancel": {
             "post": _one(
-                "Cancel a sweep: no more trials start, running ones are cancelled.",
+                "Cancel a sweep: no more trials start, running ones are cancelled; answers "
+                "at once: follow the sweep (GET or its events) to see it settle.",
                 {
                     "200": {"description": "Every trial has ended.", "content": _body("Sweep")},
                     "202": {
-                        "description": "Cancel requested; running trials are still stopping.",
+                        "description": "Cancel recorded; running trials are still stopping.",
                         "content": _body("Sweep"),
                     },
                     **problems(401, 403, 404, 409),

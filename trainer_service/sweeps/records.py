@@ -16,15 +16,15 @@ model name, sorted by creation time; text of any other shape is an unknown sweep
 request builds a path from client text. Only the controller rewrites a record, so the API
 never races it: a create writes a new file, a cancel leaves a marker, a promotion its own
 file. With the ``local`` executor the controller may run in any process of the machine and
-takes the lock (``flock`` plus a thread lock, before the job book's, never the other way
-round); with ``kubernetes`` it runs only on the replica elected to finalize jobs and takes
-no lock on the shared volume (no NFS lock anywhere).
+takes the lock (``local_lock``: one ``flock`` that excludes processes and threads alike,
+before the job book's, never the other way round); with ``kubernetes`` it runs only on the
+replica elected to finalize jobs and takes no lock on the shared volume (no NFS lock
+anywhere), only its host's (``host_lock``, in the local temp folder).
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import re
 import secrets
@@ -43,6 +43,8 @@ from squarenet.store import (
     FileIdentity,
     ModelStore,
     file_identity,
+    host_lock,
+    local_lock,
     write_json_atomic,
 )
 from trainer_service.sweeps.spec import SweepSpec, Value
@@ -188,16 +190,6 @@ def is_sweep_id(text: str) -> bool:
 _SETTLED: dict[str, FileIdentity] = {}
 _SETTLED_GUARD = threading.Lock()
 
-_THREAD_LOCKS: dict[str, threading.Lock] = {}
-_THREAD_LOCKS_GUARD = threading.Lock()
-
-
-def _thread_lock(path: Path) -> threading.Lock:
-    """POSIX record locks do not exclude threads of one process: add a thread lock per file."""
-    key = str(path.resolve())
-    with _THREAD_LOCKS_GUARD:
-        return _THREAD_LOCKS.setdefault(key, threading.Lock())
-
 
 class SweepFiles:
     """Paths, the lock and plain reads and writes of sweep records; no policy."""
@@ -209,19 +201,12 @@ class SweepFiles:
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
-        """Hold the sweeps lock (a thread lock only when ``local_lock`` is off)."""
+        """Hold the sweeps lock: on ``.lock`` with ``local_lock``, otherwise on a file in the
+        local temp folder (``host_lock``), so that nothing locks a file on a shared volume."""
         self.root.mkdir(parents=True, exist_ok=True)
         path = self.root / LOCK_FILE
-        with _thread_lock(path):
-            if not self.local_lock:
-                yield
-                return
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o660)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-                yield
-            finally:
-                os.close(fd)
+        with local_lock(path) if self.local_lock else host_lock(path):
+            yield
 
     def patch_path(self, sweep_id: str) -> Path:
         """Present while a client's new trial counts wait for the controller."""

@@ -181,7 +181,7 @@ export async function renderJobs(main, query) {
       const answer = await mutate("POST", `/v1/jobs/${encodeURIComponent(id)}/cancel`);
       updateRow(answer.body);
       status.textContent = answer.status === 202
-        ? `Cancel of job ${id} requested; its runner has not confirmed yet.`
+        ? `Cancel of job ${id} requested; it ends once its runner has stopped it.`
         : `Job ${id} cancelled.`;
       if (answer.status === 200) {
         streams.get(id)?.close();
