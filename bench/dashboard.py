@@ -39,8 +39,9 @@ from playwright.sync_api import Browser, sync_playwright
 
 from squarenet.stack import running_trainer
 from squarenet.store import ModelStore
+from trainer_service.lifecycle import RunState
 from trainer_service.params import TrainingParams
-from trainer_service.runner.records import Job, JobFiles, JobState, Progress, new_job_id
+from trainer_service.runner.records import Job, JobFiles, Progress, new_job_id
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = [
@@ -82,7 +83,7 @@ def fill_store(root: Path, count: int) -> None:
         files.write(
             Job(
                 id=new_job_id(),
-                state=JobState.SUCCEEDED,
+                state=RunState.SUCCEEDED,
                 params=params,
                 progress=Progress(epoch=50, epochs=50),
                 metrics={"loss": 0.01, "mse_in_domain": 0.004 + index * 1e-6,

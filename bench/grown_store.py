@@ -36,6 +36,7 @@ from serving import Figure, render
 
 from squarenet.store import METADATA_FILE, SAVED_MODEL_FILE, TFLITE_FILE
 from trainer_service.api.app import create_app
+from trainer_service.lifecycle import RunState, TrialState
 from trainer_service.runner.executor import Executor
 from trainer_service.runner.records import ProgressTail
 from trainer_service.settings import Settings
@@ -43,9 +44,7 @@ from trainer_service.sweeps import reconcile_sweeps
 from trainer_service.sweeps.records import (
     SweepFiles,
     SweepRecord,
-    SweepState,
     Trial,
-    TrialState,
     new_sweep_id,
 )
 from trainer_service.sweeps.spec import SweepSpec, plan_sweep
@@ -87,7 +86,7 @@ def settled_record(spec: SweepSpec, trials: int, number: int) -> SweepRecord:
               finished_at="2026-12-01T00:00:01Z")
         for n in range(trials)
     ]  # fmt: skip
-    return SweepRecord(id=sweep_id, state=SweepState.SUCCEEDED, spec=spec, trials=done,
+    return SweepRecord(id=sweep_id, state=RunState.SUCCEEDED, spec=spec, trials=done,
                        created_at="2026-12-01T00:00:00Z", finished_at="2026-12-01T00:00:02Z")  # fmt: skip
 
 
@@ -97,7 +96,7 @@ def sweep_pass(executor: Executor, sweeps: int, repeats: int) -> Figure:
     spec = plan_sweep(SweepSpec.model_validate(SPEC), "sweep-bench")
     for number in range(sweeps):
         files.write(settled_record(spec, 20, number))
-    running = settled_record(spec, 20, sweeps).model_copy(update={"state": SweepState.RUNNING})
+    running = settled_record(spec, 20, sweeps).model_copy(update={"state": RunState.RUNNING})
     files.write(running)
     baseline = median_seconds(files.records, repeats)
     reconcile_sweeps(executor)  # this process meets each settled record once

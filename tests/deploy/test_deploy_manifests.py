@@ -34,9 +34,10 @@ from deploy.deploy_manifests import (
 )
 from predictor_service.settings import PredictorSettings
 from trainer_service.api.gunicorn_conf import SHM
+from trainer_service.lifecycle import RunState
 from trainer_service.params import TrainingParams
 from trainer_service.runner.kubernetes import job_manifest, lease_name
-from trainer_service.runner.records import Job, JobState, Progress, utc_now
+from trainer_service.runner.records import Job, Progress, utc_now
 from trainer_service.settings import Settings
 
 # The oldest Kubernetes release the manifests support (native sleep pre-stop hooks are on by
@@ -536,7 +537,7 @@ def test_the_admin_job_gives_the_share_to_the_uid_and_gid_the_pods_run_as(
     )
     job = Job(
         id="20261206T000000Z-00000000",
-        state=JobState.QUEUED,
+        state=RunState.QUEUED,
         params=TrainingParams.model_validate({"epochs": 1}),
         progress=Progress(epoch=0, epochs=1),
         created_at=utc_now(),

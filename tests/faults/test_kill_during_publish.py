@@ -25,9 +25,9 @@ from support import patient, wait_for
 from faults.load import PredictLoad, summary
 from squarenet.stack import running_trainer
 from squarenet.store import TMP_PREFIX, ModelStore
+from trainer_service.lifecycle import RunState
 from trainer_service.params import TrainingParams
 from trainer_service.runner.book import JobBook
-from trainer_service.runner.records import JobState
 
 PUBLISH_LOOP = Path(__file__).with_name("publish_loop.py")
 KILLS = 24
@@ -121,11 +121,11 @@ def test_sigkill_of_real_training_jobs_while_they_export_and_publish(
                     os.kill(pid, signal.SIGKILL)
                 ended = wait_until_finished(book, job.id)
                 outcomes.append(f"{ended.state.value}:{ended.model_version}")
-                if ended.state is JobState.SUCCEEDED:  # killed after the rename: a real version
+                if ended.state is RunState.SUCCEEDED:  # killed after the rename: a real version
                     assert ended.model_version is not None
                     store.verify_version("square", ended.model_version)
                 else:
-                    assert ended.state is JobState.FAILED
+                    assert ended.state is RunState.FAILED
                     assert ended.error == "training process killed by SIGKILL (out of memory?)"
                     assert all(
                         store.read_metadata("square", v).get("job_id") != job.id

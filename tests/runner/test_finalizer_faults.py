@@ -17,8 +17,9 @@ import urllib3
 from sweeps.sweep_support import GRID_2x2
 
 from squarenet.store import ModelStore
+from trainer_service.lifecycle import RunState
 from trainer_service.params import TrainingParams
-from trainer_service.runner.book import JobBook, JobState
+from trainer_service.runner.book import JobBook
 from trainer_service.runner.kubernetes import DISRUPTION, JOB_ID_LABEL, RENEW_SECONDS, Finalizer
 from trainer_service.runner.local import LocalExecutor
 from trainer_service.settings import Settings
@@ -95,16 +96,16 @@ def test_one_failing_job_does_not_block_the_others_and_is_logged_once(
     with caplog.at_level(logging.INFO, logger="trainer_service.runner"):
         for _ in range(3):
             settling.tick()
-    assert book.get(first).state is JobState.FAILED
-    assert book.get(last).state is JobState.FAILED
-    assert book.get(failing).state is JobState.QUEUED  # retried on the next pass
+    assert book.get(first).state is RunState.FAILED
+    assert book.get(last).state is RunState.FAILED
+    assert book.get(failing).state is RunState.QUEUED  # retried on the next pass
     about = [r for r in caplog.records if failing in r.getMessage() and r.levelname == "ERROR"]
     assert len(about) == 1, [r.getMessage() for r in about]
     assert "MaxRetryError" in about[0].getMessage()
     assert not any(r.exc_info for r in caplog.records)  # no traceback
     api.unreachable_for = "nobody"
     settling.tick()
-    assert book.get(failing).state is JobState.FAILED
+    assert book.get(failing).state is RunState.FAILED
 
 
 def test_a_replica_whose_lease_renewal_is_overdue_changes_no_state(store: ModelStore) -> None:
@@ -113,10 +114,10 @@ def test_a_replica_whose_lease_renewal_is_overdue_changes_no_state(store: ModelS
     settling = finalizer(book, FakeApi([job_item(job_id, "Complete")], unreachable_for="-"))
     settling.lock.renewed_at = time.monotonic() - RENEW_SECONDS - 1  # a pause past the deadline
     settling.tick()
-    assert book.get(job_id).state is JobState.QUEUED
+    assert book.get(job_id).state is RunState.QUEUED
     settling.lock.renewed_at = time.monotonic()
     settling.tick()
-    assert book.get(job_id).state is JobState.FAILED
+    assert book.get(job_id).state is RunState.FAILED
 
 
 def pod(**status: Any) -> SimpleNamespace:
@@ -194,13 +195,13 @@ def test_a_replica_whose_lease_lapses_during_the_pod_list_changes_no_job(
     settling = finalizer(book, api, max_pending_seconds=0)
     api.lapsing = settling
     settling.tick()
-    assert book.get(job_id).state is JobState.QUEUED  # the leader (whoever it is) decides
+    assert book.get(job_id).state is RunState.QUEUED  # the leader (whoever it is) decides
     assert api.deleted == []
     api.lapsing = None  # the calls answer in time again, and the Lease is renewed
     settling.lock.renewed_at = time.monotonic()
     settling.tick()
     ended = book.get(job_id)
-    assert ended.state is JobState.FAILED
+    assert ended.state is RunState.FAILED
     assert ended.error is not None and ended.error.startswith(error), ended.error
 
 

@@ -12,6 +12,7 @@ import pytest
 import yaml
 from cluster.rbac import LEASE, allowed, granted
 
+from trainer_service.lifecycle import RunState
 from trainer_service.params import TrainingParams
 from trainer_service.runner.kubernetes import (
     INSTALLATION_LABEL,
@@ -23,13 +24,13 @@ from trainer_service.runner.kubernetes import (
     lease_name,
     pending_reason,
 )
-from trainer_service.runner.records import Job, JobState, Progress, utc_now
+from trainer_service.runner.records import Job, Progress, utc_now
 from trainer_service.settings import Settings
 
 RBAC = Path(__file__).resolve().parents[2] / "k8s/base/rbac.yaml"
 JOB = Job(
     id="20261129T051500Z-3f9a1c2b",
-    state=JobState.QUEUED,
+    state=RunState.QUEUED,
     params=TrainingParams.model_validate({"epochs": 5, "max_train_seconds": 120}),
     progress=Progress(epoch=0, epochs=5),
     created_at=utc_now(),

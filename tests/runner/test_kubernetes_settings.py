@@ -9,9 +9,10 @@ import pytest
 from pydantic import ValidationError
 
 from squarenet.stack import command_of
+from trainer_service.lifecycle import RunState
 from trainer_service.params import TrainingParams
 from trainer_service.runner.kubernetes import job_manifest
-from trainer_service.runner.records import Job, JobState, Progress, utc_now
+from trainer_service.runner.records import Job, Progress, utc_now
 from trainer_service.settings import Settings, quantity
 
 
@@ -111,7 +112,7 @@ def test_the_jobs_mount_the_stores_folder_on_the_claim_and_name_their_owner(
     not the claim's root; an owner (read by the executor) becomes the Job's ownerReference."""
     job = Job(
         id="20261206T060000Z-0a1b2c3d",
-        state=JobState.QUEUED,
+        state=RunState.QUEUED,
         params=TrainingParams(),
         progress=Progress(epoch=0, epochs=TrainingParams().epochs),
         created_at=utc_now(),

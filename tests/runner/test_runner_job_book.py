@@ -13,9 +13,10 @@ from support import patient
 
 from squarenet.store import ModelStore
 from trainer_service.errors import JobAlreadyFinished, JobNotFound, PlotNotFound, QueueFull
+from trainer_service.lifecycle import EndReason, RunState
 from trainer_service.params import TrainingParams
 from trainer_service.runner import fence
-from trainer_service.runner.book import CANCELLED, EXITED, JobBook, JobState
+from trainer_service.runner.book import CANCELLED, EXITED, TIME_LIMIT, Ending, JobBook
 from trainer_service.runner.local import LocalExecutor
 from trainer_service.runner.records import (
     Job,
@@ -40,7 +41,7 @@ def test_submit_records_a_queued_job_with_every_effective_parameter(store: Model
     book = JobBook(store)
     job = book.submit(TINY)
     assert is_job_id(job.id)
-    assert job.state is JobState.QUEUED
+    assert job.state is RunState.QUEUED
     assert job.progress.epoch == 0
     assert job.progress.epochs == 3
     shown = job.model_dump(mode="json")
@@ -52,6 +53,7 @@ def test_submit_records_a_queued_job_with_every_effective_parameter(store: Model
         "metrics",
         "model_version",
         "error",
+        "end_reason",
         "created_at",
         "started_at",
         "finished_at",
@@ -59,6 +61,7 @@ def test_submit_records_a_queued_job_with_every_effective_parameter(store: Model
         "resumes",
     }
     assert shown["resumes"] == 0
+    assert shown["end_reason"] is None  # not ended yet
     assert shown["params"]["num_neurons"] == 10  # defaults filled in
     assert shown["created_at"].endswith("Z")
     assert book.get(job.id) == job
@@ -74,7 +77,7 @@ def test_requeue_puts_a_running_job_back_and_finish_removes_its_checkpoint(
     assert book.start(job.id) is not None
     requeued = book.requeue(job.id, "a test")
     assert requeued is not None
-    assert requeued.state is JobState.QUEUED and requeued.resumes == 1
+    assert requeued.state is RunState.QUEUED and requeued.resumes == 1
     assert book.get(job.id) == requeued
     assert book.start(job.id) is not None
     checkpoint = JobFiles(store).checkpoint_path(job.id)
@@ -84,6 +87,70 @@ def test_requeue_puts_a_running_job_back_and_finish_removes_its_checkpoint(
     assert ended is not None and ended.resumes == 1
     assert not checkpoint.exists()
     assert book.requeue(job.id, "a test") is None  # a final job stays final
+
+
+def _report(store: ModelStore, job_id: str, result: dict[str, Any]) -> None:
+    """Write a job process's result line, as the job's own process does."""
+    path = JobFiles(store).progress_path(job_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result) + "\n", encoding="utf-8")
+
+
+@pytest.mark.parametrize(
+    ("ending", "result", "end"),
+    [
+        (CANCELLED, None, EndReason.CANCELLED),
+        (TIME_LIMIT, None, EndReason.TIME_LIMIT),
+        (Ending("failed", "trainer process lost", EndReason.LOST), None, EndReason.LOST),
+        (Ending("exited", "its pod ended without a result"), None, EndReason.ERROR),
+        (EXITED, {"result": "cancelled"}, EndReason.CANCELLED),
+        (EXITED, {"result": "failed", "error": "x", "end": "interrupted"}, EndReason.INTERRUPTED),
+        (EXITED, {"result": "failed", "error": "diverged", "end": "error"}, EndReason.ERROR),
+    ],
+)
+def test_a_finished_job_records_why_it_ended(
+    store: ModelStore, ending: Ending, result: dict[str, Any] | None, end: EndReason
+) -> None:
+    book = JobBook(store)
+    job = book.submit(TINY)
+    assert book.start(job.id) is not None
+    if result is not None:
+        _report(store, job.id, result)
+    ended = book.finish(job.id, ending)
+    assert ended is not None and ended.end_reason is end
+    assert book.get(job.id).end_reason is end
+
+
+def test_a_job_process_of_an_older_version_is_understood_by_its_words(store: ModelStore) -> None:
+    book = JobBook(store)
+    job = book.submit(TINY)
+    _report(store, job.id, {"result": "failed", "error": "interrupted: SIGTERM"})
+    ended = book.finish(job.id, EXITED)
+    assert ended is not None and ended.end_reason is EndReason.INTERRUPTED
+
+
+@pytest.mark.parametrize(
+    ("state", "error", "end"),
+    [
+        ("QUEUED", None, None),
+        ("RUNNING", None, None),
+        ("SUCCEEDED", None, EndReason.PUBLISHED),
+        ("CANCELLED", None, EndReason.CANCELLED),
+        ("FAILED", "interrupted: its pod was disrupted by the cluster", EndReason.INTERRUPTED),
+        ("FAILED", "trainer process lost: the job runner stopped", EndReason.LOST),
+        ("FAILED", "time limit exceeded: the job ran longer", EndReason.TIME_LIMIT),
+        ("FAILED", "lost: its Kubernetes Job is gone", EndReason.ERROR),
+        ("FAILED", "training diverged", EndReason.ERROR),
+    ],
+)
+def test_a_record_written_before_end_reasons_gets_one_when_read(
+    store: ModelStore, state: str, error: str | None, end: EndReason | None
+) -> None:
+    book = JobBook(store)
+    job = book.submit(TINY)
+    older = job.model_dump(mode="json", exclude={"end_reason"}) | {"state": state, "error": error}
+    JobFiles(store).record_path(job.id).write_text(json.dumps(older), encoding="utf-8")
+    assert book.get(job.id).end_reason is end
 
 
 def test_another_book_on_the_same_store_sees_the_same_jobs(store: ModelStore) -> None:
@@ -111,7 +178,7 @@ def test_a_cancelled_queued_job_frees_its_queue_place(store: ModelStore) -> None
     book = JobBook(store, max_queued=1)
     first = book.submit(TINY)
     cancel(book, first.id)
-    assert book.submit(TINY).state is JobState.QUEUED
+    assert book.submit(TINY).state is RunState.QUEUED
 
 
 def _submit_many(root: str, count: int, results: multiprocessing.Queue[int]) -> None:
@@ -172,10 +239,10 @@ def test_cancel_of_a_queued_job_cancels_it_at_once(store: ModelStore) -> None:
     book = JobBook(store)
     job = book.submit(TINY)
     cancelled = cancel(book, job.id)
-    assert cancelled.state is JobState.CANCELLED
+    assert cancelled.state is RunState.CANCELLED
     assert cancelled.finished_at is not None
     assert book.get(job.id) == cancelled
-    assert book.count(JobState.QUEUED) == 0
+    assert book.count(RunState.QUEUED) == 0
 
 
 def test_cancel_of_a_finished_job_raises_already_finished_with_the_job(
@@ -195,7 +262,7 @@ def test_cancel_of_a_running_job_leaves_a_request_and_returns_it_as_it_is(
     job = book.submit(TINY)
     assert book.start(job.id) is not None  # as a runner does when it hands the job out
     answer = cancel(book, job.id)  # no runner is there: it returns without one
-    assert answer.state is JobState.RUNNING
+    assert answer.state is RunState.RUNNING
     assert JobFiles(store).cancel_path(job.id).exists()
     assert book.cancel_requested(job.id)
 
@@ -272,11 +339,11 @@ def test_counts_has_every_state(store: ModelStore) -> None:
     book.submit(TINY)
     cancel(book, book.submit(TINY).id)
     assert book.counts() == {
-        JobState.QUEUED: 1,
-        JobState.RUNNING: 0,
-        JobState.SUCCEEDED: 0,
-        JobState.FAILED: 0,
-        JobState.CANCELLED: 1,
+        RunState.QUEUED: 1,
+        RunState.RUNNING: 0,
+        RunState.SUCCEEDED: 0,
+        RunState.FAILED: 0,
+        RunState.CANCELLED: 1,
     }
 
 
@@ -296,7 +363,7 @@ def test_an_empty_store_has_no_jobs(tmp_path: Path) -> None:
     assert sum(book.counts().values()) == 0
 
 
-def finished_record(files: JobFiles, created: datetime, state: JobState) -> str:
+def finished_record(files: JobFiles, created: datetime, state: RunState) -> str:
     """A finished job's record and progress as the runner leaves them, created at ``created``."""
     job_id = new_job_id(created)
     stamp = created.isoformat().replace("+00:00", "Z")
@@ -320,7 +387,7 @@ def test_the_oldest_finished_jobs_are_forgotten_beyond_keep_finished(store: Mode
     start = datetime(2026, 11, 1, tzinfo=UTC)
     old = [
         finished_record(files, start + timedelta(minutes=n), state)
-        for n, state in enumerate([JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED])
+        for n, state in enumerate([RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED])
     ]
     waiting = book.submit(TINY)  # 3 finished > 2 kept: the oldest goes
     assert [job.id for job in book.list()] == [waiting.id, old[2], old[1]]
@@ -331,7 +398,7 @@ def test_the_oldest_finished_jobs_are_forgotten_beyond_keep_finished(store: Mode
 
     later = book.submit(TINY)  # jobs not finished never count against the kept ones
     assert [job.id for job in book.list()] == [later.id, waiting.id, old[2], old[1]]
-    assert book.counts()[JobState.QUEUED] == 2
+    assert book.counts()[RunState.QUEUED] == 2
 
 
 def test_a_job_that_reported_its_version_succeeds_after_many_later_versions(
@@ -358,7 +425,7 @@ def test_a_job_that_reported_its_version_succeeds_after_many_later_versions(
     )
     done = book.finish(job.id, EXITED)
     assert done is not None
-    assert done.state is JobState.SUCCEEDED, done.error
+    assert done.state is RunState.SUCCEEDED, done.error
     assert done.model_version == version
 
 

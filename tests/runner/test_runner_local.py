@@ -24,7 +24,8 @@ from runner.runner_harness import (
 )
 from squarenet.store import TMP_PREFIX, ModelStore
 from trainer_service.errors import JobAlreadyFinished
-from trainer_service.runner.book import MAX_RESUMES, TIME_LIMIT, JobBook, JobState
+from trainer_service.lifecycle import RunState
+from trainer_service.runner.book import MAX_RESUMES, TIME_LIMIT, JobBook
 from trainer_service.runner.local import LocalExecutor, pool_warm
 from trainer_service.runner.records import JobFiles
 from trainer_service.training.checkpoint import Checkpoint
@@ -48,7 +49,7 @@ def test_a_small_job_succeeds_with_its_history_and_a_verified_version(
     runner = start_runner()
     book = JobBook(store)
     job = wait_until_finished(book, LocalExecutor(book).submit(QUICK).id)
-    assert job.state is JobState.SUCCEEDED, job.error
+    assert job.state is RunState.SUCCEEDED, job.error
     assert job.model_version == 1
     assert job.progress.epoch == QUICK.epochs
     assert job.started_at is not None and job.finished_at is not None
@@ -73,11 +74,11 @@ def test_a_warm_process_waits_for_the_next_job_and_each_process_trains_one(
     book = JobBook(store)
     first = LocalExecutor(book).submit(QUICK)
     assert runner.training_process(first.id) == spare[0]
-    assert wait_until_finished(book, first.id).state is JobState.SUCCEEDED
+    assert wait_until_finished(book, first.id).state is RunState.SUCCEEDED
     wait_for(lambda: process_gone(spare[0]), 30, "the used process to exit")
     second = LocalExecutor(book).submit(QUICK)
     assert runner.training_process(second.id) != spare[0]
-    assert wait_until_finished(book, second.id).state is JobState.SUCCEEDED
+    assert wait_until_finished(book, second.id).state is RunState.SUCCEEDED
     assert store.list_versions() == [1, 2]
 
 
@@ -89,14 +90,14 @@ def test_cancel_of_a_running_job_kills_it_and_publishes_nothing(
     executor = LocalExecutor(book)
     long_job = executor.submit(LONG)
     waiting = executor.submit(LONG)
-    assert wait_until_training(book, long_job.id).state is JobState.RUNNING
+    assert wait_until_training(book, long_job.id).state is RunState.RUNNING
     child = runner.training_process(long_job.id)
-    assert book.get(waiting.id).state is JobState.QUEUED  # one at a time by default
+    assert book.get(waiting.id).state is RunState.QUEUED  # one at a time by default
 
     executor.cancel(long_job.id)  # answered at once: the runner stops the job after
     cancelled = wait_until_finished(book, long_job.id)
 
-    assert cancelled.state is JobState.CANCELLED
+    assert cancelled.state is RunState.CANCELLED
     assert cancelled.finished_at is not None
     assert process_gone(child)
     assert store.list_versions() == []
@@ -104,10 +105,10 @@ def test_cancel_of_a_running_job_kills_it_and_publishes_nothing(
     assert [name for name in staging_debris(store) if long_job.id in name] == []
     with pytest.raises(JobAlreadyFinished) as refused:
         executor.cancel(long_job.id)
-    assert refused.value.job.state is JobState.CANCELLED
-    assert wait_until_training(book, waiting.id).state is JobState.RUNNING  # the next one runs
+    assert refused.value.job.state is RunState.CANCELLED
+    assert wait_until_training(book, waiting.id).state is RunState.RUNNING  # the next one runs
     executor.cancel(waiting.id)
-    assert wait_until_finished(book, waiting.id).state is JobState.CANCELLED
+    assert wait_until_finished(book, waiting.id).state is RunState.CANCELLED
 
 
 def test_a_killed_training_process_fails_its_job_and_the_next_job_runs(
@@ -121,9 +122,9 @@ def test_a_killed_training_process_fails_its_job_and_the_next_job_runs(
     os.kill(runner.training_process(doomed.id), signal.SIGKILL)  # as the OOM killer does
 
     failed = wait_until_finished(book, doomed.id)
-    assert failed.state is JobState.FAILED
+    assert failed.state is RunState.FAILED
     assert failed.error == "training process killed by SIGKILL (out of memory?)"
-    assert wait_until_finished(book, after.id).state is JobState.SUCCEEDED
+    assert wait_until_finished(book, after.id).state is RunState.SUCCEEDED
     assert store.verify_version("square", 1).metadata["job_id"] == after.id
     assert runner.process.poll() is None
 
@@ -137,7 +138,7 @@ def test_a_training_error_fails_the_job_with_its_message(
     job = wait_until_finished(
         book, book.submit(QUICK.model_copy(update={"model_name": "blocked"})).id
     )
-    assert job.state is JobState.FAILED
+    assert job.state is RunState.FAILED
     assert job.error is not None
     assert "File exists" in job.error or "Not a directory" in job.error
     assert "Traceback" not in job.error
@@ -150,7 +151,7 @@ def test_a_job_past_its_time_limit_fails_and_publishes_nothing(
     book = JobBook(store)
     job = book.submit(LONG.model_copy(update={"max_train_seconds": 3}))
     ended = wait_until_finished(book, job.id)
-    assert ended.state is JobState.FAILED
+    assert ended.state is RunState.FAILED
     assert ended.error is not None
     assert ended.error.startswith(
         "time limit exceeded: the job ran longer than max_train_seconds=3"
@@ -169,14 +170,14 @@ def test_a_runner_killed_mid_job_requeues_it_and_the_next_runner_resumes_it_from
     child = first.training_process(job.id)
     first.kill()
     wait_for(lambda: process_gone(child), 10, "the orphaned training process to die")
-    assert book.get(job.id).state is JobState.RUNNING  # nobody has noticed yet
+    assert book.get(job.id).state is RunState.RUNNING  # nobody has noticed yet
     saved = Checkpoint(checkpoint).load()
     assert saved is not None and 1 <= saved.epoch < RESUMABLE.epochs
 
     second = start_runner()
     resumed = wait_until_finished(book, job.id)
 
-    assert resumed.state is JobState.SUCCEEDED, resumed.error
+    assert resumed.state is RunState.SUCCEEDED, resumed.error
     assert resumed.resumes == 1
     # every epoch once: those after the checkpoint were trained again, none before it
     assert [row["epoch"] for row in book.epochs_since(job.id, 0)] == list(
@@ -204,7 +205,7 @@ def test_a_job_lost_with_its_runner_too_often_fails(
     start_runner()
     lost = wait_until_finished(book, job.id, timeout=30)
 
-    assert lost.state is JobState.FAILED
+    assert lost.state is RunState.FAILED
     assert lost.error == (
         "trainer process lost: the job runner stopped while the job was training "
         f"(it had resumed {MAX_RESUMES} times)"
@@ -212,7 +213,7 @@ def test_a_job_lost_with_its_runner_too_often_fails(
     assert store.list_versions() == []
     assert staging_debris(store) == []
     after = wait_until_finished(book, book.submit(QUICK).id)
-    assert after.state is JobState.SUCCEEDED
+    assert after.state is RunState.SUCCEEDED
     assert after.model_version == 1
 
 
@@ -229,7 +230,7 @@ def test_sigterm_requeues_the_running_job_and_leaves_no_orphan(
 
     assert all(process_gone(pid) for pid in children)
     interrupted = book.get(job.id)
-    assert interrupted.state is JobState.QUEUED  # it resumes when a runner starts again
+    assert interrupted.state is RunState.QUEUED  # it resumes when a runner starts again
     assert interrupted.resumes == 1
     assert store.list_versions() == []
     assert "local runner stopped" in runner.log()
@@ -245,7 +246,7 @@ def test_a_second_runner_on_the_store_waits_and_takes_over(
     active.kill()
     book = JobBook(store)
     job = wait_until_finished(book, book.submit(QUICK).id)
-    assert job.state is JobState.SUCCEEDED
+    assert job.state is RunState.SUCCEEDED
     assert "active on" in standby.log()
 
 
@@ -257,12 +258,12 @@ def test_max_concurrent_jobs_runs_that_many_at_once(
     executor = LocalExecutor(book)
     jobs = [executor.submit(LONG) for _ in range(3)]
     for job in jobs[:2]:
-        assert wait_until_training(book, job.id).state is JobState.RUNNING
-    assert book.get(jobs[2].id).state is JobState.QUEUED
+        assert wait_until_training(book, job.id).state is RunState.RUNNING
+    assert book.get(jobs[2].id).state is RunState.QUEUED
     for job in jobs:
         executor.cancel(job.id)
     for job in jobs:
-        assert wait_until_finished(book, job.id).state is JobState.CANCELLED
+        assert wait_until_finished(book, job.id).state is RunState.CANCELLED
 
 
 def test_the_pool_is_as_large_as_the_concurrency_and_warm_before_it_says_ready(
@@ -279,7 +280,7 @@ def test_the_pool_is_as_large_as_the_concurrency_and_warm_before_it_says_ready(
     jobs = [executor.submit(QUICK) for _ in range(2)]
     assert {runner.training_process(job.id) for job in jobs} == pool  # both warm already
     for job in jobs:
-        assert wait_until_finished(book, job.id).state is JobState.SUCCEEDED
+        assert wait_until_finished(book, job.id).state is RunState.SUCCEEDED
     # the pool refills: two new warm processes beside the two that trained and exited
     wait_for(lambda: len(set(runner.job_processes()) - pool) == 2, JOB_TIMEOUT, "a new pool")
     assert runner.terminate() == 0
@@ -307,7 +308,7 @@ def test_a_job_process_stalled_past_its_deadline_can_never_publish(
         wait_until_training(book, job.id)
         os.kill(process.pid, signal.SIGSTOP)  # stalled: no chance to notice anything
         ended = book.finish(job.id, TIME_LIMIT)  # what the runner does at the deadline
-        assert ended is not None and ended.state is JobState.FAILED
+        assert ended is not None and ended.state is RunState.FAILED
         os.kill(process.pid, signal.SIGCONT)
         assert process.wait(timeout=JOB_TIMEOUT) in (0, 1)  # it trained on, then was refused
     finally:

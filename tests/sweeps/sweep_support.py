@@ -13,7 +13,8 @@ import json
 from typing import Any
 
 from squarenet.store import SAVED_MODEL_FILE, TFLITE_FILE
-from trainer_service.runner.book import CANCELLED, EXITED, Ending, Job, JobBook, JobState
+from trainer_service.lifecycle import EndReason, RunState
+from trainer_service.runner.book import CANCELLED, EXITED, Ending, Job, JobBook
 
 GRID_2x2: dict[str, Any] = {
     "base": {"n_samples": 200, "epochs": 2, "batch_size": 20, "seed": 1},
@@ -36,7 +37,7 @@ class StandInRunner:
     def claim(self) -> Job:
         """Start the oldest QUEUED job (RUNNING now); fail the test when there is none."""
         for job in self.book.unfinished():
-            if job.state is JobState.QUEUED:
+            if job.state is RunState.QUEUED:
                 started = self.book.start(job.id)
                 assert started is not None
                 return started
@@ -79,13 +80,15 @@ class StandInRunner:
             {"result": "succeeded", "version": version, "metrics": metrics},
         )
         ended = self.book.finish(job.id, EXITED)
-        assert ended is not None and ended.state is JobState.SUCCEEDED
+        assert ended is not None and ended.state is RunState.SUCCEEDED
         return version
 
-    def fail(self, job: Job, error: str = "training diverged") -> None:
+    def fail(
+        self, job: Job, error: str = "training diverged", end: EndReason = EndReason.ERROR
+    ) -> None:
         """End the job FAILED with ``error`` (as a lost, killed or interrupted job ends)."""
-        ended = self.book.finish(job.id, Ending("failed", error))
-        assert ended is not None and ended.state is JobState.FAILED
+        ended = self.book.finish(job.id, Ending("failed", error, end))
+        assert ended is not None and ended.state is RunState.FAILED
 
     def confirm_cancel(self, job: Job) -> None:
         """What a runner does when it finds a cancel request for its job."""

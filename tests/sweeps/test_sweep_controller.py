@@ -15,14 +15,14 @@ from flask.testing import FlaskClient
 
 from squarenet.store import ModelStore
 from sweeps.sweep_support import GRID_2x2, StandInRunner
+from trainer_service.lifecycle import EndReason, RunState
 from trainer_service.params import TrainingParams
-from trainer_service.runner.book import Job, JobState
+from trainer_service.runner.book import Job
 from trainer_service.runner.executor import Executor
 from trainer_service.runner.job_process import STOPPED_ERROR
 from trainer_service.runner.kubernetes import disrupted_error
 from trainer_service.runner.local import LocalExecutor
 from trainer_service.sweeps import reconcile_sweeps
-from trainer_service.sweeps.controller import INTERRUPTED_ERRORS
 from trainer_service.sweeps.records import SweepFiles
 
 
@@ -126,10 +126,9 @@ def test_cancel_stops_queued_and_running_trials_and_never_starts_the_rest(
 def test_a_trial_interrupted_by_a_disruption_runs_again_under_a_new_job(
     client: FlaskClient, executor: Executor, store: ModelStore, runner: StandInRunner
 ) -> None:
-    assert STOPPED_ERROR.startswith(INTERRUPTED_ERRORS)  # a job process stopped by SIGTERM
     sweep_id = _create(client, parallelTrialCount=1)
     interrupted = runner.claim()
-    runner.fail(interrupted, error=STOPPED_ERROR)
+    runner.fail(interrupted, error=STOPPED_ERROR, end=EndReason.INTERRUPTED)
     reconcile_sweeps(executor)
     trial = client.get(f"/v1/sweeps/{sweep_id}/trials").get_json()["trials"][0]
     assert trial["state"] == "QUEUED"
@@ -142,17 +141,15 @@ def test_a_trial_whose_pod_was_disrupted_runs_again_once_then_fails(
     client: FlaskClient, executor: Executor, store: ModelStore, runner: StandInRunner
 ) -> None:
     evicted = disrupted_error("EvictionByEvictionAPI: Eviction API: evicting")
-    assert evicted.startswith(INTERRUPTED_ERRORS)  # the kubernetes finalizer's words
-    assert STOPPED_ERROR.startswith(INTERRUPTED_ERRORS)  # the job process's, on its SIGTERM
     sweep_id = _create(client, parallelTrialCount=1, maxFailedTrialCount=5)
     first = runner.claim()
-    runner.fail(first, error=evicted)
+    runner.fail(first, error=evicted, end=EndReason.INTERRUPTED)
     reconcile_sweeps(executor)
     trial = client.get(f"/v1/sweeps/{sweep_id}/trials").get_json()["trials"][0]
     assert (trial["state"], trial["earlierJobIds"]) == ("QUEUED", [first.id])
     second = runner.claim()
     assert second.id == trial["jobId"] != first.id
-    runner.fail(second, error=evicted)
+    runner.fail(second, error=evicted, end=EndReason.INTERRUPTED)
     reconcile_sweeps(executor)
     trials = client.get(f"/v1/sweeps/{sweep_id}/trials").get_json()["trials"]
     assert trials[0]["state"] == "FAILED"  # disrupted twice: not a third run
@@ -211,7 +208,7 @@ def test_a_crash_around_a_submit_leaves_neither_orphan_nor_twin(
     reconcile_sweeps(executor)  # the next pass, in any process
     jobs = _jobs(client, sweep_id)
     assert [job["id"] for job in jobs] == [intent.job_id, first.id]
-    assert jobs[0]["state"] == JobState.QUEUED
+    assert jobs[0]["state"] == RunState.QUEUED
 
 
 def test_the_job_list_filters_by_sweep(client: FlaskClient) -> None:

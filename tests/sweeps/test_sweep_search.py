@@ -17,7 +17,8 @@ from flask.testing import FlaskClient
 from squarenet.limits import mse_limit
 from squarenet.store import ModelStore
 from sweeps.sweep_support import StandInRunner
-from trainer_service.runner.book import CANCELLED, Job, JobState
+from trainer_service.lifecycle import RunState
+from trainer_service.runner.book import CANCELLED, Job
 from trainer_service.runner.executor import Executor
 from trainer_service.sweeps import reconcile_sweeps
 from trainer_service.sweeps.records import SweepFiles, SweepRecord
@@ -63,7 +64,7 @@ def _trials(client: FlaskClient, sweep_id: str) -> list[dict[str, Any]]:
 
 
 def _queued(executor: Executor) -> list[Job]:
-    return [job for job in executor.book.unfinished() if job.state is JobState.QUEUED]
+    return [job for job in executor.book.unfinished() if job.state is RunState.QUEUED]
 
 
 def _round(runner: StandInRunner, executor: Executor) -> None:
@@ -192,7 +193,7 @@ def test_patch_of_a_running_sweep_widens_it_and_refuses_anything_else(
     )
     assert client.post(f"/v1/sweeps/{sweep_id}/cancel").status_code in (200, 202)
     for job in executor.book.unfinished():
-        if job.state is JobState.QUEUED:
+        if job.state is RunState.QUEUED:
             executor.book.finish(job.id, CANCELLED)
     reconcile_sweeps(executor)
     answer = client.patch(f"/v1/sweeps/{sweep_id}", json={"maxTrialCount": 9})
@@ -287,7 +288,7 @@ def test_a_pass_parses_only_the_sweeps_that_can_still_change(
     answer = client.patch(f"/v1/sweeps/{sweep_id}", json={"maxTrialCount": 4})
     assert answer.status_code == 200, answer.get_json()
     assert answer.get_json()["state"] == "RUNNING"  # the patch brought it back
-    assert [job.state for job in _queued(executor)] == [JobState.QUEUED]
+    assert [job.state for job in _queued(executor)] == [RunState.QUEUED]
     runner.succeed(runner.claim(), mse_in_domain=0.2)
     reconcile_sweeps(executor)
     assert _sweep(client, sweep_id)["trials"] == 4

@@ -9,7 +9,8 @@ import pytest
 from flask.testing import FlaskClient
 
 from sweeps.sweep_support import GRID_2x2
-from trainer_service.sweeps.records import SweepRecord, SweepState, Trial, TrialState
+from trainer_service.lifecycle import RunState, TrialState
+from trainer_service.sweeps.records import SweepRecord, Trial
 from trainer_service.sweeps.search import ask
 from trainer_service.sweeps.spec import SweepSpec, Value, missing_modules, plan_sweep
 
@@ -180,7 +181,7 @@ def test_an_algorithm_this_trainer_cannot_run_is_422_naming_the_others(
 def _draw(body: dict[str, Any], count: int) -> list[dict[str, Value]]:
     """``count`` trials asked in turn, each told back as succeeded (objective: num_neurons)."""
     spec = plan_sweep(SweepSpec.model_validate(body), "sweep-x")
-    record = SweepRecord(id="20990101-000000-00000000", state=SweepState.RUNNING, spec=spec,
+    record = SweepRecord(id="20990101-000000-00000000", state=RunState.RUNNING, spec=spec,
                          trials=[], created_at="2099-01-01T00:00:00+00:00")  # fmt: skip
     for number in range(count):
         asked = ask(record)

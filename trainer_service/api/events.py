@@ -19,7 +19,8 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, Final
+from dataclasses import dataclass, field
+from typing import Final
 
 from trainer_service.errors import JobNotFound
 from trainer_service.runner.book import JobBook, epoch_rows
@@ -89,6 +90,36 @@ def last_event_id(header: str | None) -> int:
     return int(text)
 
 
+@dataclass(frozen=True)
+class Poll:
+    """What one look at the store found for a stream: events to send, and whether it ends."""
+
+    events: list[str] = field(default_factory=list)
+    last: bool = False
+
+
+def polled_stream(
+    poll: Callable[[], Poll], *, poll_interval: float, keepalive: float
+) -> Iterator[str]:
+    """The loop every event stream shares: the reconnect hint, then each poll's events, a
+    keep-alive comment after ``keepalive`` quiet seconds, until a poll is the last or this
+    worker stops (``STREAMS_CLOSING``)."""
+    yield f"retry: {RETRY_MILLISECONDS}\n\n"
+    quiet_since = time.monotonic()
+    while True:
+        found = poll()
+        for event in found.events:
+            yield event
+            quiet_since = time.monotonic()
+        if found.last:
+            return
+        if time.monotonic() - quiet_since >= keepalive:
+            yield ": keep-alive\n\n"
+            quiet_since = time.monotonic()
+        if STREAMS_CLOSING.wait(poll_interval):
+            return
+
+
 def job_events(
     book: JobBook,
     job_id: str,
@@ -98,17 +129,18 @@ def job_events(
     keepalive: float = 15.0,
 ) -> Iterator[str]:
     """Yield SSE text for ``job_id`` until its final state (the caller checked it exists)."""
-    yield f"retry: {RETRY_MILLISECONDS}\n\n"
     sent = after
-    quiet_since = time.monotonic()
     progress = book.progress_tail(job_id)  # each poll reads only what was appended
-    while True:
+
+    def poll() -> Poll:
+        nonlocal sent
         try:
             # state first, history second: a final state read here means every epoch
             # the runner recorded before finishing is already in the history
             job = book.stored(job_id)
         except JobNotFound:
-            return  # the record went away (store cleaned up): nothing more will come
+            return Poll(last=True)  # the record went away (store cleaned up)
+        found = Poll(last=job.state.finished)
         for row in epoch_rows(progress.read(), sent):
             epoch = int(row["epoch"] or 0)
             payload = {
@@ -117,18 +149,15 @@ def job_events(
                 "loss": row["loss"],
                 "val_loss": row["val_loss"],
             }
-            yield format_event("epoch", _json(payload), event_id=epoch)
+            found.events.append(format_event("epoch", compact_json(payload), event_id=epoch))
             sent = max(sent, epoch)
-            quiet_since = time.monotonic()
-        if job.state.finished:
-            yield format_event("state", job.model_dump_json())
-            return
-        if time.monotonic() - quiet_since >= keepalive:
-            yield ": keep-alive\n\n"
-            quiet_since = time.monotonic()
-        if STREAMS_CLOSING.wait(poll_interval):
-            return
+        if found.last:
+            found.events.append(format_event("state", job.model_dump_json()))
+        return found
+
+    return polled_stream(poll, poll_interval=poll_interval, keepalive=keepalive)
 
 
-def _json(document: dict[str, Any]) -> str:
+def compact_json(document: object) -> str:
+    """JSON on one line, as an event's ``data`` must be."""
     return json.dumps(document, separators=(",", ":"), allow_nan=False)

@@ -34,9 +34,7 @@ def _checked(model_name: str, label: str) -> None:
     try:
         validate_label(label)
     except ValueError as exc:
-        raise Problem(
-            422, str(exc), kind="validation-error", errors=[{"field": "label", "message": str(exc)}]
-        ) from exc
+        raise Problem.invalid("label", str(exc), detail=str(exc)) from exc
 
 
 @bp.put(LABEL_PATH)

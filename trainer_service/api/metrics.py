@@ -32,7 +32,8 @@ from prometheus_client import (
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from trainer_service.runner.book import JobBook, JobState
+from trainer_service.lifecycle import RunState
+from trainer_service.runner.book import JobBook
 
 disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series double the output and nobody graphs them
 
@@ -73,7 +74,7 @@ class JobStateCollector(Collector):
             "Jobs on the store by state (store-wide; retention lowers the finished ones).",
             labels=["state"],
         )
-        for state in JobState:
+        for state in RunState:
             current.add_metric([state.value], counts.get(state, 0))
         yield current
 

@@ -14,9 +14,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
 
 from squarenet.store import LABEL_PATTERN, MODEL_NAME_PATTERN
+from trainer_service.lifecycle import RunState
 from trainer_service.params import TrainingParams
 from trainer_service.rollouts import openapi as rollouts_openapi
-from trainer_service.runner.book import Job, JobState
+from trainer_service.runner.book import Job
 from trainer_service.runner.records import JOB_ID_PATTERN
 from trainer_service.settings import MAX_BODY_BYTES
 from trainer_service.sweeps import openapi as sweeps_openapi
@@ -40,7 +41,7 @@ class JobQuery(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
-    state: JobState | None = Field(None, description="Only jobs in this state.")
+    state: RunState | None = Field(None, description="Only jobs in this state.")
     limit: int | None = Field(
         None, ge=1, le=MAX_LIST_LIMIT, description="At most this many jobs, newest first."
     )
@@ -281,7 +282,7 @@ def _paths() -> dict[str, Any]:
                         "in": "query",
                         "required": False,
                         "description": "Only jobs in this state.",
-                        "schema": {"$ref": REF.format(model="JobState")},
+                        "schema": {"$ref": REF.format(model="RunState")},
                     },
                     {
                         "name": "limit",

@@ -35,6 +35,7 @@ TYPE_PREFIX = "urn:squarenet:problem:"
 RETRY_AFTER_SECONDS = 5
 # a body field a 422 cannot pin on one key (e.g. the body is a list, not an object)
 BODY_FIELD = "body"
+VALIDATION_KIND = "validation-error"
 
 log = logging.getLogger("squarenet.trainer.http")
 
@@ -57,6 +58,17 @@ class Problem(Exception):
         self.kind = kind or _slug(HTTPStatus(status).phrase)
         self.errors = list(errors) if errors is not None else None
         self.headers = dict(headers or {})
+
+    @classmethod
+    def invalid(cls, field: str, message: str, *, detail: str | None = None) -> Problem:
+        """422 naming the one ``field`` a request got wrong; ``detail`` defaults to
+        ``<field>: <message>``, as ``validation_problem`` words each field pydantic rejects."""
+        return cls(
+            422,
+            detail if detail is not None else f"{field}: {message}",
+            kind=VALIDATION_KIND,
+            errors=[{"field": field, "message": message}],
+        )
 
     def to_response(self) -> Response:
         """The problem document as an HTTP response."""
@@ -92,7 +104,7 @@ def validation_problem(exc: ValidationError) -> Problem:
         for error in exc.errors(include_url=False, include_input=False)
     ]
     summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
-    return Problem(422, summary, kind="validation-error", errors=errors)
+    return Problem(422, summary, kind=VALIDATION_KIND, errors=errors)
 
 
 def to_problem(exc: Exception) -> Problem:
@@ -108,11 +120,10 @@ def to_problem(exc: Exception) -> Problem:
     if isinstance(exc, RecursionError):
         return Problem(400, "the JSON body is nested too deeply", kind="malformed-json")
     if isinstance(exc, OSError):
-        return Problem(
+        return _retry_later(
             503,
             "the model store cannot be read or written right now; retry later",
             kind="store-unavailable",
-            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
         )
     return Problem(500, "the server met an unexpected error; it has been logged", kind="internal")
 
@@ -123,20 +134,15 @@ def _trainer_problem(exc: TrainerError) -> Problem:
     if isinstance(exc, JobAlreadyFinished):
         return Problem(409, str(exc), kind="job-already-finished")
     if isinstance(exc, ExecutorUnavailable):
-        return Problem(
-            503,
-            str(exc),
-            kind="executor-unavailable",
-            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-        )
+        return _retry_later(503, str(exc), kind="executor-unavailable")
     if isinstance(exc, QueueFull):
-        return Problem(
-            429,
-            str(exc),
-            kind="queue-full",
-            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-        )
+        return _retry_later(429, str(exc), kind="queue-full")
     return Problem(400, str(exc), kind="trainer-error")
+
+
+def _retry_later(status: int, detail: str, *, kind: str) -> Problem:
+    """A refusal that passes: the client may retry after ``RETRY_AFTER_SECONDS``."""
+    return Problem(status, detail, kind=kind, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
 
 
 def _http_problem(exc: HTTPException) -> Problem:

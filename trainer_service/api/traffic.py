@@ -92,12 +92,7 @@ def put_traffic(model_name: str) -> Response:
     try:
         traffic = parse_traffic(document, store.read_labels(model_name))
     except TrafficError as exc:
-        raise Problem(
-            422,
-            str(exc),
-            kind="validation-error",
-            errors=[{"field": exc.field, "message": exc.message}],
-        ) from exc
+        raise Problem.invalid(exc.field, exc.message) from exc
     change_traffic(store, model_name, traffic, by=who())
     return jsonify(_traffic_answer(model_name))
 
@@ -132,12 +127,7 @@ def get_history(model_name: str) -> Response:
         moment = parse_time(at)
     except ValueError as exc:
         message = f"must be an RFC 3339 time with an offset, e.g. 2026-01-02T03:04:05Z ({exc})"
-        raise Problem(
-            422,
-            f"at: {message}",
-            kind="validation-error",
-            errors=[{"field": "at", "message": message}],
-        ) from exc
+        raise Problem.invalid("at", message) from exc
     return jsonify({"model_name": model_name, "at": at, **state_at(store, model_name, moment)})
 
 

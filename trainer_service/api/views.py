@@ -30,10 +30,11 @@ from trainer_service.api.events import (
 from trainer_service.api.openapi import JobList, JobQuery, openapi_document
 from trainer_service.api.problems import Problem
 from trainer_service.errors import PlotNotFound, QueueFull
+from trainer_service.lifecycle import RunState
 from trainer_service.params import TrainingParams
 from trainer_service.rollouts.gate import measured_versions
 from trainer_service.rollouts.moves import gate_reports, version_gate
-from trainer_service.runner.book import JobBook, JobState
+from trainer_service.runner.book import JobBook
 from trainer_service.runner.executor import Executor
 from trainer_service.runner.local import pool_warm
 from trainer_service.settings import Settings
@@ -136,12 +137,7 @@ def capped(params: TrainingParams, cap: int) -> TrainingParams:
     if "max_train_seconds" not in params.model_fields_set:
         return params.model_copy(update={"max_train_seconds": cap})
     message = f"must be at most {cap} on this trainer (its --max-train-seconds)"
-    raise Problem(
-        422,
-        f"max_train_seconds: {message}",
-        kind="validation-error",
-        errors=[{"field": "max_train_seconds", "message": message}],
-    )
+    raise Problem.invalid("max_train_seconds", message)
 
 
 @bp.post("/v1/jobs")
@@ -185,7 +181,7 @@ def cancel_job(job_id: str) -> Response:
     202 with the job as it is while its runner stops it (the client follows the job)."""
     job = services().executor.cancel(job_id)
     log.info("job %s cancel answered state=%s", job.id, job.state)
-    return _json(job.model_dump_json(), 200 if job.state is JobState.CANCELLED else 202)
+    return _json(job.model_dump_json(), 200 if job.state is RunState.CANCELLED else 202)
 
 
 @bp.get("/v1/jobs/<job_id>/events")

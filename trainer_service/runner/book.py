@@ -25,13 +25,13 @@ from typing import Any
 
 from squarenet.store import ModelStore, local_lock
 from trainer_service.errors import JobAlreadyFinished, JobNotFound, PlotNotFound, QueueFull
+from trainer_service.lifecycle import JOB_MOVES, EndReason, RunState, inferred_end, may_move
 from trainer_service.params import TrainingParams
 from trainer_service.runner import fence
 from trainer_service.runner.records import (
     ARTIFACT_NAMES,
     Job,
     JobFiles,
-    JobState,
     Progress,
     ProgressTail,
     Report,
@@ -42,7 +42,7 @@ from trainer_service.runner.records import (
 )
 from trainer_service.runner.slots import JobSlots
 
-__all__ = ["Ending", "Job", "JobBook", "JobState", "Progress"]
+__all__ = ["Ending", "Job", "JobBook", "Progress"]
 
 
 def epoch_rows(report: Report, after: int) -> builtins.list[dict[str, float | None]]:
@@ -72,11 +72,13 @@ class Ending:
     """Why the runner ends a job; ``finish`` turns it into the final state.
 
     ``kind`` is ``exited`` (the process ended by itself: its report decides), ``cancelled``,
-    ``time_limit`` or ``failed`` (lost, killed, interrupted: ``reason`` says how).
+    ``time_limit`` or ``failed`` (lost, killed, interrupted: ``reason`` says how to a reader,
+    ``end`` to the code that acts on it).
     """
 
     kind: str
     reason: str = ""
+    end: EndReason = EndReason.ERROR
 
 
 EXITED = Ending("exited")
@@ -137,11 +139,11 @@ class JobBook:
         """
         if job_id is not None and not is_job_id(job_id):
             raise ValueError(f"not a job id: {job_id!r}")
-        if self.count(JobState.QUEUED) >= self.max_queued:
+        if self.count(RunState.QUEUED) >= self.max_queued:
             raise QueueFull(self.max_queued)
         return Job(
             id=job_id or new_job_id(),
-            state=JobState.QUEUED,
+            state=RunState.QUEUED,
             params=params,
             progress=Progress(epoch=0, epochs=params.epochs),
             created_at=utc_now(),
@@ -183,7 +185,7 @@ class JobBook:
     def get(self, job_id: str) -> Job:
         """The job as it is now (a RUNNING job's progress from its process's report)."""
         record = self._record(job_id)
-        if record.state is JobState.RUNNING:
+        if record.state is RunState.RUNNING:
             epoch = self.files.read_report(job_id).last_epoch
             if epoch > record.progress.epoch:
                 progress = Progress(epoch=epoch, epochs=record.progress.epochs)
@@ -193,7 +195,7 @@ class JobBook:
     def list(self) -> builtins.list[Job]:
         """Every job, newest first."""
         jobs = [job for job_id in self.files.record_ids() if (job := self.files.read(job_id))]
-        jobs = [self.get(job.id) if job.state is JobState.RUNNING else job for job in jobs]
+        jobs = [self.get(job.id) if job.state is RunState.RUNNING else job for job in jobs]
         jobs.sort(key=lambda job: (job.created_at, job.id), reverse=True)
         return jobs
 
@@ -205,13 +207,13 @@ class JobBook:
             key=lambda job: (job.created_at, job.id),
         )
 
-    def count(self, state: JobState) -> int:
+    def count(self, state: RunState) -> int:
         """How many jobs are in ``state``."""
         return self.counts()[state]
 
-    def counts(self) -> dict[JobState, int]:
+    def counts(self) -> dict[RunState, int]:
         """How many jobs are in each state (every state present, zeros included)."""
-        tally = dict.fromkeys(JobState, 0)
+        tally = dict.fromkeys(RunState, 0)
         for job_id in self.files.record_ids():
             record = self.files.read(job_id)
             if record is not None:
@@ -267,7 +269,7 @@ class JobBook:
         """The job as it is after a cancel request; raise JobAlreadyFinished when it ended
         otherwise than CANCELLED (it finished before the request was seen: it keeps that)."""
         job = self.get(job_id)
-        if job.state.finished and job.state is not JobState.CANCELLED:
+        if job.state.finished and job.state is not RunState.CANCELLED:
             raise JobAlreadyFinished(job)
         return job
 
@@ -277,9 +279,9 @@ class JobBook:
         """QUEUED -> RUNNING; None when the job is no longer QUEUED."""
         with self.lock():
             record = self.files.read(job_id)
-            if record is None or record.state is not JobState.QUEUED:
+            if record is None or not may_move(JOB_MOVES, record.state, RunState.RUNNING):
                 return None
-            record = record.model_copy(update={"state": JobState.RUNNING, "started_at": utc_now()})
+            record = record.model_copy(update={"state": RunState.RUNNING, "started_at": utc_now()})
             self.files.write(record)
         _log.info("job %s started", job_id)
         return record
@@ -290,16 +292,16 @@ class JobBook:
         when the job is no longer RUNNING."""
         with self.lock():
             record = self.files.read(job_id)
-            if record is None or record.state is not JobState.RUNNING:
+            if record is None or not may_move(JOB_MOVES, record.state, RunState.QUEUED):
                 return None
             record = record.model_copy(
-                update={"state": JobState.QUEUED, "resumes": record.resumes + 1}
+                update={"state": RunState.QUEUED, "resumes": record.resumes + 1}
             )
             self.files.write(record)
         _log.info("job %s queued again (%s): it resumes from its checkpoint", job_id, reason)
         return record
 
-    def finish(self, job_id: str, ending: Ending, *, only_if: JobState | None = None) -> Job | None:
+    def finish(self, job_id: str, ending: Ending, *, only_if: RunState | None = None) -> Job | None:
         """Fence the job's publishing, record its final state, tell the listeners.
 
         A version the job published before it was stopped makes it SUCCEEDED whatever the
@@ -324,18 +326,28 @@ class JobBook:
                 self.store, model_name, job_id, result.get("version")
             )
             if published is not None:
-                update.update(state=JobState.SUCCEEDED, model_version=published[0])
+                update.update(
+                    state=RunState.SUCCEEDED, end_reason=EndReason.PUBLISHED,
+                    model_version=published[0],
+                )  # fmt: skip
                 update["metrics"] = _metrics(result.get("metrics")) or published[1]
-            elif ending.kind == "cancelled":
-                update.update(state=JobState.CANCELLED)
+            elif ending.kind == "cancelled" or (
+                result.get("result") == "cancelled" and ending.kind == "exited"
+            ):
+                update.update(state=RunState.CANCELLED, end_reason=EndReason.CANCELLED)
             elif ending.kind == "time_limit":
-                update.update(state=JobState.FAILED, error=time_limit_error(record.params))
+                update.update(
+                    state=RunState.FAILED, error=time_limit_error(record.params),
+                    end_reason=EndReason.TIME_LIMIT,
+                )  # fmt: skip
             elif result.get("result") == "failed" and ending.kind == "exited":
-                update.update(state=JobState.FAILED, error=str(result.get("error")))
-            elif result.get("result") == "cancelled" and ending.kind == "exited":
-                update.update(state=JobState.CANCELLED)
+                error = str(result.get("error"))
+                update.update(state=RunState.FAILED, error=error, end_reason=_reported_end(result))
             else:
-                update.update(state=JobState.FAILED, error=ending.reason or "training ended early")
+                update.update(
+                    state=RunState.FAILED, error=ending.reason or "training ended early",
+                    end_reason=ending.end,
+                )  # fmt: skip
             if record.started_at is None:
                 update["started_at"] = update["finished_at"]
             record = record.model_copy(update=update)
@@ -366,6 +378,15 @@ def time_limit_error(params: TrainingParams) -> str:
         f"time limit exceeded: the job ran longer than max_train_seconds="
         f"{params.max_train_seconds} s and was stopped; nothing was published"
     )
+
+
+def _reported_end(result: dict[str, Any]) -> EndReason:
+    """Why the job's process says it failed (its ``end``), or, from a process of an older
+    version that wrote none, as its error words it."""
+    try:
+        return EndReason(str(result.get("end")))
+    except ValueError:
+        return inferred_end(RunState.FAILED, str(result.get("error"))) or EndReason.ERROR
 
 
 def _metrics(raw: object) -> dict[str, float]:

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from squarenet.store import ModelStore
+from trainer_service.lifecycle import EndReason
 from trainer_service.params import TrainingParams
 from trainer_service.runner import fence
 from trainer_service.runner.book import time_limit_error
@@ -165,18 +166,18 @@ def train_job(store: ModelStore, job_id: str, params: TrainingParams, parent_pid
     except (TrainingCancelled, fence.Revoked) as exc:
         if terminated and not isinstance(exc, fence.Revoked):
             _log.info("job %s: stopped by SIGTERM", job_id)
-            progress.result("failed", error=STOPPED_ERROR)
+            progress.result("failed", error=STOPPED_ERROR, end=EndReason.INTERRUPTED)
             return EXIT_STOPPED
         _log.info("job %s: stopped: %s", job_id, exc)
         progress.result("cancelled")
         return 0
     except TimeLimitExceeded:
         _log.info("job %s: time limit of %d s exceeded", job_id, params.max_train_seconds)
-        progress.result("failed", error=time_limit_error(params))
+        progress.result("failed", error=time_limit_error(params), end=EndReason.TIME_LIMIT)
         return 1
     except Exception as exc:  # every failure becomes the job's error, not a crash
         _log.error("job %s: training failed: %s: %s", job_id, type(exc).__name__, exc)
-        progress.result("failed", error=public_error(exc, store.root))
+        progress.result("failed", error=public_error(exc, store.root), end=EndReason.ERROR)
         return 1
     metrics = {name: v for name, v in outcome.metrics.items() if finite_or_none(v) is not None}
     progress.result("succeeded", version=outcome.version.version, metrics=metrics)

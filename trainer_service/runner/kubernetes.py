@@ -57,8 +57,9 @@ from kubernetes.leaderelection import electionconfig, leaderelection
 from kubernetes.leaderelection.resourcelock.leaselock import LeaseLock
 
 from trainer_service.errors import ExecutorUnavailable, TooManyJobs
+from trainer_service.lifecycle import EndReason, RunState
 from trainer_service.params import TrainingParams
-from trainer_service.runner.book import CANCELLED, TIME_LIMIT, Ending, Job, JobBook, JobState
+from trainer_service.runner.book import CANCELLED, TIME_LIMIT, Ending, Job, JobBook
 from trainer_service.runner.job_process import EXIT_STOPPED
 from trainer_service.settings import JOB_MOUNT_PATH, Settings
 
@@ -658,11 +659,11 @@ class Finalizer:
             None,
         )  # fmt: skip
         if ended is None:
-            if job.state is JobState.QUEUED and (status.ready or status.succeeded or status.failed):
+            if job.state is RunState.QUEUED and (status.ready or status.succeeded or status.failed):
                 self.pending.pop(job.id, None)
                 if self.holds_lease():
                     self.book.start(job.id)
-            elif job.state is JobState.QUEUED and not item.spec.suspend:
+            elif job.state is RunState.QUEUED and not item.spec.suspend:
                 self.check_pending(job)  # a Job Kueue has not admitted yet waits its turn
             return
         if ended.type == "Complete":
@@ -671,7 +672,7 @@ class Finalizer:
             self._finish(job.id, TIME_LIMIT)
         elif DISRUPTION in (ended.message or ""):
             why = self.disruption(job.id) or ended.message
-            self._finish(job.id, Ending("failed", disrupted_error(why)))
+            self._finish(job.id, Ending("failed", disrupted_error(why), EndReason.INTERRUPTED))
         else:
             why = self.pod_failure(job.id) or f"{ended.reason}: {ended.message}"
             self._finish(job.id, Ending("exited", f"the job's pod failed: {why}"))

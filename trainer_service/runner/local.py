@@ -37,6 +37,7 @@ from typing import IO
 from filelock import FileLock, Timeout
 
 from squarenet.store import local_lock
+from trainer_service.lifecycle import EndReason, RunState
 from trainer_service.params import TrainingParams
 from trainer_service.runner import fence
 from trainer_service.runner.book import (
@@ -46,7 +47,6 @@ from trainer_service.runner.book import (
     Ending,
     Job,
     JobBook,
-    JobState,
 )
 
 _log = logging.getLogger("trainer_service.runner")
@@ -99,7 +99,7 @@ class LocalExecutor:
         """A QUEUED job ends CANCELLED here; a RUNNING one when the runner, poked now, has
         killed it: the job as it is is returned without waiting for that."""
         self.book.request_cancel(job_id)
-        job = self.book.finish(job_id, CANCELLED, only_if=JobState.QUEUED)
+        job = self.book.finish(job_id, CANCELLED, only_if=RunState.QUEUED)
         if job is not None:
             return job
         poke(self.book)
@@ -271,7 +271,7 @@ class LocalRunner:
         their checkpoints; one lost ``MAX_RESUMES`` times already fails (it may be what
         brings the trainer down)."""
         for job in self.book.unfinished():
-            if job.state is not JobState.RUNNING:
+            if job.state is not RunState.RUNNING:
                 continue
             if job.resumes < MAX_RESUMES:
                 self.book.requeue(job.id, "its job runner was lost")
@@ -280,7 +280,7 @@ class LocalRunner:
                 "trainer process lost: the job runner stopped while the job was training "
                 f"(it had resumed {job.resumes} times)"
             )
-            self.book.finish(job.id, Ending("failed", reason))
+            self.book.finish(job.id, Ending("failed", reason, EndReason.LOST))
         # no job process of ours exists yet: a requeued job's stale staging folder goes too
         fence.sweep(self.book.store, running=set())
 
@@ -362,10 +362,10 @@ class LocalRunner:
 
     def _start_queued(self, unfinished: list[Job], cancelled: set[str]) -> None:
         for job in unfinished:
-            if job.state is not JobState.QUEUED:
+            if job.state is not RunState.QUEUED:
                 continue
             if job.id in cancelled:
-                self.book.finish(job.id, CANCELLED, only_if=JobState.QUEUED)
+                self.book.finish(job.id, CANCELLED, only_if=RunState.QUEUED)
                 continue
             if len(self.running) >= self.max_concurrent or self.stopping:
                 return

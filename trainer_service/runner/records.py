@@ -24,15 +24,16 @@ import math
 import os
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from squarenet.store import FileIdentity, ModelStore, file_identity, write_json_atomic
+from trainer_service.lifecycle import EndReason, RunState, inferred_end
 from trainer_service.params import TrainingParams
 
 JOB_ID_PATTERN = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}$")
@@ -40,21 +41,6 @@ ARTIFACT_NAMES = frozenset({"loss.png", "fit.png", "fit.json"})
 PROGRESS_FILE = "progress.jsonl"
 CHECKPOINT_FILE = "checkpoint.npz"
 CANCEL_FILE = "cancel"
-
-
-class JobState(StrEnum):
-    """Where a job is in its life; the last three are final."""
-
-    QUEUED = "QUEUED"
-    RUNNING = "RUNNING"
-    SUCCEEDED = "SUCCEEDED"
-    FAILED = "FAILED"
-    CANCELLED = "CANCELLED"
-
-    @property
-    def finished(self) -> bool:
-        """True once the job can no longer change."""
-        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
 
 
 class Progress(BaseModel):
@@ -72,12 +58,14 @@ class Job(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
     id: str
-    state: JobState
+    state: RunState
     params: TrainingParams
     progress: Progress
     metrics: dict[str, float] | None = None
     model_version: int | None = None
     error: str | None = None
+    end_reason: EndReason | None = None
+    """Why the job ended (null until it has): what a sweep reads, never ``error``'s words."""
     created_at: str
     started_at: str | None = None
     finished_at: str | None = None
@@ -85,6 +73,17 @@ class Job(BaseModel):
     resumes: int = 0
     """Times the job went back to QUEUED after its runner stopped or was lost while it
     trained; each time it resumed from its checkpoint (``training.checkpoint``)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _with_end_reason(cls, data: Any) -> Any:
+        """A final record written before jobs stored their end reason gets it inferred here,
+        the one place old records are read."""
+        if isinstance(data, dict) and data.get("end_reason") is None and "state" in data:
+            with contextlib.suppress(ValueError, TypeError):
+                end = inferred_end(RunState(data["state"]), data.get("error"))
+                data = {**data, "end_reason": end}
+        return data
 
 
 @dataclass
@@ -136,6 +135,19 @@ def finite_or_none(value: object) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
+def stored_ids(folder: Path, is_id: Callable[[str], bool]) -> list[str]:
+    """The ids of the ``<id>.json`` records in ``folder``, sorted (ids sort by creation
+    time); a name that is not an id is not a record, whatever else it is."""
+    try:
+        names = os.listdir(folder)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return sorted(
+        record_id for name in names
+        if name.endswith(".json") and is_id(record_id := name.removesuffix(".json"))
+    )  # fmt: skip
+
+
 class JobFiles:
     """Paths and plain reads and writes of a job's files."""
 
@@ -179,14 +191,7 @@ class JobFiles:
 
     def record_ids(self) -> list[str]:
         """Ids of every stored record, oldest first."""
-        try:
-            names = os.listdir(self.root)
-        except (FileNotFoundError, NotADirectoryError):
-            return []
-        return sorted(
-            job_id for name in names if is_job_id(job_id := name.removesuffix(".json"))
-            and name.endswith(".json")
-        )  # fmt: skip
+        return stored_ids(self.root, is_job_id)
 
     def read_report(self, job_id: str) -> Report:
         """Every complete line of the progress file (a line being written is left out)."""

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from trainer_service.api.problems import Problem
 from trainer_service.api.views import event_stream, read_json_body, services
+from trainer_service.lifecycle import RunState
 from trainer_service.params import TrainingParams
 from trainer_service.sweeps.controller import (
     create_sweep,
@@ -26,7 +27,7 @@ from trainer_service.sweeps.errors import SweepError, SweepNotFound, sweep_probl
 from trainer_service.sweeps.events import sweep_events
 from trainer_service.sweeps.plots import sweep_plot
 from trainer_service.sweeps.promote import delete_sweep, promote_best
-from trainer_service.sweeps.records import SweepFiles, SweepRecord, SweepState
+from trainer_service.sweeps.records import SweepFiles, SweepRecord
 from trainer_service.sweeps.spec import SweepPatch, SweepSpec
 from trainer_service.sweeps.views import live_trials, sweep_document, trial_document, trials_csv
 
@@ -40,7 +41,7 @@ class SweepQuery(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
-    state: SweepState | None = Field(None, description="Only sweeps in this state.")
+    state: RunState | None = Field(None, description="Only sweeps in this state.")
     limit: int | None = Field(None, ge=1, le=MAX_SWEEP_LIST, description="At most this many.")
 
 
@@ -80,12 +81,7 @@ def capped(spec: SweepSpec, cap: int) -> SweepSpec:
         return spec.model_copy(update={"base": {**spec.base, "max_train_seconds": cap}})
     if isinstance(asked, int) and not isinstance(asked, bool) and asked > cap:
         message = f"must be at most {cap} on this trainer (its --max-train-seconds)"
-        raise Problem(
-            422,
-            f"base.max_train_seconds: {message}",
-            kind="validation-error",
-            errors=[{"field": "base.max_train_seconds", "message": message}],
-        )
+        raise Problem.invalid("base.max_train_seconds", message)
     return spec
 
 

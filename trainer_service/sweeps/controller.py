@@ -37,15 +37,14 @@ from pydantic import ValidationError
 
 from squarenet.store import ModelStore, write_json_atomic
 from trainer_service.errors import JobAlreadyFinished, JobNotFound, PlotNotFound, QueueFull
+from trainer_service.lifecycle import SWEEP_MOVES, RunState, TrialState, may_move
 from trainer_service.runner.book import Job, JobBook
 from trainer_service.runner.records import trial_job_id, utc_now
 from trainer_service.sweeps.errors import SweepAlreadyFinished, SweepNotFound
 from trainer_service.sweeps.records import (
     SweepFiles,
     SweepRecord,
-    SweepState,
     Trial,
-    TrialState,
     new_sweep_id,
     sweep_model_name,
 )
@@ -70,9 +69,6 @@ TRIAL_QUEUE_SHARE = 0.5
 # pod; locally a job lost with its runner more than ``MAX_RESUMES`` times) runs again once: at most this many jobs per trial, so a trial
 # interrupted twice ends FAILED instead of costing the cluster a third run
 MAX_ATTEMPTS = 2
-# how the job runner words a job it lost: a lost process (past ``MAX_RESUMES``) and a
-# disrupted pod (``disrupted_error`` and ``STOPPED_ERROR`` of the kubernetes executor)
-INTERRUPTED_ERRORS = ("interrupted", "trainer process lost")
 STOP_CANCELLED = "cancelled"
 STOP_FAILED = "failed"
 STOP_GOAL = "goal"
@@ -104,7 +100,7 @@ def create_sweep(executor: Executor, spec: SweepSpec) -> SweepRecord:
     sweep_id = new_sweep_id()
     effective = plan_sweep(spec, sweep_model_name(sweep_id))
     record = SweepRecord(
-        id=sweep_id, state=SweepState.QUEUED, spec=effective, trials=[], created_at=utc_now()
+        id=sweep_id, state=RunState.QUEUED, spec=effective, trials=[], created_at=utc_now()
     )
     files = sweep_files(executor)
     files.write(record)  # a new file: no other writer knows this id yet
@@ -144,7 +140,7 @@ def request_patch(executor: Executor, sweep_id: str, patch: SweepPatch) -> Sweep
     record = files.read(sweep_id)
     if record is None:
         raise SweepNotFound(sweep_id)
-    if record.state in (SweepState.CANCELLED, SweepState.FAILED):
+    if _ended_for_good(record):
         raise SweepAlreadyFinished(
             f"sweep {sweep_id} ended {record.state}: only a running or succeeded sweep continues"
         )
@@ -268,7 +264,7 @@ def _patched(files: SweepFiles, record: SweepRecord) -> SweepRecord:
     """The record with a client's new trial counts; a finished sweep given more continues
     (Katib's LongRunning resume), and only trials after this point can reach the goal again."""
     patch = _read_patch(files, record.id)
-    if patch is None or record.state in (SweepState.CANCELLED, SweepState.FAILED):
+    if patch is None or _ended_for_good(record):
         return record
     counts = {
         name: value
@@ -282,7 +278,7 @@ def _patched(files: SweepFiles, record: SweepRecord) -> SweepRecord:
     if record.state.finished and more:
         _log.info("sweep %s continues up to %s trials", record.id, record.spec.maxTrialCount)
         record = record.model_copy(
-            update={"state": SweepState.RUNNING, "finished_at": None, "stop_reason": None,
+            update={"state": RunState.RUNNING, "finished_at": None, "stop_reason": None,
                     "message": None, "goal_from": len(record.trials)}
         )  # fmt: skip
     return record
@@ -333,7 +329,7 @@ def _observe_trial(executor: Executor, record: SweepRecord, trial: Trial) -> Tri
 
 def _follow(record: SweepRecord, trial: Trial, job: Job) -> Trial:
     """The trial as its job is now; an interrupted job's trial goes back to PENDING."""
-    state = TrialState(job.state.value)
+    state = TrialState.following(job.state)
     update: dict[str, Any] = {"state": state, "started_at": job.started_at}
     if not state.finished:
         return trial.model_copy(update=update)
@@ -341,7 +337,8 @@ def _follow(record: SweepRecord, trial: Trial, job: Job) -> Trial:
         update.update(state=TrialState.EARLY_STOPPED, reason=trial.stopping_early)
     retry = (
         state is TrialState.FAILED
-        and (job.error or "").startswith(INTERRUPTED_ERRORS)
+        and job.end_reason is not None
+        and job.end_reason.by_no_fault_of_its_own
         and len(trial.earlier_job_ids) + 1 < MAX_ATTEMPTS
         and record.stop_reason is None
     )
@@ -375,10 +372,10 @@ def _decide(files: SweepFiles, executor: Executor, record: SweepRecord) -> Sweep
     update: dict[str, Any] = {}
     if record.stop_reason is None and files.cancel_path(record.id).exists():
         update["stop_reason"] = STOP_CANCELLED
-    if record.state is SweepState.QUEUED and any(
+    if record.state is RunState.QUEUED and any(
         trial.started_at is not None or trial.state.finished for trial in record.trials
     ):
-        update.update(state=SweepState.RUNNING, started_at=utc_now())
+        update.update(state=RunState.RUNNING, started_at=utc_now())
     failed = sum(trial.state is TrialState.FAILED for trial in record.trials)
     limit = record.spec.maxFailedTrialCount
     stopping = record.stop_reason or update.get("stop_reason")
@@ -557,7 +554,7 @@ def _submit(executor: Executor, record: SweepRecord, trial: Trial) -> Trial:
     except QueueFull:
         return trial
     _log.info("sweep %s trial %d released as job %s", record.id, trial.number, job.id)
-    return trial.model_copy(update={"submitted": True, "state": TrialState(job.state.value)})
+    return trial.model_copy(update={"submitted": True, "state": TrialState.following(job.state)})
 
 
 def _settle(record: SweepRecord) -> SweepRecord:
@@ -569,14 +566,14 @@ def _settle(record: SweepRecord) -> SweepRecord:
     succeeded = any(trial.state is TrialState.SUCCEEDED for trial in record.trials)
     message = record.message
     if record.stop_reason == STOP_GOAL:
-        state = SweepState.SUCCEEDED
+        state = RunState.SUCCEEDED
     elif record.stop_reason == STOP_CANCELLED:
-        state = SweepState.CANCELLED
+        state = RunState.CANCELLED
     elif record.stop_reason == STOP_FAILED or not succeeded:
-        state = SweepState.FAILED
+        state = RunState.FAILED
         message = message or "no trial succeeded"
     else:
-        state = SweepState.SUCCEEDED
+        state = RunState.SUCCEEDED
     _log.info("sweep %s %s%s", record.id, state, f": {message}" if message else "")
     return record.model_copy(
         update={
@@ -589,6 +586,11 @@ def _settle(record: SweepRecord) -> SweepRecord:
 
 
 # --- helpers --------------------------------------------------------------------------------
+
+
+def _ended_for_good(record: SweepRecord) -> bool:
+    """Cancelled or failed: a final state no PATCH moves on from (only a succeeded one)."""
+    return record.state.finished and not may_move(SWEEP_MOVES, record.state, RunState.RUNNING)
 
 
 def _ended(trial: Trial, state: TrialState, error: str | None = None) -> Trial:

@@ -11,48 +11,41 @@ from trainer_service.errors import TrainerError
 
 
 class SweepError(TrainerError):
-    """A refusal about a sweep; ``status`` and ``kind`` say how it reads over HTTP."""
+    """A refusal about a sweep; ``status`` and ``kind`` say how it reads over HTTP.
+
+    Each refusal names them in its class line (``class X(SweepError, status=.., kind=..)``),
+    the one place its HTTP answer is decided.
+    """
 
     status = 400
     kind = "sweep-error"
 
+    def __init_subclass__(cls, *, status: int, kind: str) -> None:
+        super().__init_subclass__()
+        cls.status, cls.kind = status, kind
 
-class SweepNotFound(SweepError):
+
+class SweepNotFound(SweepError, status=404, kind="not-found"):
     """No sweep has this id (ids that are not even well formed end here too)."""
-
-    status = 404
-    kind = "not-found"
 
     def __init__(self, sweep_id: str) -> None:
         super().__init__(f"no sweep with id {sweep_id!r}")
 
 
-class SweepPlotNotFound(SweepError):
+class SweepPlotNotFound(SweepError, status=404, kind="not-found"):
     """The sweep has no such plot, or nothing to draw in it yet."""
 
-    status = 404
-    kind = "not-found"
 
-
-class SweepAlreadyFinished(SweepError):
+class SweepAlreadyFinished(SweepError, status=409, kind="sweep-already-finished"):
     """A cancel arrived for a sweep that has already ended."""
 
-    status = 409
-    kind = "sweep-already-finished"
 
-
-class SweepNotFinished(SweepError):
+class SweepNotFinished(SweepError, status=409, kind="sweep-not-finished"):
     """A delete arrived for a sweep that still has trials to run or to stop."""
 
-    status = 409
-    kind = "sweep-not-finished"
 
-
-class NothingToPromote(SweepError):
+class NothingToPromote(SweepError, status=409, kind="nothing-to-promote"):
     """No trial of the sweep succeeded (or its model is broken): there is nothing to promote."""
-
-    status = 409
-    kind = "nothing-to-promote"
 
 
 def sweep_problem(exc: SweepError) -> Problem:

@@ -9,13 +9,12 @@ final sweep once every trial has ended.
 
 from __future__ import annotations
 
-import json
-import time
 from collections.abc import Iterator
 
-from trainer_service.api.events import RETRY_MILLISECONDS, STREAMS_CLOSING, format_event
+from trainer_service.api.events import Poll, compact_json, format_event, polled_stream
+from trainer_service.lifecycle import TrialState
 from trainer_service.runner.book import JobBook
-from trainer_service.sweeps.records import RecordWatch, SweepFiles, TrialState
+from trainer_service.sweeps.records import RecordWatch, SweepFiles
 from trainer_service.sweeps.views import live_trials, sweep_document, trial_document
 
 
@@ -28,33 +27,29 @@ def sweep_events(
     keepalive: float = 15.0,
 ) -> Iterator[str]:
     """Yield SSE text for ``sweep_id`` until it has settled (the caller checked it exists)."""
-    yield f"retry: {RETRY_MILLISECONDS}\n\n"
     sent: dict[int, TrialState] = {}
-    counter = 0
-    quiet_since = time.monotonic()
+    counter = 0  # the trial events' ids, across polls
     watch = RecordWatch(files, sweep_id)
-    while True:
+
+    def poll() -> Poll:
+        nonlocal counter
         record = watch.read()
         if record is None:
-            return  # deleted meanwhile: nothing more will come
+            return Poll(last=True)  # deleted meanwhile: nothing more will come
+        found = Poll(last=record.settled)
         trials = live_trials(record, book)
         for trial in trials:
             if sent.get(trial.number, TrialState.PENDING) is trial.state:
                 continue
             sent[trial.number] = trial.state
             counter += 1
-            yield format_event("trial", _json(trial_document(record, trial)), event_id=counter)
-            quiet_since = time.monotonic()
-        if record.settled:
-            promotions = files.read_promotions(sweep_id)
-            yield format_event("state", _json(sweep_document(record, trials, promotions)))
-            return
-        if time.monotonic() - quiet_since >= keepalive:
-            yield ": keep-alive\n\n"
-            quiet_since = time.monotonic()
-        if STREAMS_CLOSING.wait(poll_interval):
-            return
+            event = format_event(
+                "trial", compact_json(trial_document(record, trial)), event_id=counter
+            )
+            found.events.append(event)
+        if found.last:
+            document = sweep_document(record, trials, files.read_promotions(sweep_id))
+            found.events.append(format_event("state", compact_json(document)))
+        return found
 
-
-def _json(document: object) -> str:
-    return json.dumps(document, separators=(",", ":"), allow_nan=False)
+    return polled_stream(poll, poll_interval=poll_interval, keepalive=keepalive)

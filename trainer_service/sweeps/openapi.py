@@ -10,7 +10,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from trainer_service.sweeps.records import SWEEP_ID_PATTERN, Promotion, SweepState, TrialState
+from trainer_service.lifecycle import RunState, TrialState
+from trainer_service.sweeps.records import SWEEP_ID_PATTERN, Promotion
 from trainer_service.sweeps.spec import SweepPatch, SweepSpec, Value
 
 REF = "#/components/schemas/{model}"
@@ -50,7 +51,7 @@ class Sweep(BaseModel):
     """A sweep: state, effective spec, trial counts and the current best trial."""
 
     id: str
-    state: SweepState
+    state: RunState
     message: str | None = Field(description="Why it ended FAILED, when it did.")
     modelName: str = Field(description="The model its trials publish under.")  # noqa: N815
     spec: SweepSpec
@@ -196,7 +197,7 @@ def sweep_paths(problems: Any) -> dict[str, Any]:
                         "name": "state",
                         "in": "query",
                         "required": False,
-                        "schema": {"$ref": REF.format(model="SweepState")},
+                        "schema": {"$ref": REF.format(model="RunState")},
                     },
                     {
                         "name": "limit",

@@ -32,7 +32,6 @@ import shutil
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -47,53 +46,13 @@ from squarenet.store import (
     local_lock,
     write_json_atomic,
 )
+from trainer_service.lifecycle import RunState, TrialState
+from trainer_service.runner.records import stored_ids
 from trainer_service.sweeps.spec import SweepSpec, Value
 
 SWEEP_ID_PATTERN = re.compile(r"^[0-9]{8}-[0-9]{6}-[0-9a-f]{8}$")
 SWEEP_MODEL_PREFIX = "sweep-"
 LOCK_FILE = ".lock"
-
-
-class SweepState(StrEnum):
-    """Where a sweep is in its life; the last three are final."""
-
-    QUEUED = "QUEUED"
-    RUNNING = "RUNNING"
-    SUCCEEDED = "SUCCEEDED"
-    FAILED = "FAILED"
-    CANCELLED = "CANCELLED"
-
-    @property
-    def finished(self) -> bool:
-        """True once the sweep can no longer change."""
-        return self in (SweepState.SUCCEEDED, SweepState.FAILED, SweepState.CANCELLED)
-
-
-class TrialState(StrEnum):
-    """A trial is PENDING until released as a job; then it follows its job's state.
-
-    EARLY_STOPPED: its job was cancelled by the early-stopping rule (nothing published);
-    SKIPPED: its floor already missed the goal, so it never had a job.
-    """
-
-    PENDING = "PENDING"
-    QUEUED = "QUEUED"
-    RUNNING = "RUNNING"
-    SUCCEEDED = "SUCCEEDED"
-    FAILED = "FAILED"
-    CANCELLED = "CANCELLED"
-    EARLY_STOPPED = "EARLY_STOPPED"
-    SKIPPED = "SKIPPED"
-
-    @property
-    def finished(self) -> bool:
-        """True once the trial's outcome is known."""
-        return self not in (TrialState.PENDING, TrialState.QUEUED, TrialState.RUNNING)
-
-    @property
-    def active(self) -> bool:
-        """Released and not finished: it holds one of the sweep's parallel slots."""
-        return self in (TrialState.QUEUED, TrialState.RUNNING)
 
 
 class Trial(BaseModel):
@@ -140,7 +99,7 @@ class SweepRecord(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     id: str
-    state: SweepState
+    state: RunState
     spec: SweepSpec
     trials: list[Trial]
     created_at: str
@@ -271,15 +230,7 @@ class SweepFiles:
 
     def ids(self) -> list[str]:
         """Ids of every stored sweep, oldest first."""
-        try:
-            names = os.listdir(self.root)
-        except (FileNotFoundError, NotADirectoryError):
-            return []
-        return sorted(
-            name.removesuffix(".json")
-            for name in names
-            if name.endswith(".json") and is_sweep_id(name.removesuffix(".json"))
-        )
+        return stored_ids(self.root, is_sweep_id)
 
     def records(self) -> list[SweepRecord]:
         """Every readable record, oldest first."""

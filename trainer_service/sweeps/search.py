@@ -173,7 +173,7 @@ def _frozen(
     record: SweepRecord, trial: Trial, dists: Mapping[str, BaseDistribution], curve: Curve
 ) -> FrozenTrial:
     """A trial record as Optuna's ``FrozenTrial``."""
-    from trainer_service.sweeps.records import TrialState as Ours  # noqa: PLC0415
+    from trainer_service.lifecycle import TrialState as Ours  # noqa: PLC0415
 
     params = {str(p.name): to_raw(p, trial.assignments[p.name]) for p in record.spec.parameters}
     objective = (trial.metrics or {}).get(record.spec.objective.objectiveMetricName)

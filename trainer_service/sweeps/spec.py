@@ -17,7 +17,7 @@ import itertools
 import math
 import secrets
 from collections.abc import Sequence
-from typing import Any, Literal, Self
+from typing import Any, Literal, Self, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
@@ -35,15 +35,6 @@ MAX_GOAL = 1e15  # one past it is still a distinct double, so the bound is exact
 MAX_CORNERS = 4_096  # job-rule checks of a spec's corners before it is accepted
 # every hyperparameter but the model name may vary: a trial always publishes as its sweep
 VARIABLE_NAMES = tuple(name for name in TrainingParams.model_fields if name != "model_name")
-METRIC_NAMES = (
-    "mse_in_domain",
-    "mse_out_of_domain",
-    "loss",
-    "val_loss",
-    "train_seconds",
-    "floor",
-    "floor_ratio",
-)
 # the parameters the architecture's floor depends on (``squarenet.limits.mse_limit``)
 FLOOR_PARAMETERS = ("num_neurons", "mid_range")
 
@@ -68,6 +59,7 @@ MetricName = Literal[
     "floor",
     "floor_ratio",
 ]
+METRIC_NAMES: tuple[str, ...] = get_args(MetricName)
 Distribution = Literal["uniform", "logUniform", "normal", "logNormal"]
 Value = int | float | str
 SettingValue = str | int | float

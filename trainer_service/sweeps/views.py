@@ -15,8 +15,9 @@ from typing import Any
 
 from squarenet.limits import mse_limit
 from trainer_service.errors import JobNotFound
+from trainer_service.lifecycle import TrialState
 from trainer_service.runner.book import JobBook
-from trainer_service.sweeps.records import Promotion, SweepRecord, Trial, TrialState
+from trainer_service.sweeps.records import Promotion, SweepRecord, Trial
 from trainer_service.sweeps.spec import trial_floor, trial_params, with_floor
 
 
@@ -32,7 +33,7 @@ def live_trials(record: SweepRecord, book: JobBook) -> list[Trial]:
         except JobNotFound:
             trials.append(trial)
             continue
-        state = TrialState(job.state.value)
+        state = TrialState.following(job.state)
         if state is TrialState.CANCELLED and trial.stopping_early is not None:
             state = TrialState.EARLY_STOPPED
         metrics = job.metrics
