@@ -138,13 +138,17 @@ def measure(
                 outside.observe(error)
         return sum_sq, count
     xs = np.asarray(x, dtype=np.float64).reshape(-1)
-    errors = np.abs(np.asarray(y, dtype=np.float64).reshape(-1) - xs * xs)
-    within = (xs >= lo) & (xs <= hi)
-    in_errors = errors[within]
+    errors = np.asarray(y, dtype=np.float64).reshape(-1) - xs * xs  # a new array
+    np.abs(errors, out=errors)
+    if lo <= xs.min() and xs.max() <= hi:  # the usual answer: no x outside the domain
+        in_errors = errors
+    else:
+        within = (xs >= lo) & (xs <= hi)
+        in_errors = errors[within]
+        if in_errors.size < errors.size:
+            _observe(outside, errors[~within])
     if in_errors.size:
         _observe(inside, in_errors)
-    if in_errors.size < errors.size:
-        _observe(outside, errors[~within])
     return float(np.einsum("i,i->", in_errors, in_errors)), int(in_errors.size)
 
 
@@ -222,17 +226,16 @@ class Backlog:
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
 
-    def submit(self, work: AfterAnswer, x: Values, y: Vector | None, dropped: Any) -> bool:
-        """Queue one answer for ``work``; False (and ``dropped`` counted) when full."""
+    def submit(self, work: AfterAnswer, x: Values, y: Vector | None, dropped: Any) -> None:
+        """Queue one answer for ``work``, or count it in ``dropped`` when the backlog is full."""
         if len(self._queue) >= BACKLOG_LIMIT:
             dropped.inc()
-            return False
+            return
         self._queue.append((work, x, y))
         if not self._wake.is_set():
             self._wake.set()
         if self._thread is None:
             self._start()
-        return True
 
     def _start(self) -> None:
         with self._start_lock:
@@ -315,24 +318,10 @@ class MeasuredRuntime:
     def measure(self, answers: list[Answer]) -> None:
         """Observe a batch of answers' errors at once: histograms, then the live window."""
         given, made = zip(*answers, strict=True)
-        x = np.concatenate(given)
-        if not x.size:
-            return
-        errors = np.concatenate(made).astype(np.float64)  # a new array: worked in place
-        errors -= x * x
-        np.abs(errors, out=errors)
-        lo, hi = self._domain
-        inside, outside = self._histograms
-        if lo <= x.min() and x.max() <= hi:  # the usual batch: no x outside the domain
-            in_errors = errors
-        else:
-            within = (x >= lo) & (x <= hi)
-            in_errors = errors[within]
-            if in_errors.size < errors.size:
-                _observe(outside, errors[~within])
-        if in_errors.size:
-            _observe(inside, in_errors)
-            self.window.add(float(np.einsum("i,i->", in_errors, in_errors)), in_errors.size)
+        x, y = np.concatenate(given), np.concatenate(made)
+        sum_sq, count = measure(x, y, self._domain, self._histograms)
+        if count:
+            self.window.add(sum_sq, count)
 
 
 def unmeasured(runtime: Runtime) -> Runtime:
