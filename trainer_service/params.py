@@ -30,7 +30,22 @@ InitScheme = Literal["spread", "glorot"]
 class TrainingParams(BaseModel):
     """What a training job is asked to do (the body of ``POST /v1/jobs``)."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        frozen=True,
+        allow_inf_nan=False,
+        openapi_extra={  # type: ignore[typeddict-unknown-key]  # read by flask-openapi3
+            "required": False,  # an empty body means every default
+            "examples": {
+                "defaults": {"summary": "The article's settings", "value": {}},
+                "small": {
+                    "summary": "A quick job",
+                    "value": {"n_samples": 2000, "epochs": 50, "batch_size": 100, "seed": 1},
+                },
+            },
+        },
+    )
 
     n_samples: int = Field(
         100_000,

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from rest.rest_helpers import TINY, MakeApp, parse_sse
 from trainer_service.api.events import job_events
-from trainer_service.api.views import services
+from trainer_service.api.services import services
 from trainer_service.runner.book import JobBook
 from trainer_service.runner.local import LocalExecutor
 from trainer_service.settings import Settings

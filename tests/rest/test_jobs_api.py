@@ -13,7 +13,7 @@ from flask.testing import FlaskClient
 
 from rest.rest_helpers import TINY, MakeApp, break_version, publish_fake_version
 from squarenet.store import SAVED_MODEL_FILE, TFLITE_FILE, ModelStore
-from trainer_service.api.views import services
+from trainer_service.api.services import services
 from trainer_service.params import TrainingParams
 from trainer_service.rollouts.gate import GATE_FILE
 

@@ -190,6 +190,27 @@ def test_openapi_lists_every_route_of_the_app(app: Flask, document: dict[str, An
     assert routes == documented
 
 
+def test_openapi_operations_are_the_routes_own_words(app: Flask, document: dict[str, Any]) -> None:
+    """Generated, not written: each operation's summary is its view's docstring, each 422 is
+    the problem document, and no description keeps the extension's ``<br/>`` joins."""
+    views = {
+        (rule.rule.replace("<", "{").replace(">", "}"), method.lower()): app.view_functions[
+            rule.endpoint
+        ]
+        for rule in app.url_map.iter_rules()
+        for method in rule.methods or ()
+    }
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            docstring = views[(path, method)].__doc__ or ""
+            assert operation["summary"] == docstring.strip().splitlines()[0], (path, method)
+            assert "<br/>" not in operation.get("description", "")
+            refusal = operation["responses"].get("422")
+            if refusal is not None:
+                assert list(refusal["content"]) == ["application/problem+json"], (path, method)
+    assert "422" not in document["paths"]["/v1/models"]["get"]["responses"]
+
+
 def test_openapi_request_schema_is_the_training_params(document: dict[str, Any]) -> None:
     schema = document["components"]["schemas"]["TrainingParams"]
     assert set(schema["properties"]) == set(TrainingParams.model_fields)

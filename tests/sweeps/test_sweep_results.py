@@ -19,10 +19,10 @@ from rest.rest_helpers import parse_sse
 from squarenet.limits import mse_limit
 from squarenet.store import ModelStore
 from sweeps.sweep_support import GRID_2x2, StandInRunner
+from trainer_service.api.sweeps import sweep_events
 from trainer_service.runner.executor import Executor
 from trainer_service.runner.records import Report
 from trainer_service.sweeps import plots, reconcile_sweeps
-from trainer_service.sweeps.events import sweep_events
 from trainer_service.sweeps.records import SweepFiles, SweepRecord
 
 SCORES = [0.3, 0.02, 0.5, 0.004]

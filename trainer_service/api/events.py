@@ -22,6 +22,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Final
 
+from flask import Response
+from pydantic import BaseModel, Field
+
+from trainer_service.api.problems import Problem
 from trainer_service.errors import JobNotFound
 from trainer_service.runner.book import JobBook, epoch_rows
 
@@ -32,6 +36,17 @@ _EPOCH_ID = re.compile(r"[0-9]{1,9}")
 # set when this worker is told to stop: open streams end at once (clients reconnect to a
 # live worker with Last-Event-ID) instead of holding the shutdown for the grace period
 STREAMS_CLOSING = threading.Event()
+
+
+class ServerSentEvent(BaseModel):
+    """One event of a stream (before OpenAPI 3.2, an event-stream's schema describes each)."""
+
+    event: str = Field(description="epoch or trial, then the final state.")
+    data: str = Field(description="One line of JSON: the epoch's losses, the trial or the state.")
+    id: str | None = Field(None, description="Epochs: the epoch (Last-Event-ID resumes after it).")
+
+
+EVENT_SCHEMA = ServerSentEvent.model_json_schema()
 
 
 class StreamSlots:
@@ -46,6 +61,27 @@ class StreamSlots:
         if not self._free.acquire(blocking=False):
             return None
         return HeldStream(events, self._free.release)
+
+
+def event_stream(slots: StreamSlots, events: Iterator[str]) -> Response:
+    """``events`` as a ``text/event-stream`` holding one of this worker's stream slots.
+
+    Every event route answers through here, so ``--max-event-streams`` bounds them all:
+    past the bound the answer is 503 with ``Retry-After`` at once.
+    """
+    stream = slots.open(events)
+    if stream is None:
+        raise Problem(
+            503,
+            f"this worker holds {slots.limit} event streams already; try again shortly",
+            kind="too-many-streams",
+            headers={"Retry-After": str(BUSY_RETRY_AFTER_SECONDS)},
+        )
+    return Response(
+        stream,
+        mimetype="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
 
 
 class HeldStream:

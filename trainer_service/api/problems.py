@@ -18,7 +18,7 @@ from http import HTTPStatus
 from typing import Any
 
 from flask import Flask, Response, request
-from pydantic import ValidationError
+from pydantic import BaseModel, Field, ValidationError
 from werkzeug.exceptions import HTTPException
 
 from trainer_service.errors import (
@@ -29,6 +29,7 @@ from trainer_service.errors import (
     QueueFull,
     TrainerError,
 )
+from trainer_service.sweeps.errors import SweepError
 
 PROBLEM_MIMETYPE = "application/problem+json"
 TYPE_PREFIX = "urn:squarenet:problem:"
@@ -38,6 +39,26 @@ BODY_FIELD = "body"
 VALIDATION_KIND = "validation-error"
 
 log = logging.getLogger("squarenet.trainer.http")
+
+
+class FieldError(BaseModel):
+    """One rejected field of a 422."""
+
+    field: str = Field(description="Dotted path of the field; 'body' for the body itself.")
+    message: str
+
+
+class ProblemDetails(BaseModel):
+    """RFC 9457 problem details (``application/problem+json``): every refusal's shape."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str
+    errors: list[FieldError] | None = Field(
+        None, description="Present on 422: every rejected field."
+    )
 
 
 class Problem(Exception):
@@ -129,6 +150,8 @@ def to_problem(exc: Exception) -> Problem:
 
 
 def _trainer_problem(exc: TrainerError) -> Problem:
+    if isinstance(exc, SweepError):
+        return Problem(exc.status, str(exc), kind=exc.kind)
     if isinstance(exc, JobNotFound | PlotNotFound):
         return Problem(404, str(exc), kind="not-found")
     if isinstance(exc, JobAlreadyFinished):
@@ -171,6 +194,12 @@ def handle_error(exc: Exception) -> Response:
             exc_info=exc,
         )
     return problem.to_response()
+
+
+def raise_invalid(exc: ValidationError) -> Response:
+    """flask-openapi3's validation callback: its ValidationError leaves through ``handle_error``
+    like every other (422 naming each field), instead of the extension's own format."""
+    raise exc
 
 
 def init_app(app: Flask) -> None:

@@ -9,7 +9,8 @@ reload while the server keeps exactly one page route.
 
 from __future__ import annotations
 
-from flask import Blueprint, Response
+from flask import Response
+from flask_openapi3.blueprint import APIBlueprint
 
 STATIC_URL_PATH = "/dashboard/static"
 CONTENT_SECURITY_POLICY = (
@@ -19,12 +20,13 @@ CONTENT_SECURITY_POLICY = (
 )
 """Only this origin: a field value rendered by mistake as markup still runs nothing."""
 
-bp = Blueprint("dashboard", __name__, static_folder="static", static_url_path=STATIC_URL_PATH)
+bp = APIBlueprint("dashboard", __name__, static_folder="static", static_url_path=STATIC_URL_PATH)
+PAGE = {"description": "The page.", "content": {"text/html": {"schema": {"type": "string"}}}}
 
 
-@bp.get("/")
+@bp.get("/", operation_id="dashboard", responses={200: PAGE})
 def index() -> Response:
-    """The dashboard page (every view is a hash route of it)."""
+    """The dashboard (HTML); each view is a hash route of this page."""
     page = bp.send_static_file("index.html")
     page.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
     page.headers["X-Content-Type-Options"] = "nosniff"

@@ -1,12 +1,12 @@
 """What a client can do wrong with sweeps, each with the HTTP answer it stands for.
 
-The sweeps blueprint maps these to problem responses in one handler (``sweep_problem``);
-the controller and the store code raise them without knowing about HTTP.
+The controller and the store code raise them without knowing about HTTP; the API's one
+problem handler reads ``status`` and ``kind`` off any of them (this package imports nothing
+of the API).
 """
 
 from __future__ import annotations
 
-from trainer_service.api.problems import Problem
 from trainer_service.errors import TrainerError
 
 
@@ -46,8 +46,3 @@ class SweepNotFinished(SweepError, status=409, kind="sweep-not-finished"):
 
 class NothingToPromote(SweepError, status=409, kind="nothing-to-promote"):
     """No trial of the sweep succeeded (or its model is broken): there is nothing to promote."""
-
-
-def sweep_problem(exc: SweepError) -> Problem:
-    """The problem response of a sweep refusal."""
-    return Problem(exc.status, str(exc), kind=exc.kind)

@@ -30,8 +30,8 @@ from matplotlib.image import imread
 from trainer_service.sweeps.controller import FIT_FILE, read_epochs
 from trainer_service.sweeps.errors import SweepPlotNotFound
 from trainer_service.sweeps.records import SweepFiles, SweepRecord, Trial
+from trainer_service.sweeps.results import objective_value, trial_limit
 from trainer_service.sweeps.spec import Value
-from trainer_service.sweeps.views import objective_value, trial_limit
 
 SWEEP_PLOT_NAMES = ("objective", "fits", "loss")
 _FIT_COLUMNS = 4

@@ -18,7 +18,7 @@ from trainer_service.runner.book import JobBook
 from trainer_service.runner.records import utc_now
 from trainer_service.sweeps.errors import NothingToPromote, SweepNotFinished, SweepNotFound
 from trainer_service.sweeps.records import Promotion, SweepFiles
-from trainer_service.sweeps.views import best_trial, live_trials
+from trainer_service.sweeps.results import best_trial, live_trials
 
 _log = logging.getLogger("squarenet.trainer.sweeps")
 

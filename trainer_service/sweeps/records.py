@@ -301,8 +301,3 @@ class RecordWatch:
         if identity != self._seen:  # read after the stat: at worst one poll reads it twice
             self._seen, self._record = identity, self.files.read(self.sweep_id)
         return self._record
-
-
-def as_document(record: SweepRecord) -> dict[str, Any]:
-    """The record as plain JSON data."""
-    return record.model_dump(mode="json")

@@ -429,10 +429,29 @@ class ObjectiveSpec(BaseModel):
         return value <= self.goal if self.type == "minimize" else value >= self.goal
 
 
+_EXAMPLE = {
+    "base": {"epochs": 200, "seed": 1},
+    "parameters": [
+        {"name": "num_neurons", "parameterType": "int", "feasibleSpace": {"list": [1, 2, 4]}},
+        {"name": "mid_range", "parameterType": "double",
+         "feasibleSpace": {"min": 2, "max": 102, "step": 50}},
+    ],
+    "algorithm": {"algorithmName": "grid"},
+    "objective": {"type": "minimize", "objectiveMetricName": "mse_in_domain"},
+    "parallelTrialCount": 2,
+    "maxFailedTrialCount": 3,
+}  # fmt: skip
+
+
 class SweepSpec(BaseModel):
     """The body of ``POST /v1/sweeps``; stored as the sweep's effective spec (counts filled in)."""
 
-    model_config = _STRICT
+    model_config = ConfigDict(
+        **_STRICT,
+        openapi_extra={  # type: ignore[typeddict-unknown-key]  # read by flask-openapi3
+            "examples": {"article": {"summary": "A grid", "value": _EXAMPLE}}
+        },
+    )
 
     base: dict[str, Any] = Field(
         default_factory=dict, description="Job hyperparameters every trial shares."

@@ -1,8 +1,8 @@
-"""What clients see of a sweep: its status in Katib's words, the trials table and its CSV.
+"""A sweep's results as they are now, read only: its trials, the best one, the CSV table.
 
 The record is the controller's; between two controller passes a trial's job may have moved
-on, so every view first lays the jobs' current states over the record's trials (read only:
-``live_trials``). Nothing here writes.
+on, so every reader (the REST answers, the plots, a promotion) first lays the jobs' current
+states over the record's trials (``live_trials``). Nothing here writes.
 """
 
 from __future__ import annotations
@@ -11,13 +11,12 @@ import csv
 import io
 import math
 from datetime import datetime
-from typing import Any
 
 from squarenet.limits import mse_limit
 from trainer_service.errors import JobNotFound
 from trainer_service.lifecycle import TrialState
 from trainer_service.runner.book import JobBook
-from trainer_service.sweeps.records import Promotion, SweepRecord, Trial
+from trainer_service.sweeps.records import SweepRecord, Trial
 from trainer_service.sweeps.spec import trial_floor, trial_params, with_floor
 
 
@@ -90,71 +89,6 @@ def trial_seconds(trial: Trial) -> float | None:
     return (datetime.fromisoformat(trial.finished_at) - started).total_seconds()
 
 
-def trial_document(record: SweepRecord, trial: Trial) -> dict[str, Any]:
-    """One row of ``GET /v1/sweeps/{id}/trials``."""
-    return {
-        "number": trial.number,
-        "jobId": trial.job_id,
-        "state": trial.state.value,
-        "parameterAssignments": _assignments(record, trial),
-        "metrics": dict(trial.metrics or {}),
-        "objective": objective_value(record, trial),
-        "mseLimit": trial_limit(record, trial),
-        "modelVersion": trial.model_version,
-        "seconds": trial_seconds(trial),
-        "error": trial.error,
-        "reason": trial.reason or trial.stopping_early,
-        "startedAt": trial.started_at,
-        "finishedAt": trial.finished_at,
-        "earlierJobIds": list(trial.earlier_job_ids),
-    }
-
-
-def sweep_document(
-    record: SweepRecord, trials: list[Trial], promotions: list[Promotion]
-) -> dict[str, Any]:
-    """``GET /v1/sweeps/{id}``: state, effective spec, trial counts, the current best."""
-    tally = {state: 0 for state in TrialState}
-    for trial in trials:
-        tally[trial.state] += 1
-    best = best_trial(record, trials)
-    optimal = None
-    if best is not None:
-        optimal = {
-            "number": best.number,
-            "jobId": best.job_id,
-            "modelVersion": best.model_version,
-            "parameterAssignments": _assignments(record, best),
-            "observation": {
-                "metrics": [
-                    {"name": name, "value": (best.metrics or {}).get(name)}
-                    for name in record.spec.objective.metric_names
-                ]
-            },
-        }
-    return {
-        "id": record.id,
-        "state": record.state.value,
-        "message": record.message,
-        "modelName": record.model_name,
-        "spec": record.spec.model_dump(mode="json", by_alias=True, exclude_none=True),
-        "createdAt": record.created_at,
-        "startedAt": record.started_at,
-        "finishedAt": record.finished_at,
-        "trials": len(trials),
-        "trialsPending": tally[TrialState.PENDING],
-        "trialsQueued": tally[TrialState.QUEUED],
-        "trialsRunning": tally[TrialState.RUNNING],
-        "trialsSucceeded": tally[TrialState.SUCCEEDED],
-        "trialsFailed": tally[TrialState.FAILED],
-        "trialsCancelled": tally[TrialState.CANCELLED],
-        "trialsEarlyStopped": tally[TrialState.EARLY_STOPPED],
-        "trialsSkipped": tally[TrialState.SKIPPED],
-        "currentOptimalTrial": optimal,
-        "promotions": [promotion.model_dump(mode="json") for promotion in promotions],
-    }
-
-
 def trials_csv(record: SweepRecord, trials: list[Trial]) -> str:
     """The trials table as CSV: one column per varied parameter and per metric."""
     names = [parameter.name for parameter in record.spec.parameters]
@@ -177,10 +111,6 @@ def trials_csv(record: SweepRecord, trials: list[Trial]) -> str:
              trial.reason or trial.stopping_early or ""]
         )  # fmt: skip
     return out.getvalue()
-
-
-def _assignments(record: SweepRecord, trial: Trial) -> list[dict[str, Any]]:
-    return [{"name": name, "value": value} for name, value in record.ordered(trial)]
 
 
 def _cell(value: float | None) -> str:
