@@ -62,6 +62,11 @@ def test_the_tree_keeps_every_contract() -> None:
             "the trainer and the predictor never import each other",
         ),
         (
+            "trainer_service/sweeps/controller.py",
+            "import flask",
+            "only the trainer's api speaks HTTP",
+        ),
+        (
             "squarenet/store.py",
             "import flask",
             "the shared package runs no server and imports no TensorFlow",

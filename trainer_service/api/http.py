@@ -23,12 +23,14 @@ from typing import Any
 from flask import Request, Response, current_app, request
 from flask_openapi3.types import ResponseDict
 from gunicorn.http.errors import ParseException
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from trainer_service.api.problems import Problem
+from trainer_service.lifecycle import RunState
 
 JSON_MIMETYPE = "application/json"
+MAX_LIST_LIMIT = 10_000
 PROBLEM_SCHEMA = {"$ref": "#/components/schemas/ProblemDetails"}
 
 TOKEN: list[dict[str, list[str]]] = [{"bearer": []}, {}]
@@ -128,13 +130,29 @@ def media(
     }
 
 
-def with_headers(model: type[BaseModel], description: str, *headers: str) -> dict[str, Any]:
-    """A documented JSON answer of ``model`` that also sends ``headers`` (e.g. Location)."""
+def described(model: type[BaseModel], description: str, *headers: str) -> dict[str, Any]:
+    """A documented JSON answer of ``model`` in the route's own words, with ``headers``
+    (e.g. Location) when it sends some."""
     return {
         "description": description,
         "headers": {name: {"schema": {"type": "string"}} for name in headers},
         "content": {JSON_MIMETYPE: {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}},
     }
+
+
+PNG = media("image/png", "PNG image.", {"type": "string", "format": "binary"})
+
+
+class RunQuery(BaseModel):
+    """``?state=`` and ``?limit=``: what narrows a list of jobs or of sweeps (other query
+    parameters are ignored)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    state: RunState | None = Field(None, description="Only those in this state.")
+    limit: int | None = Field(
+        None, ge=1, le=MAX_LIST_LIMIT, description="At most this many, newest first."
+    )
 
 
 REASONS = {

@@ -12,11 +12,11 @@ from pathlib import Path
 
 from flask import Response, request, send_file, url_for
 from flask_openapi3.blueprint import APIBlueprint
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from trainer_service.api import metrics
 from trainer_service.api.events import EVENT_SCHEMA, event_stream, job_events, last_event_id
-from trainer_service.api.http import TOKEN, answer, media, refusals, with_headers
+from trainer_service.api.http import PNG, TOKEN, RunQuery, answer, described, media, refusals
 from trainer_service.api.problems import Problem
 from trainer_service.api.services import services
 from trainer_service.errors import PlotNotFound, QueueFull
@@ -27,7 +27,6 @@ from trainer_service.runner.records import JOB_ID_PATTERN
 from trainer_service.training.fit_curve import FIT_DATA
 
 PLOT_NAMES = ("loss", "fit")
-MAX_LIST_LIMIT = 10_000
 NO_CACHE = {"Cache-Control": "no-cache"}
 
 bp = APIBlueprint("trainer", __name__)
@@ -49,15 +48,9 @@ class JobPlotPath(JobPath):
     plot: str = Field(json_schema_extra={"enum": list(PLOT_NAMES)})
 
 
-class JobQuery(BaseModel):
-    """Optional filters of ``GET /v1/jobs`` (query string); other parameters are ignored."""
+class JobQuery(RunQuery):
+    """``GET /v1/jobs`` narrowed by state, count and sweep."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
-
-    state: RunState | None = Field(None, description="Only jobs in this state.")
-    limit: int | None = Field(
-        None, ge=1, le=MAX_LIST_LIMIT, description="At most this many jobs, newest first."
-    )
     sweep: str | None = Field(None, description="Only the trials of this sweep.")
 
 
@@ -125,7 +118,7 @@ def capped(params: TrainingParams, cap: int) -> TrainingParams:
     operation_id="submitJob",
     security=TOKEN,
     responses={
-        202: with_headers(Job, "Queued; follow it at Location.", "Location"),
+        202: described(Job, "Queued; follow it at Location.", "Location"),
         **refusals(400, 401, 403, 413, 415, 422, 429, 503),
     },
 )
@@ -169,7 +162,7 @@ def get_job(path: JobPath) -> Response:
     security=TOKEN,
     responses={
         200: Job,
-        202: with_headers(Job, "Cancel recorded; the job as it is while its runner stops it."),
+        202: described(Job, "Cancel recorded; the job as it is while its runner stops it."),
         **refusals(401, 403, 404, 409),
     },
 )
@@ -214,9 +207,8 @@ def job_event_stream(path: JobPath) -> Response:
 @bp.get(
     "/v1/jobs/<job_id>/plots/<plot>.png",
     operation_id="getJobPlot",
-    responses={200: media("image/png", "PNG image.", {"type": "string", "format": "binary"}),
-               **refusals(404)},
-)  # fmt: skip
+    responses={200: PNG, **refusals(404)},
+)
 def job_plot(path: JobPlotPath) -> Response:
     """A figure of the job: loss per epoch, or the fit in and out of domain."""
     book = services().book

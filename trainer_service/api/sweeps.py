@@ -18,10 +18,16 @@ from typing import Annotated
 
 from flask import Response, send_file, url_for
 from flask_openapi3.blueprint import APIBlueprint
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
+from pydantic import BaseModel, Field, PlainSerializer
 
-from trainer_service.api.events import Poll, event_stream, format_event, polled_stream
-from trainer_service.api.http import TOKEN, answer, media, refusals, with_headers
+from trainer_service.api.events import (
+    EVENT_SCHEMA,
+    Poll,
+    event_stream,
+    format_event,
+    polled_stream,
+)
+from trainer_service.api.http import PNG, TOKEN, RunQuery, answer, described, media, refusals
 from trainer_service.api.problems import Problem
 from trainer_service.api.services import services
 from trainer_service.lifecycle import RunState, TrialState
@@ -54,8 +60,6 @@ from trainer_service.sweeps.results import (
 )
 from trainer_service.sweeps.spec import SweepPatch, SweepSpec, Value
 
-MAX_SWEEP_LIST = 10_000
-
 bp = APIBlueprint("sweeps", __name__)
 log = logging.getLogger("squarenet.trainer.api")
 
@@ -73,15 +77,6 @@ class SweepPlotPath(SweepPath):
     """A sweep's figure (another name is a 404, as for an unknown sweep)."""
 
     plot: str = Field(json_schema_extra={"enum": list(SWEEP_PLOT_NAMES)})
-
-
-class SweepQuery(BaseModel):
-    """Optional filters of ``GET /v1/sweeps`` (query string); other parameters are ignored."""
-
-    model_config = ConfigDict(frozen=True, extra="ignore")
-
-    state: RunState | None = Field(None, description="Only sweeps in this state.")
-    limit: int | None = Field(None, ge=1, le=MAX_SWEEP_LIST, description="At most this many.")
 
 
 class ParameterAssignment(BaseModel):
@@ -323,7 +318,7 @@ def capped(spec: SweepSpec, cap: int) -> SweepSpec:
     operation_id="submitSweep",
     security=TOKEN,
     responses={
-        202: with_headers(Sweep, "Created; its trials are released as jobs.", "Location"),
+        202: described(Sweep, "Created; its trials are released as jobs.", "Location"),
         **refusals(400, 401, 403, 413, 415, 422, 503),
     },
 )
@@ -341,7 +336,7 @@ def submit_sweep(body: SweepSpec) -> Response:
 
 
 @bp.get("/v1/sweeps", operation_id="listSweeps", responses={200: SweepList, **refusals(422)})
-def list_sweeps(query: SweepQuery) -> Response:
+def list_sweeps(query: RunQuery) -> Response:
     """Every sweep, newest first (``state`` and ``limit`` narrow it)."""
     records = list(reversed(_files().records()))
     if query.state is not None:
@@ -361,7 +356,7 @@ def get_sweep(path: SweepPath) -> Response:
     security=TOKEN,
     responses={
         200: Sweep,
-        202: with_headers(Sweep, "Accepted; the controller applies it on its next pass."),
+        202: described(Sweep, "Accepted; the controller applies it on its next pass."),
         **refusals(400, 401, 403, 404, 409, 413, 415, 422, 503),
     },
 )
@@ -421,8 +416,8 @@ def trials_table(path: SweepPath) -> Response:
     operation_id="cancelSweep",
     security=TOKEN,
     responses={
-        200: with_headers(Sweep, "Every trial has ended."),
-        202: with_headers(Sweep, "Cancel recorded; running trials are still stopping."),
+        200: described(Sweep, "Every trial has ended."),
+        202: described(Sweep, "Cancel recorded; running trials are still stopping."),
         **refusals(401, 403, 404, 409),
     },
 )
@@ -453,7 +448,9 @@ def promote_sweep(path: SweepPath) -> Response:
     operation_id="streamSweepEvents",
     responses={
         200: media(
-            "text/event-stream", "`event: trial` data TrialRow, then `event: state` data Sweep."
+            "text/event-stream",
+            "`event: trial` data TrialRow, then `event: state` data Sweep.",
+            EVENT_SCHEMA,
         ),
         **refusals(404, 503),
     },
@@ -475,10 +472,7 @@ def sweep_event_stream(path: SweepPath) -> Response:
 @bp.get(
     "/v1/sweeps/<sweep_id>/plots/<plot>.png",
     operation_id="getSweepPlot",
-    responses={
-        200: media("image/png", "PNG image.", {"type": "string", "format": "binary"}),
-        **refusals(404),
-    },
+    responses={200: PNG, **refusals(404)},
 )
 def plot(path: SweepPlotPath) -> Response:
     """A figure of the sweep: objective per parameter, fits, loss curves."""

@@ -1,0 +1,1 @@
+"""The trainer's REST API: every route and the shape of every answer (``app.create_app``)."""
