@@ -1,22 +1,19 @@
 """The sweep controller: one idempotent pass that moves every unfinished sweep forward.
 
-``reconcile_sweeps(store, book)`` reads each unfinished sweep, looks at its trials' jobs,
-and then does what is due: copies a finished trial's outcome into the sweep, stops a
-running trial early when the median rule says so (``search.stop_early``), asks the search
-algorithm for new trials and releases them as jobs (at most ``parallelTrialCount`` at a
-time per sweep, ``maxTrialCount`` in all, and never more queued trials than a share of the
-job queue's bound, so single jobs still get in), skips a trial whose floor already misses
-the goal, cancels the rest of a sweep that was cancelled, failed too often or reached its
-goal, applies a client's new trial counts (which continue a finished sweep), and ends a
-sweep whose trials have all ended. It keeps no state of its own: call it as often as you like, after any
-crash. The job runner calls it whenever a job ends (the job book's ``on_finished``) and
-every couple of seconds (``SweepTicker``); with the ``local`` executor the API also calls it
-right after a sweep is created or cancelled (with ``kubernetes`` only the replica elected
-to finalize jobs runs it, so a sweep's record has one writer).
+``reconcile_sweeps`` reads each unfinished sweep and does what is due: copies a finished
+trial's outcome into it, stops a running trial early when the median rule says so, asks the
+search algorithm for new trials and releases them as jobs (``parallelTrialCount`` at a time,
+``maxTrialCount`` in all, and never more queued trials than a share of the job queue's bound,
+so single jobs still get in), skips a trial whose floor already misses the goal, cancels the
+rest of a sweep that was cancelled, failed too often or reached its goal, applies a client's
+new trial counts (which continue a finished sweep), and ends a sweep whose trials have all
+ended. It keeps no state of its own: call it as often as you like, after any crash. The job
+runner calls it when a job ends and every couple of seconds (``SweepTicker``); with the
+``local`` executor the API also calls it right after each request (with ``kubernetes`` only
+the replica elected to finalize jobs runs it, so a sweep's record has one writer).
 
-It uses the executor only through ``submit`` (with a job id it chose) and ``cancel``, and
-the job book through ``get``, ``artifact_path`` and ``epochs_since``, so it works whatever
-executor runs the jobs.
+It uses the executor only through ``submit`` (with a job id it chose) and ``cancel``, and the
+job book through ``get``, ``artifact_path`` and ``epochs_since``, whatever runs the jobs.
 Crash safety: a trial's job id is recorded in the sweep *before* the job is submitted under
 that id, and ``submit`` returns the existing job for an id it has; a pass that dies between
 the two submits the same job next time, so no job is orphaned and none runs twice.
@@ -30,7 +27,7 @@ import logging
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
@@ -40,7 +37,7 @@ from trainer_service.errors import JobAlreadyFinished, JobNotFound, PlotNotFound
 from trainer_service.lifecycle import SWEEP_MOVES, RunState, TrialState, may_move
 from trainer_service.runner.book import Job, JobBook
 from trainer_service.runner.records import trial_job_id, utc_now
-from trainer_service.sweeps.errors import SweepAlreadyFinished, SweepNotFound
+from trainer_service.sweeps.errors import SweepAlreadyFinished
 from trainer_service.sweeps.records import (
     SweepFiles,
     SweepRecord,
@@ -48,10 +45,12 @@ from trainer_service.sweeps.records import (
     new_sweep_id,
     sweep_model_name,
 )
+from trainer_service.sweeps.results import following
 from trainer_service.sweeps.search import Curve, ask, stop_early
 from trainer_service.sweeps.spec import (
     SweepPatch,
     SweepSpec,
+    field_error,
     plan_sweep,
     trial_floor,
     trial_params,
@@ -66,8 +65,8 @@ _log = logging.getLogger("squarenet.trainer.sweeps")
 # trials hold at most this fraction of the job queue's bound, whatever the sweeps ask for
 TRIAL_QUEUE_SHARE = 0.5
 # a trial whose job was interrupted (on Kubernetes an eviction, drain or pre-emption of its
-# pod; locally a job lost with its runner more than ``MAX_RESUMES`` times) runs again once: at most this many jobs per trial, so a trial
-# interrupted twice ends FAILED instead of costing the cluster a third run
+# pod; locally a job lost with its runner more than ``MAX_RESUMES`` times) runs again once:
+# a trial interrupted twice ends FAILED instead of costing the cluster a third run
 MAX_ATTEMPTS = 2
 STOP_CANCELLED = "cancelled"
 STOP_FAILED = "failed"
@@ -104,30 +103,20 @@ def create_sweep(executor: Executor, spec: SweepSpec) -> SweepRecord:
     )
     files = sweep_files(executor)
     files.write(record)  # a new file: no other writer knows this id yet
-    _log.info(
-        "sweep %s created: %s, up to %s trials",
-        sweep_id,
-        effective.algorithm.algorithmName,
-        effective.maxTrialCount,
-    )
-    if files.local_lock:
-        reconcile_sweeps(executor)
-    return files.read(sweep_id) or record
+    _log.info("sweep %s created: %s, up to %s trials", sweep_id,
+              effective.algorithm.algorithmName, effective.maxTrialCount)  # fmt: skip
+    return _after_request(executor, files, record)
 
 
 def request_cancel(executor: Executor, sweep_id: str) -> SweepRecord:
     """Leave a cancel request (no more trials, running ones cancelled); 409 when finished."""
     files = sweep_files(executor)
-    record = files.read(sweep_id)
-    if record is None:
-        raise SweepNotFound(sweep_id)
+    record = files.existing(sweep_id)
     if record.state.finished:
         raise SweepAlreadyFinished(f"sweep {sweep_id} has already finished: {record.state}")
     files.cancel_path(sweep_id).touch()
     _log.info("sweep %s cancel requested", sweep_id)
-    if files.local_lock:
-        reconcile_sweeps(executor)
-    return files.read(sweep_id) or record
+    return _after_request(executor, files, record)
 
 
 def request_patch(executor: Executor, sweep_id: str, patch: SweepPatch) -> SweepRecord:
@@ -137,45 +126,36 @@ def request_patch(executor: Executor, sweep_id: str, patch: SweepPatch) -> Sweep
     the trials the sweep has, or when a finished sweep would get no new trial from it.
     """
     files = sweep_files(executor)
-    record = files.read(sweep_id)
-    if record is None:
-        raise SweepNotFound(sweep_id)
+    record = files.existing(sweep_id)
     if _ended_for_good(record):
         raise SweepAlreadyFinished(
             f"sweep {sweep_id} ended {record.state}: only a running or succeeded sweep continues"
         )
-    pending = _read_patch(files, sweep_id)
-    counts = record.spec.maxTrialCount or 0
-    if pending is not None and pending.maxTrialCount is not None:
-        counts = pending.maxTrialCount
-    wanted = patch.maxTrialCount if patch.maxTrialCount is not None else counts
-    have = len(record.trials)
+    pending = _read_patch(files, sweep_id) or SweepPatch.model_construct()
+    wanted = patch.maxTrialCount or pending.maxTrialCount or record.spec.maxTrialCount or 0
+    have, planned, message = len(record.trials), record.spec.maxTrialCount, None
     if wanted < have:
-        raise _patch_error(f"the sweep has {have} trials already: give at least {have}", wanted)
-    if record.state.finished and wanted <= have:
-        raise _patch_error(
-            f"the sweep ended with its {have} trials: give more than {have} to continue it", wanted
-        )
-    if record.spec.algorithm.algorithmName == "grid" and wanted > (record.spec.maxTrialCount or 0):
-        raise _patch_error(
-            f"the grid has {record.spec.maxTrialCount} points: a grid sweep cannot grow", wanted
-        )
+        message = f"the sweep has {have} trials already: give at least {have}"
+    elif record.state.finished and wanted <= have:
+        message = f"the sweep ended with its {have} trials: give more than {have} to continue it"
+    elif record.spec.algorithm.algorithmName == "grid" and wanted > (planned or 0):
+        message = f"the grid has {planned} points: a grid sweep cannot grow"
+    if message:
+        raise field_error("maxTrialCount", message, wanted)
     merged = SweepPatch(
         maxTrialCount=wanted,
-        parallelTrialCount=patch.parallelTrialCount
-        or (pending.parallelTrialCount if pending else None),
+        parallelTrialCount=patch.parallelTrialCount or pending.parallelTrialCount,
     )
     write_json_atomic(files.patch_path(sweep_id), merged.model_dump(mode="json"))
     _log.info("sweep %s patch requested: %s", sweep_id, merged.model_dump(exclude_none=True))
+    return _after_request(executor, files, record)
+
+
+def _after_request(executor: Executor, files: SweepFiles, record: SweepRecord) -> SweepRecord:
+    """The record as the answer shows it: with the ``local`` executor, after a pass."""
     if files.local_lock:
         reconcile_sweeps(executor)
-    return files.read(sweep_id) or record
-
-
-def _patch_error(message: str, value: int) -> ValidationError:
-    from trainer_service.sweeps.spec import field_error  # noqa: PLC0415
-
-    return field_error("maxTrialCount", message, value)
+    return files.read(record.id) or record
 
 
 def _read_patch(files: SweepFiles, sweep_id: str) -> SweepPatch | None:
@@ -211,53 +191,51 @@ class SweepTicker:
             _log.exception("sweep controller: pass failed, retrying")
 
 
-@contextlib.contextmanager
-def _one_pass() -> Iterator[bool]:
-    """True for the outermost pass of this thread, False inside one."""
-    if getattr(_PASS, "active", False):
-        yield False
-        return
+def reconcile_sweeps(executor: Executor) -> None:
+    """Bring every unfinished sweep one step closer to its end (idempotent; see the module)."""
+    files = sweep_files(executor)
+    if not files.root.is_dir() or getattr(_PASS, "active", False):
+        return  # no sweep was ever made (the periodic call costs one stat), or inside a pass
     _PASS.active = True
     try:
-        yield True
+        with files.lock():
+            _pass(files, executor)
+    except NotLeading:
+        _log.warning("sweep controller: no longer leading, pass stopped")
     finally:
         _PASS.active = False
 
 
-def reconcile_sweeps(executor: Executor) -> None:
-    """Bring every unfinished sweep one step closer to its end (idempotent; see the module)."""
-    files = sweep_files(executor)
-    if not files.root.is_dir():
-        return  # no sweep was ever made: the runner's periodic call costs one stat
-    with _one_pass() as outermost:
-        if outermost:
-            with files.lock():
-                try:
-                    _pass(files, executor)
-                except NotLeading:
-                    _log.warning("sweep controller: no longer leading, pass stopped")
+@contextlib.contextmanager
+def _alone(sweep_id: str) -> Iterator[None]:
+    """One sweep's trouble stops neither the others nor the runner: it waits for the next pass
+    (a lost lead stops the whole pass)."""
+    try:
+        yield
+    except NotLeading:
+        raise
+    except Exception:
+        _log.exception("sweep %s: reconcile failed, retrying on the next pass", sweep_id)
 
 
 def _pass(files: SweepFiles, executor: Executor) -> None:
     records = files.unsettled()
-    if not records:
-        return
-    patched = [_patched(files, record) for record in records]
-    observed = [_guarded(_look, files, executor, record) for record in patched]
+    observed = []
+    for record in records:
+        current = _patched(files, record)
+        with _alone(record.id):  # on an error the sweep stays as it was
+            current = _decide(files, executor, _observe(executor, current))
+        observed.append(current)
     queued = sum(trial.state is TrialState.QUEUED for record in observed for trial in record.trials)
     budget = max(1, int(executor.book.max_queued * TRIAL_QUEUE_SHARE)) - queued
     for before, current in zip(records, observed, strict=True):
-        try:
+        with _alone(before.id):
             released, budget = _release(files, executor, current, budget)
             after = _settle(released)
             _check_leading(executor)
             if after != before:
                 files.write(after)
             files.patch_path(before.id).unlink(missing_ok=True)  # applied and written
-        except NotLeading:
-            raise  # no other sweep is written either
-        except Exception:  # one sweep's trouble must not stop the others, nor the runner
-            _log.exception("sweep %s: reconcile failed, retrying on the next pass", before.id)
 
 
 def _patched(files: SweepFiles, record: SweepRecord) -> SweepRecord:
@@ -266,42 +244,17 @@ def _patched(files: SweepFiles, record: SweepRecord) -> SweepRecord:
     patch = _read_patch(files, record.id)
     if patch is None or _ended_for_good(record):
         return record
-    counts = {
-        name: value
-        for name, value in patch.model_dump().items()
-        if value is not None and name in ("maxTrialCount", "parallelTrialCount")
-    }
+    counts = patch.model_dump(exclude_none=True)
     if counts.get("maxTrialCount", len(record.trials)) < len(record.trials):
         counts.pop("maxTrialCount")
     record = record.model_copy(update={"spec": record.spec.model_copy(update=counts)})
-    more = (record.spec.maxTrialCount or 0) > len(record.trials)
-    if record.state.finished and more:
+    if record.state.finished and (record.spec.maxTrialCount or 0) > len(record.trials):
         _log.info("sweep %s continues up to %s trials", record.id, record.spec.maxTrialCount)
         record = record.model_copy(
             update={"state": RunState.RUNNING, "finished_at": None, "stop_reason": None,
                     "message": None, "goal_from": len(record.trials)}
         )  # fmt: skip
     return record
-
-
-def _look(files: SweepFiles, executor: Executor, record: SweepRecord) -> SweepRecord:
-    return _decide(files, executor, _observe(executor, record))
-
-
-def _guarded(
-    step: Callable[[SweepFiles, Executor, SweepRecord], SweepRecord],
-    files: SweepFiles,
-    executor: Executor,
-    record: SweepRecord,
-) -> SweepRecord:
-    """``step`` of one sweep; on an error the sweep stays as it was until the next pass."""
-    try:
-        return step(files, executor, record)
-    except NotLeading:
-        raise
-    except Exception:
-        _log.exception("sweep %s: reconcile failed, retrying on the next pass", record.id)
-        return record
 
 
 # --- one sweep ------------------------------------------------------------------------------
@@ -324,43 +277,26 @@ def _observe_trial(executor: Executor, record: SweepRecord, trial: Trial) -> Tri
         if trial.submitted:
             return _ended(trial, TrialState.FAILED, error="its job record is gone")
         return _ended(trial, TrialState.CANCELLED)  # never submitted, and now never will be
-    return _follow(record, trial.model_copy(update={"submitted": True}), job)
+    return _follow(record, trial, job)
 
 
 def _follow(record: SweepRecord, trial: Trial, job: Job) -> Trial:
     """The trial as its job is now; an interrupted job's trial goes back to PENDING."""
-    state = TrialState.following(job.state)
-    update: dict[str, Any] = {"state": state, "started_at": job.started_at}
-    if not state.finished:
-        return trial.model_copy(update=update)
-    if state is TrialState.CANCELLED and trial.stopping_early is not None:
-        update.update(state=TrialState.EARLY_STOPPED, reason=trial.stopping_early)
     retry = (
-        state is TrialState.FAILED
+        job.state is RunState.FAILED
         and job.end_reason is not None
         and job.end_reason.by_no_fault_of_its_own
         and len(trial.earlier_job_ids) + 1 < MAX_ATTEMPTS
         and record.stop_reason is None
     )
-    if retry:
-        _log.info("sweep %s trial %d: job %s interrupted, running it again", record.id,
-                  trial.number, job.id)  # fmt: skip
-        return trial.model_copy(
-            update={
-                "state": TrialState.PENDING,
-                "job_id": None,
-                "submitted": False,
-                "started_at": None,
-                "earlier_job_ids": [*trial.earlier_job_ids, job.id],
-            }
-        )
-    update.update(
-        metrics=with_floor(job.metrics, trial_floor(record.spec, trial.assignments)),
-        model_version=job.model_version,
-        error=job.error,
-        finished_at=job.finished_at,
-    )
-    return trial.model_copy(update=update)
+    if not retry:
+        return following(record, trial, job)
+    _log.info("sweep %s trial %d: job %s interrupted, running it again", record.id,
+              trial.number, job.id)  # fmt: skip
+    return trial.model_copy(
+        update={"state": TrialState.PENDING, "job_id": None, "submitted": False,
+                "started_at": None, "earlier_job_ids": [*trial.earlier_job_ids, job.id]}
+    )  # fmt: skip
 
 
 def _decide(files: SweepFiles, executor: Executor, record: SweepRecord) -> SweepRecord:
@@ -422,26 +358,18 @@ def _stop_early(files: SweepFiles, executor: Executor, record: SweepRecord) -> S
     ]
     if not running:
         return record
-    finished = {
-        t.number: _curve(read_epochs(files, record.id, t.number))
-        for t in record.trials
-        if t.state is TrialState.SUCCEEDED
-    }
+    finished = _kept_curves(files, record, TrialState.SUCCEEDED)
     for trial in running:
         assert trial.job_id is not None  # noqa: S101 - filtered above
-        with contextlib.suppress(JobNotFound):
+        with contextlib.suppress(JobNotFound, JobAlreadyFinished):  # it ended first: as it was
             reason = stop_early(
                 record, _curve(executor.book.epochs_since(trial.job_id, 0)), finished
             )
-            if reason is None:
-                continue
-            _log.info("sweep %s trial %d: %s", record.id, trial.number, reason)
-            _check_leading(executor)
-            try:
+            if reason is not None:
+                _log.info("sweep %s trial %d: %s", record.id, trial.number, reason)
+                _check_leading(executor)
                 executor.cancel(trial.job_id)  # the runner confirms; the next pass sees it
-            except JobAlreadyFinished:
-                continue  # it ended first: it keeps the outcome it had
-            record = _with_trial(record, trial.model_copy(update={"stopping_early": reason}))
+                record = _with_trial(record, trial.model_copy(update={"stopping_early": reason}))
     return record
 
 
@@ -453,6 +381,15 @@ def _curve(rows: list[dict[str, Any]] | list[dict[str, float | None]]) -> Curve:
         if isinstance(epoch, int | float) and isinstance(loss, int | float):
             curve[int(epoch)] = float(loss)
     return curve
+
+
+def _kept_curves(files: SweepFiles, record: SweepRecord, state: TrialState) -> dict[int, Curve]:
+    """The kept loss curves of the record's trials in ``state``, by number."""
+    return {
+        t.number: _curve(read_epochs(files, record.id, t.number))
+        for t in record.trials
+        if t.state is state
+    }
 
 
 def _stop(executor: Executor, record: SweepRecord, trial: Trial) -> Trial:
@@ -468,9 +405,7 @@ def _stop(executor: Executor, record: SweepRecord, trial: Trial) -> Trial:
         job = exc.job
     except JobNotFound:
         return _ended(trial, TrialState.CANCELLED)
-    if job.state.finished:
-        return _follow(record, trial.model_copy(update={"submitted": True}), job)
-    return trial
+    return _follow(record, trial, job) if job.state.finished else trial
 
 
 def _release(
@@ -512,12 +447,7 @@ def _release(
 def _ask(files: SweepFiles, record: SweepRecord) -> tuple[SweepRecord, Trial]:
     """A new trial from the search algorithm, appended to the record: PENDING, or already
     ended SKIPPED (its floor misses the goal) or FAILED (it breaks a job rule)."""
-    curves = {
-        t.number: _curve(read_epochs(files, record.id, t.number))
-        for t in record.trials
-        if t.state is TrialState.EARLY_STOPPED
-    }
-    asked = ask(record, curves)
+    asked = ask(record, _kept_curves(files, record, TrialState.EARLY_STOPPED))
     trial = Trial(
         number=len(record.trials), assignments=asked.assignments, system_attrs=asked.system_attrs
     )

@@ -1,9 +1,5 @@
-"""What a client can do wrong with sweeps, each with the HTTP answer it stands for.
-
-The controller and the store code raise them without knowing about HTTP; the API's one
-problem handler reads ``status`` and ``kind`` off any of them (this package imports nothing
-of the API).
-"""
+"""What a client can do wrong with sweeps, each with the HTTP answer it stands for: the API's
+problem handler reads ``status`` and ``kind`` off any of them (no HTTP is spoken here)."""
 
 from __future__ import annotations
 
@@ -11,11 +7,7 @@ from trainer_service.errors import TrainerError
 
 
 class SweepError(TrainerError):
-    """A refusal about a sweep; ``status`` and ``kind`` say how it reads over HTTP.
-
-    Each refusal names them in its class line (``class X(SweepError, status=.., kind=..)``),
-    the one place its HTTP answer is decided.
-    """
+    """A refusal about a sweep; its class line names its HTTP ``status`` and ``kind``."""
 
     status = 400
     kind = "sweep-error"

@@ -3,10 +3,9 @@
 - ``objective.png``: the objective against each varied parameter, one line per value of the
   other parameters (the article's "what changes when I change this"); for mse_in_domain the
   architecture's limit, (mid_range / (num_neurons + 1))⁴ / 180, dotted beside each line.
-- ``fits.png``: the trials' own fit figures (x², data and prediction over twice its domain),
-  side by side and titled with their assignments: the article's extrapolation picture per
-  trial, for the best ``FITS_SHOWN`` trials by the objective (the title says so when there
-  are more), so the figure has one size whatever the number of trials.
+- ``fits.png``: the trials' own fit figures (x², data and prediction over twice its domain)
+  titled with their assignments, for the best ``FITS_SHOWN`` trials by the objective, so the
+  figure has one size whatever the number of trials.
 - ``loss.png``: the trials' training loss curves overlaid.
 
 Drawn with matplotlib's object API on the Agg canvas (no pyplot state, thread-safe per
@@ -84,14 +83,14 @@ def _objective_figure(files: SweepFiles, record: SweepRecord, trials: list[Trial
     figure = _new_figure(6.0 * len(names), 4.5)
     for column, name in enumerate(names):
         axes = figure.add_subplot(1, len(names), column + 1)
+        others = [other for other in names if other != name]
         lines: dict[tuple[Value, ...], list[tuple[Value, float, float]]] = defaultdict(list)
         for trial, value in points:
-            key = tuple(trial.assignments[other] for other in names if other != name)
+            key = tuple(trial.assignments[other] for other in others)
             lines[key].append((trial.assignments[name], value, trial_limit(record, trial)))
         categories = sorted({str(trial.assignments[name]) for trial, _ in points})
-        other_names = [other for other in names if other != name]
         for key, line in sorted(lines.items(), key=lambda item: item[0]):
-            label = ", ".join(f"{o}={_short(v)}" for o, v in zip(other_names, key, strict=True))
+            label = ", ".join(f"{o}={_short(v)}" for o, v in zip(others, key, strict=True))
             line.sort(key=lambda point: _order(point[0], categories))
             xs = [_order(point[0], categories) for point in line]
             drawn = axes.plot(xs, [point[1] for point in line], marker="o", label=label or metric)

@@ -13,10 +13,10 @@ from __future__ import annotations
 import logging
 import shutil
 
-from squarenet.store import METADATA_FILE, BrokenVersion, ModelStore, ModelVersion
+from squarenet.store import METADATA_FILE, BrokenVersion
 from trainer_service.runner.book import JobBook
 from trainer_service.runner.records import utc_now
-from trainer_service.sweeps.errors import NothingToPromote, SweepNotFinished, SweepNotFound
+from trainer_service.sweeps.errors import NothingToPromote, SweepNotFinished
 from trainer_service.sweeps.records import Promotion, SweepFiles
 from trainer_service.sweeps.results import best_trial, live_trials
 
@@ -26,9 +26,7 @@ _log = logging.getLogger("squarenet.trainer.sweeps")
 def promote_best(files: SweepFiles, book: JobBook, sweep_id: str) -> Promotion:
     """Publish the best trial's model as a new version of ``base.model_name``."""
     store = files.store
-    record = files.read(sweep_id)
-    if record is None:
-        raise SweepNotFound(sweep_id)
+    record = files.existing(sweep_id)
     best = best_trial(record, live_trials(record, book))
     if best is None or best.model_version is None or best.job_id is None:
         raise NothingToPromote(f"sweep {sweep_id} has no succeeded trial to promote")
@@ -37,37 +35,6 @@ def promote_best(files: SweepFiles, book: JobBook, sweep_id: str) -> Promotion:
     except BrokenVersion as exc:
         raise NothingToPromote(f"the best trial's model cannot be promoted: {exc.reason}") from exc
     target = record.spec.promote_to
-    published = _publish_copy(
-        store, source, target, sweep_id=sweep_id, trial=best.number, job_id=best.job_id
-    )
-    promotion = Promotion(
-        trial=best.number,
-        job_id=best.job_id,
-        model_name=target,
-        version=published.version,
-        promoted_at=utc_now(),
-    )
-    with files.lock():  # two promotions at once keep both entries (on one machine)
-        files.add_promotion(sweep_id, promotion)
-    _log.info(
-        "sweep %s trial %d promoted: %s version %d",
-        sweep_id,
-        best.number,
-        target,
-        published.version,
-    )
-    return promotion
-
-
-def _publish_copy(
-    store: ModelStore,
-    source: ModelVersion,
-    target: str,
-    *,
-    sweep_id: str,
-    trial: int,
-    job_id: str,
-) -> ModelVersion:
     staging = store.staging_dir(target, tag=f"promote-{sweep_id}")
     try:
         shutil.copytree(source.path, staging, dirs_exist_ok=True)
@@ -77,30 +44,29 @@ def _publish_copy(
             for key, value in source.metadata.items()
             if key not in ("files", "version", "model_name", "format")
         }
-        metadata["sweep"] = {
-            "id": sweep_id,
-            "trial": trial,
-            "job_id": job_id,
-            "model_name": source.model_name,
-            "version": source.version,
-        }
+        metadata["sweep"] = {"id": sweep_id, "trial": best.number, "job_id": best.job_id,
+                             "model_name": source.model_name, "version": source.version}  # fmt: skip
         metadata["promoted_at"] = utc_now()
-        return store.publish_version(staging, metadata, target)
+        published = store.publish_version(staging, metadata, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)  # gone after a publish: its rename moved it
+    promotion = Promotion(trial=best.number, job_id=best.job_id, model_name=target,
+                          version=published.version, promoted_at=utc_now())  # fmt: skip
+    with files.lock():  # two promotions at once keep both entries (on one machine)
+        files.add_promotion(sweep_id, promotion)
+    _log.info("sweep %s trial %d promoted: %s version %d", sweep_id, best.number, target,
+              published.version)  # fmt: skip
+    return promotion
 
 
 def delete_sweep(files: SweepFiles, sweep_id: str) -> None:
     """Remove a finished sweep's record, its folder and its trials' model (never a promotion)."""
-    store = files.store
     with files.lock():
-        record = files.read(sweep_id)
-        if record is None:
-            raise SweepNotFound(sweep_id)
+        record = files.existing(sweep_id)
         if not record.settled:
             raise SweepNotFinished(
                 f"sweep {sweep_id} is {record.state}: cancel it and wait for its trials to end"
             )
         files.remove(sweep_id)
-    shutil.rmtree(store.model_dir(record.model_name), ignore_errors=True)
+    shutil.rmtree(files.store.model_dir(record.model_name), ignore_errors=True)
     _log.info("sweep %s deleted with its model %s", sweep_id, record.model_name)

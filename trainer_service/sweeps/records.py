@@ -14,12 +14,10 @@ Layout under ``<store>/sweeps/``::
 Sweep ids look like ``20261130-134800-3f9a1c2b``: lowercase so that ``sweep-<id>`` is a valid
 model name, sorted by creation time; text of any other shape is an unknown sweep, so no
 request builds a path from client text. Only the controller rewrites a record, so the API
-never races it: a create writes a new file, a cancel leaves a marker, a promotion its own
-file. With the ``local`` executor the controller may run in any process of the machine and
-takes the lock (``local_lock``: one ``flock`` that excludes processes and threads alike,
-before the job book's, never the other way round); with ``kubernetes`` it runs only on the
-replica elected to finalize jobs and takes no lock on the shared volume (no NFS lock
-anywhere), only its host's (``host_lock``, in the local temp folder).
+never races it. With the ``local`` executor the controller takes ``local_lock`` (processes
+and threads alike; before the job book's, never the other way round); with ``kubernetes`` it
+runs only on the replica elected to finalize jobs and locks only its host (``host_lock``):
+no lock on the shared volume.
 """
 
 from __future__ import annotations
@@ -48,19 +46,19 @@ from squarenet.store import (
 )
 from trainer_service.lifecycle import RunState, TrialState
 from trainer_service.runner.records import stored_ids
+from trainer_service.sweeps.errors import SweepNotFound
 from trainer_service.sweeps.spec import SweepSpec, Value
 
 SWEEP_ID_PATTERN = re.compile(r"^[0-9]{8}-[0-9]{6}-[0-9a-f]{8}$")
-SWEEP_MODEL_PREFIX = "sweep-"
 LOCK_FILE = ".lock"
+PROMOTIONS = "promotions.json"
 
 
 class Trial(BaseModel):
     """One point of the sweep and the job that runs it.
 
-    ``job_id`` is chosen and recorded *before* the job is submitted under that id (the
-    submit is idempotent), so a controller that crashes in between submits the same job
-    again instead of an orphan or a twin; ``submitted`` says the job book has it.
+    ``job_id`` is recorded *before* the job is submitted under it (see ``controller``);
+    ``submitted`` says the job book has it.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -130,13 +128,12 @@ _PROMOTIONS = TypeAdapter(list[Promotion])
 
 def sweep_model_name(sweep_id: str) -> str:
     """``sweep-<id>``: the trials' model."""
-    return f"{SWEEP_MODEL_PREFIX}{sweep_id}"
+    return f"sweep-{sweep_id}"
 
 
-def new_sweep_id(now: datetime | None = None) -> str:
+def new_sweep_id() -> str:
     """A URL-safe, lowercase id that sorts by creation time."""
-    moment = (now or datetime.now(UTC)).astimezone(UTC)
-    return f"{moment:%Y%m%d-%H%M%S}-{secrets.token_hex(4)}"
+    return f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(4)}"
 
 
 def is_sweep_id(text: str) -> bool:
@@ -168,21 +165,15 @@ class SweepFiles:
             yield
 
     def patch_path(self, sweep_id: str) -> Path:
-        """Present while a client's new trial counts wait for the controller."""
         return self.root / f"{sweep_id}.patch"
 
     def cancel_path(self, sweep_id: str) -> Path:
-        """Present once a client asked to cancel the sweep."""
         return self.root / f"{sweep_id}.cancel"
 
-    def promotions_path(self, sweep_id: str) -> Path:
-        """The versions promoted from the sweep, newest last."""
-        return self.folder(sweep_id) / "promotions.json"
-
     def read_promotions(self, sweep_id: str) -> list[Promotion]:
-        """Every promotion of the sweep (none when the file is missing or unreadable)."""
+        """Every promotion of the sweep, newest last (none when the file is unreadable)."""
         try:
-            return _PROMOTIONS.validate_json(self.promotions_path(sweep_id).read_bytes())
+            return _PROMOTIONS.validate_json((self.folder(sweep_id) / PROMOTIONS).read_bytes())
         except (OSError, ValidationError):
             return []
 
@@ -191,11 +182,10 @@ class SweepFiles:
         promotions = [*self.read_promotions(sweep_id), promotion]
         self.folder(sweep_id).mkdir(parents=True, exist_ok=True)
         write_json_atomic(
-            self.promotions_path(sweep_id), _PROMOTIONS.dump_python(promotions, mode="json")
+            self.folder(sweep_id) / PROMOTIONS, _PROMOTIONS.dump_python(promotions, mode="json")
         )
 
     def record_path(self, sweep_id: str) -> Path:
-        """The sweep's JSON record."""
         return self.root / f"{sweep_id}.json"
 
     def folder(self, sweep_id: str) -> Path:
@@ -206,15 +196,21 @@ class SweepFiles:
         """Where a finished trial's figure and epochs are kept."""
         return self.folder(sweep_id) / f"trial-{number}"
 
+    def existing(self, sweep_id: str) -> SweepRecord:
+        """The record; SweepNotFound (404) when there is none."""
+        record = self.read(sweep_id)
+        if record is None:
+            raise SweepNotFound(sweep_id)
+        return record
+
     def read(self, sweep_id: str) -> SweepRecord | None:
         """The record, or None when there is none (or it cannot be parsed)."""
         if not is_sweep_id(sweep_id):
             return None
         try:
-            text = self.record_path(sweep_id).read_text(encoding="utf-8")
+            return _parsed(self.record_path(sweep_id).read_bytes())
         except (FileNotFoundError, NotADirectoryError):
             return None
-        return _parsed(text)
 
     def write(self, record: SweepRecord) -> None:
         """Replace the record atomically (call with the lock held)."""
@@ -223,9 +219,8 @@ class SweepFiles:
 
     def remove(self, sweep_id: str) -> None:
         """Forget a sweep: the record first (readers see it gone), then the rest."""
-        self.record_path(sweep_id).unlink(missing_ok=True)
-        self.cancel_path(sweep_id).unlink(missing_ok=True)
-        self.patch_path(sweep_id).unlink(missing_ok=True)
+        for path in (self.record_path, self.cancel_path, self.patch_path):
+            path(sweep_id).unlink(missing_ok=True)
         shutil.rmtree(self.folder(sweep_id), ignore_errors=True)
 
     def ids(self) -> list[str]:
@@ -255,7 +250,7 @@ class SweepFiles:
         path = self.record_path(sweep_id)
         patched = self.patch_path(sweep_id).exists()
         try:
-            if not patched and self._seen_settled(path, os.stat(path)):
+            if not patched and _SETTLED.get(str(path)) == file_identity(os.stat(path)):
                 return None  # two stats: the record as it was when it settled
             with path.open("rb") as handle:
                 info = os.fstat(handle.fileno())  # the stat of the very file read below
@@ -267,11 +262,6 @@ class SweepFiles:
         with _SETTLED_GUARD:
             _SETTLED[str(path)] = file_identity(info)
         return record if patched else None
-
-    @staticmethod
-    def _seen_settled(path: Path, info: os.stat_result) -> bool:
-        with _SETTLED_GUARD:
-            return _SETTLED.get(str(path)) == file_identity(info)
 
 
 def _parsed(text: str | bytes) -> SweepRecord | None:

@@ -1,56 +1,52 @@
 """A sweep's results as they are now, read only: its trials, the best one, the CSV table.
 
-The record is the controller's; between two controller passes a trial's job may have moved
-on, so every reader (the REST answers, the plots, a promotion) first lays the jobs' current
-states over the record's trials (``live_trials``). Nothing here writes.
+Between two controller passes a trial's job may have moved on, so every reader (the REST
+answers, the plots, a promotion) first lays the jobs' current states over the record's
+trials (``live_trials``). Nothing here writes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import math
 from datetime import datetime
+from typing import Any
 
-from squarenet.limits import mse_limit
 from trainer_service.errors import JobNotFound
 from trainer_service.lifecycle import TrialState
-from trainer_service.runner.book import JobBook
+from trainer_service.runner.book import Job, JobBook
 from trainer_service.sweeps.records import SweepRecord, Trial
-from trainer_service.sweeps.spec import trial_floor, trial_params, with_floor
+from trainer_service.sweeps.spec import trial_floor, with_floor
+
+
+def following(record: SweepRecord, trial: Trial, job: Job) -> Trial:
+    """The released trial as its job is now, with the job's outcome once it ended."""
+    state = TrialState.following(job.state)
+    update: dict[str, Any] = {"state": state, "started_at": job.started_at, "submitted": True}
+    if state is TrialState.CANCELLED and trial.stopping_early is not None:
+        update.update(state=TrialState.EARLY_STOPPED, reason=trial.stopping_early)
+    if state.finished:
+        update.update(
+            metrics=with_floor(job.metrics, trial_floor(record.spec, trial.assignments)),
+            model_version=job.model_version,
+            error=job.error,
+            finished_at=job.finished_at,
+        )
+    return trial.model_copy(update=update)
 
 
 def live_trials(record: SweepRecord, book: JobBook) -> list[Trial]:
     """The record's trials, each unfinished one as its job is now."""
-    trials = []
-    for trial in record.trials:
-        if trial.state.finished or trial.job_id is None or not trial.submitted:
-            trials.append(trial)
-            continue
-        try:
-            job = book.stored(trial.job_id)  # its state and outcome: no progress file read
-        except JobNotFound:
-            trials.append(trial)
-            continue
-        state = TrialState.following(job.state)
-        if state is TrialState.CANCELLED and trial.stopping_early is not None:
-            state = TrialState.EARLY_STOPPED
-        metrics = job.metrics
-        if state.finished:
-            metrics = with_floor(metrics, trial_floor(record.spec, trial.assignments))
-        trials.append(
-            trial.model_copy(
-                update={
-                    "state": state,
-                    "metrics": metrics,
-                    "model_version": job.model_version,
-                    "error": job.error,
-                    "started_at": job.started_at,
-                    "finished_at": job.finished_at,
-                }
-            )
-        )
-    return trials
+    return [_live(record, trial, book) for trial in record.trials]
+
+
+def _live(record: SweepRecord, trial: Trial, book: JobBook) -> Trial:
+    if not trial.state.finished and trial.job_id is not None and trial.submitted:
+        with contextlib.suppress(JobNotFound):  # its state and outcome: no progress file read
+            return following(record, trial, book.stored(trial.job_id))
+    return trial
 
 
 def objective_value(record: SweepRecord, trial: Trial) -> float | None:
@@ -58,27 +54,19 @@ def objective_value(record: SweepRecord, trial: Trial) -> float | None:
     if trial.state is not TrialState.SUCCEEDED or not trial.metrics:
         return None
     value = trial.metrics.get(record.spec.objective.objectiveMetricName)
-    if value is None or not math.isfinite(value):
-        return None
-    return float(value)
+    return float(value) if value is not None and math.isfinite(value) else None
 
 
 def best_trial(record: SweepRecord, trials: list[Trial]) -> Trial | None:
     """The succeeded trial with the best objective (the lower number on a tie)."""
-    best: tuple[float, Trial] | None = None
-    for trial in trials:
-        value = objective_value(record, trial)
-        if value is None:
-            continue
-        if best is None or record.spec.objective.better(value, best[0]):
-            best = (value, trial)
-    return best[1] if best else None
+    scored = [(value, t) for t in trials if (value := objective_value(record, t)) is not None]
+    pick = min if record.spec.objective.type == "minimize" else max
+    return pick(scored, key=lambda pair: pair[0])[1] if scored else None
 
 
 def trial_limit(record: SweepRecord, trial: Trial) -> float:
     """The architecture's in-domain MSE limit for this trial's mid_range and num_neurons."""
-    params = trial_params(record.spec, trial.assignments, record.model_name)
-    return mse_limit(params.mid_range, params.num_neurons)
+    return trial_floor(record.spec, trial.assignments)
 
 
 def trial_seconds(trial: Trial) -> float | None:

@@ -1,7 +1,7 @@
 """The search and the early stopping of a sweep: Optuna's samplers and pruner, ask-and-tell.
 
 The controller keeps no study: at each pass it rebuilds one in memory from the sweep's trial
-records (``study_of``) and asks it for the next trial (``ask``), or asks the median rule
+records and asks it for the next trial (``ask``), or asks the median rule
 whether a running trial should stop (``stop_early``). What a sampler keeps between asks (a
 grid point's id, CMA-ES' state, the Sobol counter) lives in its trials' and its study's
 system attributes, which the record keeps (``Trial.system_attrs``, ``study_attrs``), so a
@@ -19,6 +19,7 @@ normal centred on the range with 3 sigma to each end and cut at the ends, is u.
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
 from collections.abc import Mapping
@@ -39,6 +40,7 @@ from optuna.samplers import BaseSampler
 from optuna.storages import InMemoryStorage
 from optuna.trial import FrozenTrial, TrialState, create_trial
 
+from trainer_service.lifecycle import TrialState as Ours  # Optuna's TrialState is another
 from trainer_service.sweeps.spec import DEFAULT_SEARCH_TRIALS, ParameterSpec, SweepSpec, Value
 
 if TYPE_CHECKING:
@@ -75,7 +77,7 @@ def distribution(parameter: ParameterSpec) -> BaseDistribution:
         return CategoricalDistribution(list(space.values))
     if _quantiled(parameter):
         return FloatDistribution(0.0, 1.0)
-    low, high = float(space.min or 0), float(space.max or 0)
+    low, high = space.bounds
     log = space.scale == "logUniform"
     if parameter.parameterType == "int":
         step = 1 if space.step is None else round(space.step)
@@ -83,32 +85,25 @@ def distribution(parameter: ParameterSpec) -> BaseDistribution:
     return FloatDistribution(low, high, log=log, step=space.step)
 
 
-def distributions(spec: SweepSpec) -> dict[str, BaseDistribution]:
-    """Every varied parameter's distribution, by name."""
-    return {str(p.name): distribution(p) for p in spec.parameters}
-
-
-def _normal_bounds(parameter: ParameterSpec) -> tuple[float, float, bool]:
-    space = parameter.feasibleSpace
-    log = space.scale == "logNormal"
-    low, high = float(space.min or 0), float(space.max or 0)
+def _normal(parameter: ParameterSpec) -> tuple[float, float, float, float, bool]:
+    """A normal range's ends, centre and sigma (of the logarithm for logNormal)."""
+    log = parameter.feasibleSpace.scale == "logNormal"
+    low, high = parameter.feasibleSpace.bounds
     if log:
         low, high = math.log(low), math.log(high)
-    return low, high, log
+    return low, high, (low + high) / 2, (high - low) / (2 * _SIGMAS), log
 
 
 def to_value(parameter: ParameterSpec, raw: Any) -> Value:
     """The trial's value of a parameter from the number Optuna drew."""
     if not _quantiled(parameter):
         return raw  # type: ignore[no-any-return]
-    low, high, log = _normal_bounds(parameter)
-    centre, sigma = (low + high) / 2, (high - low) / (2 * _SIGMAS)
+    low, high, centre, sigma, log = _normal(parameter)
     mass = min(max(_LOW_TAIL + float(raw) * _MASS, 1e-12), 1 - 1e-12)
     point = centre + sigma * _STANDARD.inv_cdf(mass) if sigma > 0 else centre
     point = min(max(point, low), high)
-    value = math.exp(point) if log else point
-    space = parameter.feasibleSpace
-    value = min(max(value, float(space.min or 0)), float(space.max or 0))
+    lowest, highest = parameter.feasibleSpace.bounds
+    value = min(max(math.exp(point) if log else point, lowest), highest)
     return round(value) if parameter.parameterType == "int" else float(f"{value:.12g}")
 
 
@@ -116,11 +111,10 @@ def to_raw(parameter: ParameterSpec, value: Value) -> Any:
     """The number Optuna drew for a trial's value (the inverse of ``to_value``)."""
     if not _quantiled(parameter):
         return value
-    low, high, log = _normal_bounds(parameter)
-    centre, sigma = (low + high) / 2, (high - low) / (2 * _SIGMAS)
-    point = math.log(float(value)) if log else float(value)
+    _, _, centre, sigma, log = _normal(parameter)
     if sigma <= 0:
         return 0.5
+    point = math.log(float(value)) if log else float(value)
     quantile = (_STANDARD.cdf((point - centre) / sigma) - _LOW_TAIL) / _MASS
     return min(max(quantile, 0.0), 1.0)
 
@@ -128,17 +122,12 @@ def to_raw(parameter: ParameterSpec, value: Value) -> Any:
 # --- samplers -------------------------------------------------------------------------------
 
 
-def trial_seed(random_state: int, number: int) -> int:
-    """A seed of its own for each trial's ask, from the sweep's random state."""
-    return int(np.random.SeedSequence([random_state, number]).generate_state(1)[0])
-
-
 def sampler_for(spec: SweepSpec, number: int) -> BaseSampler:
     """The Optuna sampler of ``algorithmName``, for asking trial ``number``."""
     algorithm = spec.algorithm
     settings = algorithm.settings()
     state = algorithm.random_state or 0
-    seed = trial_seed(state, number)
+    seed = int(np.random.SeedSequence([state, number]).generate_state(1)[0])  # one per ask
     startup = int(settings.get("n_startup_trials", DEFAULT_SEARCH_TRIALS))
     name = algorithm.algorithmName
     with warnings.catch_warnings():
@@ -173,8 +162,6 @@ def _frozen(
     record: SweepRecord, trial: Trial, dists: Mapping[str, BaseDistribution], curve: Curve
 ) -> FrozenTrial:
     """A trial record as Optuna's ``FrozenTrial``."""
-    from trainer_service.lifecycle import TrialState as Ours  # noqa: PLC0415
-
     params = {str(p.name): to_raw(p, trial.assignments[p.name]) for p in record.spec.parameters}
     objective = (trial.metrics or {}).get(record.spec.objective.objectiveMetricName)
     state, value = TrialState.FAIL, None
@@ -194,34 +181,23 @@ def _frozen(
     )
 
 
-def study_of(
-    record: SweepRecord, sampler: BaseSampler, curves: Mapping[int, Curve] | None = None
-) -> optuna.Study:
-    """An in-memory study holding every trial of the record, in order."""
+def ask(record: SweepRecord, curves: Mapping[int, Curve] | None = None) -> Asked:
+    """The next trial's assignments, and what the sampler keeps of it, from an in-memory
+    study holding every trial of the record, in order."""
+    spec = record.spec
+    sampler = sampler_for(spec, len(record.trials))
     storage = InMemoryStorage()
-    direction = record.spec.objective.type
-    study = optuna.create_study(storage=storage, sampler=sampler, direction=direction)
+    study = optuna.create_study(storage=storage, sampler=sampler, direction=spec.objective.type)
     study_id = storage.get_study_id_from_name(study.study_name)
     for key, value in record.study_attrs.items():
         storage.set_study_system_attr(study_id, key, value)
-    dists = distributions(record.spec)
+    dists = {str(p.name): distribution(p) for p in spec.parameters}
     for trial in record.trials:
         study.add_trial(_frozen(record, trial, dists, (curves or {}).get(trial.number, {})))
-    return study
-
-
-def ask(record: SweepRecord, curves: Mapping[int, Curve] | None = None) -> Asked:
-    """The next trial's assignments, and what the sampler keeps of it."""
-    spec = record.spec
-    sampler = sampler_for(spec, len(record.trials))
-    study = study_of(record, sampler, curves)
-    dists = distributions(spec)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # e.g. CMA-ES on a categorical: independent sampling
         asked = study.ask(fixed_distributions=dists)
     frozen = study.get_trials(deepcopy=False)[asked.number]
-    storage = study._storage  # the samplers' own way to their study's attributes
-    study_id = storage.get_study_id_from_name(study.study_name)
     return Asked(
         assignments={p.name: to_value(p, frozen.params[p.name]) for p in spec.parameters},
         system_attrs=_plain(frozen.system_attrs),
@@ -231,8 +207,6 @@ def ask(record: SweepRecord, curves: Mapping[int, Curve] | None = None) -> Asked
 
 def _plain(attrs: Mapping[str, Any]) -> dict[str, Any]:
     """Attributes as JSON keeps them (tuples as lists), so a rebuilt study sees the same."""
-    import json  # noqa: PLC0415
-
     plain: dict[str, Any] = json.loads(json.dumps(dict(attrs)))
     return plain
 

@@ -1,13 +1,9 @@
 """A sweep's spec in Katib's words, checked before anything runs.
 
-The body of ``POST /v1/sweeps`` names what a Katib user knows: ``parameters`` with
-``parameterType`` and ``feasibleSpace`` (with Katib's ``distribution``), ``algorithm``
-(``algorithmName`` and ``algorithmSettings``), ``earlyStopping``, ``objective`` (with an
-optional ``goal``), ``maxTrialCount``, ``parallelTrialCount``, ``maxFailedTrialCount``;
-``base`` holds the job hyperparameters every trial shares. Trials are drawn one at a time by
-the search algorithm (``search``), so what can be known up front is checked here: every
-setting, every space, and the job rules at the corners of the space (every point of a grid),
-so a spec that cannot run is refused at once (422 naming the field).
+Trials are drawn one at a time by the search algorithm (``search``), so what can be known up
+front is checked here: every setting, every space, and the job rules at the corners of the
+space (every point of a grid), so a spec that cannot run is refused at once (422 naming the
+field).
 """
 
 from __future__ import annotations
@@ -16,8 +12,8 @@ import importlib.util
 import itertools
 import math
 import secrets
-from collections.abc import Sequence
-from typing import Any, Literal, Self, get_args
+from collections.abc import Iterable, Sequence
+from typing import Any, ClassVar, Literal, Self, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
@@ -63,38 +59,29 @@ METRIC_NAMES: tuple[str, ...] = get_args(MetricName)
 Distribution = Literal["uniform", "logUniform", "normal", "logNormal"]
 Value = int | float | str
 SettingValue = str | int | float
+Loc = tuple[str | int, ...]
+Rules = dict[str, tuple[str, float, float]]  # setting name -> (kind, lowest, highest)
 
-# Katib's algorithm names, and the Python module each needs beyond Optuna itself
-ALGORITHMS: dict[str, tuple[str, ...]] = {
-    "grid": (),
-    "random": (),
-    "tpe": (),
-    "multivariate-tpe": (),
+# the Python modules an algorithm needs beyond Optuna itself
+ALGORITHM_MODULES = {
     "bayesianoptimization": ("torch", "scipy"),
     "cmaes": ("cmaes",),
     "sobol": ("scipy",),
 }
-# each algorithm's settings (Katib's ``algorithmSettings``): name -> (kind, lowest, highest)
-_SEED = ("int", 0, MAX_SEED)
-_STARTUP = ("int", 0, MAX_TRIALS)
-ALGORITHM_SETTINGS: dict[str, dict[str, tuple[str, float, float]]] = {
-    "grid": {"random_state": _SEED},
-    "random": {"random_state": _SEED},
-    "tpe": {
-        "random_state": _SEED,
-        "n_startup_trials": _STARTUP,
-        "n_ei_candidates": ("int", 1, 1000),
-    },
-    "multivariate-tpe": {
-        "random_state": _SEED,
-        "n_startup_trials": _STARTUP,
-        "n_ei_candidates": ("int", 1, 1000),
-    },
-    "bayesianoptimization": {"random_state": _SEED, "n_startup_trials": _STARTUP},
-    "cmaes": {"random_state": _SEED, "sigma": ("float", 1e-12, MAX_MAGNITUDE)},
-    "sobol": {"random_state": _SEED},
+# Katib's algorithm names, each with its settings (Katib's ``algorithmSettings``)
+_SEED: Rules = {"random_state": ("int", 0, MAX_SEED)}
+_STARTUP: Rules = {"n_startup_trials": ("int", 0, MAX_TRIALS)}
+_TPE: Rules = {**_SEED, **_STARTUP, "n_ei_candidates": ("int", 1, 1000)}
+ALGORITHM_SETTINGS: dict[str, Rules] = {
+    "grid": _SEED,
+    "random": _SEED,
+    "tpe": _TPE,
+    "multivariate-tpe": _TPE,
+    "bayesianoptimization": {**_SEED, **_STARTUP},
+    "cmaes": {**_SEED, "sigma": ("float", 1e-12, MAX_MAGNITUDE)},
+    "sobol": _SEED,
 }
-EARLY_STOPPING_SETTINGS: dict[str, dict[str, tuple[str, float, float]]] = {
+EARLY_STOPPING_SETTINGS: dict[str, Rules] = {
     "medianstop": {
         "min_trials_required": ("int", 1, MAX_TRIALS),
         "start_step": ("int", 0, 10_000),
@@ -110,13 +97,10 @@ _STRICT = ConfigDict(
 def missing_modules(algorithm: str) -> list[str]:
     """The modules an algorithm needs that this trainer does not have."""
     return [
-        name for name in ALGORITHMS.get(algorithm, ()) if importlib.util.find_spec(name) is None
+        name
+        for name in ALGORITHM_MODULES.get(algorithm, ())
+        if importlib.util.find_spec(name) is None
     ]
-
-
-def available_algorithms() -> list[str]:
-    """Algorithm names this trainer can run."""
-    return [name for name in ALGORITHMS if not missing_modules(name)]
 
 
 class FeasibleSpace(BaseModel):
@@ -178,6 +162,11 @@ class FeasibleSpace(BaseModel):
         """The distribution, uniform unless given."""
         return self.distribution or "uniform"
 
+    @property
+    def bounds(self) -> tuple[float, float]:
+        """A range's ``min`` and ``max``."""
+        return float(self.min or 0), float(self.max or 0)
+
 
 class ParameterSpec(BaseModel):
     """One varied hyperparameter (Katib's ``ParameterSpec``)."""
@@ -221,23 +210,18 @@ class ParameterSpec(BaseModel):
         space = self.feasibleSpace
         if space.values is not None:
             return list(space.values)
-        lo, hi = float(space.min or 0), float(space.max or 0)
-        step = space.step
-        if step is None:
-            if self.parameterType != "int":
-                raise field_error(
-                    ("feasibleSpace", "step"), "a grid over a double range needs a step", None
-                )
-            step = 1.0
-        span = (hi - lo) / step * (1 + 1e-12) + 1e-9
-        count = math.floor(span) + 1 if span < MAX_TRIALS else MAX_TRIALS + 1
-        if count > MAX_TRIALS:
+        lo, hi = space.bounds
+        if space.step is None and self.parameterType != "int":
             raise field_error(
-                ("feasibleSpace", "step"),
-                f"the range has more than {MAX_TRIALS} grid points",
-                step,
+                ("feasibleSpace", "step"), "a grid over a double range needs a step", None
             )
-        points = [lo + index * step for index in range(count)]
+        step = space.step or 1.0
+        span = (hi - lo) / step * (1 + 1e-12) + 1e-9
+        if span >= MAX_TRIALS:
+            raise field_error(
+                ("feasibleSpace", "step"), f"the range has more than {MAX_TRIALS} grid points", step
+            )
+        points = [lo + index * step for index in range(math.floor(span) + 1)]
         if self.parameterType == "int":
             return [round(point) for point in points]
         return [float(f"{point:.12g}") for point in points]
@@ -247,10 +231,9 @@ class ParameterSpec(BaseModel):
         space = self.feasibleSpace
         if space.values is not None:
             return list(space.values)
-        ends = [float(space.min or 0), float(space.max or 0)]
         if self.parameterType == "int":
-            return [round(end) for end in ends]
-        return list[Value](ends)
+            return [round(end) for end in space.bounds]
+        return list[Value](space.bounds)
 
 
 class AlgorithmSetting(BaseModel):
@@ -262,51 +245,61 @@ class AlgorithmSetting(BaseModel):
     value: SettingValue = Field(description="A number, or its text as Katib writes it.")
 
 
-def _settings(
-    settings: list[AlgorithmSetting],
-    known: dict[str, tuple[str, float, float]],
-    owner: str,
-    where: tuple[str, ...],
-) -> dict[str, float]:
-    """The settings as numbers; a ValidationError at ``<where>.<i>.name|value`` otherwise."""
-    parsed: dict[str, float] = {}
-    for index, setting in enumerate(settings):
-        rule = known.get(setting.name)
-        if rule is None:
-            names = ", ".join(known) or "none"
-            raise field_error(
-                (*where, index, "name"),
-                f"{owner} has no setting {setting.name!r} (it takes {names})",
-                setting.name,
-            )
-        if setting.name in parsed:
-            raise field_error((*where, index, "name"), f"{setting.name} is set twice", setting.name)
-        kind, lowest, highest = rule
-        parsed[setting.name] = _setting_value(setting.value, kind, lowest, highest, (*where, index))
-    return parsed
-
-
-def _setting_value(
-    raw: SettingValue, kind: str, lowest: float, highest: float, where: tuple[str | int, ...]
-) -> float:
-    try:
-        number = float(raw)
-    except ValueError:
-        number = math.nan
-    whole = math.isfinite(number) and number.is_integer()
-    if not math.isfinite(number) or (kind == "int" and not whole):
-        wanted = "a whole number" if kind == "int" else "a number"
-        raise field_error((*where, "value"), f"{raw!r} is not {wanted}", raw)
-    if not lowest <= number <= highest:
-        bounds = f"{lowest:g} to {highest:g}"
-        raise field_error((*where, "value"), f"{raw!r} is outside {bounds}", raw)
-    return number
-
-
-class AlgorithmSpec(BaseModel):
-    """How trials are chosen: Katib's algorithm names, each an Optuna sampler (``search``)."""
+class _Algorithm(BaseModel):
+    """An algorithm this trainer knows (``KNOWN``) and its settings, as Katib names them."""
 
     model_config = _STRICT
+    KNOWN: ClassVar[dict[str, Rules]]
+    KIND: ClassVar[str]
+
+    algorithmName: str  # noqa: N815 - Katib's name
+    algorithmSettings: list[AlgorithmSetting]  # noqa: N815 - Katib's name
+
+    @model_validator(mode="after")
+    def _known(self) -> Self:
+        """An algorithm this trainer can run, with settings it takes."""
+        name, missing = self.algorithmName, missing_modules(self.algorithmName)
+        if name in self.KNOWN and not missing:
+            self._parsed()
+            return self
+        choices = ", ".join(known for known in self.KNOWN if not missing_modules(known))
+        if missing:
+            said = f"{name} needs {' and '.join(missing)}, not installed on this trainer"
+            raise field_error("algorithmName", f"{said} (use one of {choices})", name)
+        raise field_error("algorithmName", f"unknown {self.KIND} {name!r} (one of {choices})", name)
+
+    def _parsed(self) -> dict[str, float]:
+        """The settings as numbers; a ValidationError at ``algorithmSettings.<i>.name|value``."""
+        known = self.KNOWN[self.algorithmName]
+        parsed: dict[str, float] = {}
+        for index, setting in enumerate(self.algorithmSettings):
+            name, raw = setting.name, setting.value
+            at: Loc = ("algorithmSettings", index)
+            if name not in known:
+                said = f"{self.algorithmName} has no setting {name!r} (it takes {', '.join(known)})"
+                raise field_error((*at, "name"), said, name)
+            if name in parsed:
+                raise field_error((*at, "name"), f"{name} is set twice", name)
+            kind, lowest, highest = known[name]
+            try:
+                number = float(raw)
+            except ValueError:
+                number = math.nan
+            if not math.isfinite(number) or (kind == "int" and not number.is_integer()):
+                wanted = "a whole number" if kind == "int" else "a number"
+                raise field_error((*at, "value"), f"{raw!r} is not {wanted}", raw)
+            if not lowest <= number <= highest:
+                bounds = f"{lowest:g} to {highest:g}"
+                raise field_error((*at, "value"), f"{raw!r} is outside {bounds}", raw)
+            parsed[name] = number
+        return parsed
+
+
+class AlgorithmSpec(_Algorithm):
+    """How trials are chosen: Katib's algorithm names, each an Optuna sampler (``search``)."""
+
+    KNOWN = ALGORITHM_SETTINGS
+    KIND = "algorithm"
 
     algorithmName: str = Field(  # noqa: N815 - Katib's name
         "grid",
@@ -330,67 +323,32 @@ class AlgorithmSpec(BaseModel):
                 ]}  # fmt: skip
         return data
 
-    @model_validator(mode="after")
-    def _known(self) -> Self:
-        """An algorithm this trainer can run, with settings it takes."""
-        name = self.algorithmName
-        if name not in ALGORITHMS:
-            choices = ", ".join(available_algorithms())
-            raise field_error(
-                "algorithmName", f"unknown algorithm {name!r} (one of {choices})", name
-            )
-        missing = missing_modules(name)
-        if missing:
-            others = ", ".join(available_algorithms())
-            raise field_error(
-                "algorithmName",
-                f"{name} needs {' and '.join(missing)}, not installed on this trainer "
-                f"(use one of {others})",
-                name,
-            )
-        self.settings()
-        return self
-
     def settings(self) -> dict[str, float]:
         """The settings by name, as numbers."""
-        known = ALGORITHM_SETTINGS[self.algorithmName]
-        return _settings(self.algorithmSettings, known, self.algorithmName, ("algorithmSettings",))
+        return self._parsed()
 
     @property
     def random_state(self) -> int | None:
         """The seed that makes the trial sequence reproducible, if one was given."""
-        value = self.settings().get("random_state")
+        value = self._parsed().get("random_state")
         return None if value is None else int(value)
 
 
-class EarlyStoppingSpec(BaseModel):
+class EarlyStoppingSpec(_Algorithm):
     """Katib's early stopping: ``medianstop`` on the per-epoch losses trials report."""
 
-    model_config = _STRICT
+    KNOWN = EARLY_STOPPING_SETTINGS
+    KIND = "early stopping"
 
     algorithmName: str = Field("medianstop", description="medianstop")  # noqa: N815
     algorithmSettings: list[AlgorithmSetting] = Field(  # noqa: N815 - Katib's name
         default_factory=list, max_length=4
     )
 
-    @model_validator(mode="after")
-    def _known(self) -> Self:
-        """A rule this trainer knows, with settings it takes."""
-        if self.algorithmName not in EARLY_STOPPING_SETTINGS:
-            choices = ", ".join(EARLY_STOPPING_SETTINGS)
-            raise field_error(
-                "algorithmName",
-                f"unknown early stopping {self.algorithmName!r} (one of {choices})",
-                self.algorithmName,
-            )
-        self.settings()
-        return self
-
     def settings(self) -> dict[str, int]:
         """Every setting, defaults filled in."""
-        known = EARLY_STOPPING_SETTINGS[self.algorithmName]
-        given = _settings(self.algorithmSettings, known, self.algorithmName, ("algorithmSettings",))
-        return {**MEDIANSTOP_DEFAULTS, **{name: int(value) for name, value in given.items()}}
+        given = {name: int(value) for name, value in self._parsed().items()}
+        return {**MEDIANSTOP_DEFAULTS, **given}
 
 
 class ObjectiveSpec(BaseModel):
@@ -417,10 +375,6 @@ class ObjectiveSpec(BaseModel):
         names: list[str] = [self.objectiveMetricName]
         names += [name for name in self.additionalMetricNames if name not in names]
         return names
-
-    def better(self, value: float, than: float) -> bool:
-        """True when ``value`` beats ``than`` in this objective's direction."""
-        return value < than if self.type == "minimize" else value > than
 
     def reaches(self, value: float) -> bool:
         """True when ``value`` reaches the goal (never without one)."""
@@ -485,9 +439,8 @@ class SweepSpec(BaseModel):
                     parameter.feasibleSpace.distribution,
                 )
         if "model_name" in self.base:  # the trials' own model replaces it; promotion needs it
-            name = self.base["model_name"]
             try:
-                TrainingParams.model_validate({"model_name": name})
+                TrainingParams.model_validate({"model_name": self.base["model_name"]})
             except ValidationError as exc:
                 raise prefixed(exc, ("base",)) from None
         return self
@@ -516,8 +469,7 @@ class SweepSpec(BaseModel):
     @property
     def promote_to(self) -> str:
         """The model the best trial is promoted into: ``base.model_name`` (default square)."""
-        name = self.base.get("model_name", DEFAULT_MODEL_NAME)
-        return str(name)
+        return str(self.base.get("model_name", DEFAULT_MODEL_NAME))
 
 
 class SweepPatch(BaseModel):
@@ -540,12 +492,6 @@ class SweepPatch(BaseModel):
         return self
 
 
-def grid_size(spec: SweepSpec) -> int:
-    """How many points the spec's grid has (ValidationError naming a parameter without one)."""
-    grids = [_located(("parameters", i), p.grid) for i, p in enumerate(spec.parameters)]
-    return math.prod(len(values) for values in grids)
-
-
 def plan_sweep(spec: SweepSpec, model_name: str) -> SweepSpec:
     """The effective spec (counts and the random state decided); ValidationError naming the
     field when a trial of it could not run.
@@ -556,16 +502,20 @@ def plan_sweep(spec: SweepSpec, model_name: str) -> SweepSpec:
     """
     algorithm = spec.algorithm
     if algorithm.algorithmName == "grid":
-        size = grid_size(spec)
-        limit = spec.maxTrialCount if spec.maxTrialCount is not None else MAX_TRIALS
-        if size > limit:
+        points = []
+        for index, parameter in enumerate(spec.parameters):
+            try:
+                points.append(parameter.grid())
+            except ValidationError as exc:
+                raise prefixed(exc, ("parameters", index)) from None
+        count = math.prod(len(values) for values in points)
+        limit = spec.maxTrialCount or MAX_TRIALS
+        if count > limit:
             raise field_error(
                 "maxTrialCount",
-                f"the grid has {size} trials, more than maxTrialCount ({limit})",
+                f"the grid has {count} trials, more than maxTrialCount ({limit})",
                 spec.maxTrialCount,
             )
-        count = size
-        points = [p.grid() for p in spec.parameters]
     else:
         count = spec.maxTrialCount or DEFAULT_SEARCH_TRIALS
         points = [p.corners() for p in spec.parameters]
@@ -617,8 +567,7 @@ def trial_floor(spec: SweepSpec, assignment: dict[str, Value]) -> float:
 
 def with_floor(metrics: dict[str, float] | None, floor: float) -> dict[str, float]:
     """A trial's metrics with ``floor`` and, once it has an in-domain MSE, ``floor_ratio``."""
-    found = dict(metrics or {})
-    found["floor"] = floor
+    found = {**(metrics or {}), "floor": floor}
     mse = found.get("mse_in_domain")
     if mse is not None and floor > 0 and math.isfinite(mse):
         found["floor_ratio"] = mse / floor
@@ -631,23 +580,16 @@ def _trial_error(
     """A trial's job-rule errors: at ``base.<field>`` when the base is at fault for every
     trial, else at ``parameters.<i>.feasibleSpace`` saying which values break the rule."""
     said = ", ".join(f"{name}={value}" for name, value in assignment.items())
-    details: list[InitErrorDetails] = []
+    details: list[tuple[Loc, str, object]] = []
     for error in exc.errors(include_url=False):
         field = error["loc"][0] if error["loc"] else "base"
         if field in assignment:
-            loc: tuple[str | int, ...] = ("parameters", names.index(str(field)), "feasibleSpace")
             message = f"a trial with {said} breaks a job rule: {field}: {error['msg']}"
+            loc: Loc = ("parameters", names.index(str(field)), "feasibleSpace")
         else:
-            loc = ("base", *error["loc"])
-            message = f"{error['msg']} (in a trial with {said})"
-        details.append(
-            InitErrorDetails(
-                type=PydanticCustomError("value_error", message),
-                loc=loc,
-                input=error.get("input"),
-            )
-        )
-    return ValidationError.from_exception_data("SweepSpec", details)
+            message, loc = f"{error['msg']} (in a trial with {said})", ("base", *error["loc"])
+        details.append((loc, message, error.get("input")))
+    return _errors(details)
 
 
 # --- errors located at a field --------------------------------------------------------------
@@ -658,32 +600,23 @@ def field_error(
 ) -> ValidationError:
     """A ValidationError at ``location`` (relative to the model raising it)."""
     loc = (location,) if isinstance(location, str) else tuple(location)
-    return ValidationError.from_exception_data(
-        "SweepSpec",
-        [InitErrorDetails(type=PydanticCustomError("value_error", message), loc=loc, input=value)],
+    return _errors([(loc, message, value)])
+
+
+def prefixed(exc: ValidationError, prefix: Loc) -> ValidationError:
+    """``exc`` with every location under ``prefix``."""
+    return _errors(
+        ((*prefix, *error["loc"]), error["msg"], error.get("input"))
+        for error in exc.errors(include_url=False)
     )
 
 
-def prefixed(
-    exc: ValidationError, prefix: tuple[str | int, ...], said: str = ""
-) -> ValidationError:
-    """``exc`` with every location under ``prefix`` and ``said`` before every message."""
-    details: list[InitErrorDetails] = []
-    for error in exc.errors(include_url=False):
-        message = said + error["msg"]
-        details.append(
-            InitErrorDetails(
-                type=PydanticCustomError("value_error", message),
-                loc=(*prefix, *error["loc"]),
-                input=error.get("input"),
-            )
-        )
-    return ValidationError.from_exception_data("SweepSpec", details)
-
-
-def _located(prefix: tuple[str | int, ...], build: Any) -> list[Value]:
-    try:
-        values: list[Value] = build()
-    except ValidationError as exc:
-        raise prefixed(exc, prefix) from None
-    return values
+def _errors(details: Iterable[tuple[Loc, str, object]]) -> ValidationError:
+    """One ValidationError with a ``value_error`` per (location, message, input)."""
+    return ValidationError.from_exception_data(
+        "SweepSpec",
+        [
+            InitErrorDetails(type=PydanticCustomError("value_error", message), loc=loc, input=value)
+            for loc, message, value in details
+        ],
+    )
