@@ -127,7 +127,6 @@ _PROMOTIONS = TypeAdapter(list[Promotion])
 
 
 def sweep_model_name(sweep_id: str) -> str:
-    """``sweep-<id>``: the trials' model."""
     return f"sweep-{sweep_id}"
 
 

@@ -29,8 +29,6 @@ MAX_MAGNITUDE = 2**53  # exact in a double; far beyond any hyperparameter's own 
 MAX_SEED = 2**32 - 1
 MAX_GOAL = 1e15  # one past it is still a distinct double, so the bound is exact
 MAX_CORNERS = 4_096  # job-rule checks of a spec's corners before it is accepted
-# every hyperparameter but the model name may vary: a trial always publishes as its sweep
-VARIABLE_NAMES = tuple(name for name in TrainingParams.model_fields if name != "model_name")
 # the parameters the architecture's floor depends on (``squarenet.limits.mse_limit``)
 FLOOR_PARAMETERS = ("num_neurons", "mid_range")
 
@@ -55,10 +53,8 @@ MetricName = Literal[
     "floor",
     "floor_ratio",
 ]
-METRIC_NAMES: tuple[str, ...] = get_args(MetricName)
 Distribution = Literal["uniform", "logUniform", "normal", "logNormal"]
 Value = int | float | str
-SettingValue = str | int | float
 Loc = tuple[str | int, ...]
 Rules = dict[str, tuple[str, float, float]]  # setting name -> (kind, lowest, highest)
 
@@ -159,12 +155,10 @@ class FeasibleSpace(BaseModel):
 
     @property
     def scale(self) -> Distribution:
-        """The distribution, uniform unless given."""
         return self.distribution or "uniform"
 
     @property
     def bounds(self) -> tuple[float, float]:
-        """A range's ``min`` and ``max``."""
         return float(self.min or 0), float(self.max or 0)
 
 
@@ -242,7 +236,7 @@ class AlgorithmSetting(BaseModel):
     model_config = _STRICT
 
     name: str = Field(min_length=1, max_length=64)
-    value: SettingValue = Field(description="A number, or its text as Katib writes it.")
+    value: str | int | float = Field(description="A number, or its text as Katib writes it.")
 
 
 class _Algorithm(BaseModel):
@@ -324,7 +318,6 @@ class AlgorithmSpec(_Algorithm):
         return data
 
     def settings(self) -> dict[str, float]:
-        """The settings by name, as numbers."""
         return self._parsed()
 
     @property
@@ -366,7 +359,7 @@ class ObjectiveSpec(BaseModel):
     objectiveMetricName: MetricName = "mse_in_domain"  # noqa: N815 - Katib's name
     additionalMetricNames: list[MetricName] = Field(  # noqa: N815 - Katib's name
         default_factory=lambda: ["mse_out_of_domain", "floor", "floor_ratio"],  # type: ignore[arg-type]
-        max_length=len(METRIC_NAMES),
+        max_length=len(get_args(MetricName)),
     )
 
     @property
@@ -377,7 +370,6 @@ class ObjectiveSpec(BaseModel):
         return names
 
     def reaches(self, value: float) -> bool:
-        """True when ``value`` reaches the goal (never without one)."""
         if self.goal is None:
             return False
         return value <= self.goal if self.type == "minimize" else value >= self.goal
@@ -410,7 +402,10 @@ class SweepSpec(BaseModel):
     base: dict[str, Any] = Field(
         default_factory=dict, description="Job hyperparameters every trial shares."
     )
-    parameters: list[ParameterSpec] = Field(min_length=1, max_length=len(VARIABLE_NAMES))
+    # every hyperparameter but the model name may vary: a trial always publishes as its sweep
+    parameters: list[ParameterSpec] = Field(
+        min_length=1, max_length=len(TrainingParams.model_fields) - 1
+    )
     algorithm: AlgorithmSpec = Field(default_factory=AlgorithmSpec)
     earlyStopping: EarlyStoppingSpec | None = None  # noqa: N815 - Katib's name
     objective: ObjectiveSpec = Field(default_factory=ObjectiveSpec)
@@ -463,7 +458,6 @@ class SweepSpec(BaseModel):
 
     @property
     def skips_below_floor(self) -> bool:
-        """True when trials whose floor misses the goal are skipped."""
         return any(parameter.feasibleSpace.skipBelowFloor for parameter in self.parameters)
 
     @property
