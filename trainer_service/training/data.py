@@ -51,8 +51,7 @@ def make_data(params: TrainingParams, rng: np.random.Generator) -> TrainingData:
 
 def in_domain_grid(domain: tuple[float, float]) -> npt.NDArray[np.float64]:
     """A dense, evenly spaced grid over the closed training interval [lo, hi]."""
-    lo, hi = domain
-    return np.linspace(lo, hi, GRID_POINTS)
+    return np.linspace(*domain, GRID_POINTS)
 
 
 def out_of_domain_grid(domain: tuple[float, float]) -> npt.NDArray[np.float64]:
