@@ -1,11 +1,9 @@
 """``squarenet-trainer``: the REST API under gunicorn plus this replica's job runner.
 
-Every flag has an environment variable (``--max-concurrent-jobs`` /
-``SQUARENET_MAX_CONCURRENT_JOBS``); a flag wins. The bearer token is read only from
-``SQUARENET_API_TOKEN`` so it never shows in a process listing. The configuration is
-validated before anything starts: a bad value exits 2 with the setting named.
-SIGTERM stops the workers (requests in flight get ``--graceful-timeout``), then the job
-runner, and exits 0.
+Flags and ``SQUARENET_*`` variables are ``Settings`` (the bearer token only a variable, so it
+never shows in a process listing), validated before anything starts: a bad value exits 2 with
+the setting named. SIGTERM stops the workers (requests in flight get ``--graceful-timeout``),
+then the job runner, and exits 0.
 """
 
 from __future__ import annotations
@@ -38,19 +36,16 @@ NOT_FLAGS = frozenset({"api_token", "runner_pid", "max_body_bytes"})
 
 def _flags() -> dict[str, tuple[str, type, str, str]]:
     """flag -> (settings field, type, metavar, help), one per setting: each is also SQUARENET_<FIELD>."""
-    flags: dict[str, tuple[str, type, str, str]] = {}
+    flags = {}
     for name, info in Settings.model_fields.items():
-        if name in NOT_FLAGS:
-            continue
-        kind: type = int if info.annotation is int else float if info.annotation is float else str
-        default = "required" if info.is_required() else f"default {info.default}"
-        metavar = {int: "N", float: "SECONDS"}.get(kind, name.rsplit("_", 1)[-1].upper())
-        flags["--" + name.replace("_", "-")] = (
-            name,
-            kind,
-            metavar,
-            f"{info.description} ({default})",
-        )
+        if name not in NOT_FLAGS:
+            kind: type = (
+                int if info.annotation is int else float if info.annotation is float else str
+            )
+            metavar = {int: "N", float: "SECONDS"}.get(kind, name.rsplit("_", 1)[-1].upper())
+            default = "required" if info.is_required() else f"default {info.default}"
+            text = " ".join(f"{info.description} ({default})".split())  # docstrings span lines
+            flags["--" + name.replace("_", "-")] = (name, kind, metavar, text)
     return flags
 
 
@@ -102,13 +97,9 @@ def parse_args(argv: Sequence[str] | None) -> tuple[dict[str, Any], str]:
         type=str.upper,
         help="log level (default INFO; env SQUARENET_LOG_LEVEL)",
     )
-    namespace = parser.parse_args(argv)
-    given = {
-        field: getattr(namespace, field)
-        for field, _, _, _ in FLAGS.values()
-        if getattr(namespace, field) is not None
-    }
-    return given, str(namespace.log_level)
+    args = vars(parser.parse_args(argv))
+    given = {name: value for name, *_ in FLAGS.values() if (value := args[name]) is not None}
+    return given, str(args["log_level"])
 
 
 def load_settings(given: dict[str, Any]) -> Settings:
@@ -121,11 +112,8 @@ def load_settings(given: dict[str, Any]) -> Settings:
     except ValidationError as exc:
         for error in exc.errors(include_url=False):
             name = ".".join(str(part) for part in error["loc"]) or "settings"
-            print(
-                f"squarenet-trainer: {name} (--{name.replace('_', '-')} / "
-                f"SQUARENET_{name.upper()}): {error['msg']}",
-                file=sys.stderr,
-            )
+            flag = f"--{name.replace('_', '-')} / SQUARENET_{name.upper()}"
+            print(f"squarenet-trainer: {name} ({flag}): {error['msg']}", file=sys.stderr)
         raise SystemExit(EXIT_BAD_CONFIG) from None
     try:
         prepare_store(settings)
@@ -137,9 +125,7 @@ def load_settings(given: dict[str, Any]) -> Settings:
         # said once; the API answers 503 with it (api/store_gate.py) until it is fixed
         print(f"{said}; waiting for it", file=sys.stderr)
     if settings.executor == "kubernetes":
-        from trainer_service.runner.kubernetes import (  # noqa: PLC0415 - loaded when used
-            configuration_problem,
-        )
+        from trainer_service.runner.kubernetes import configuration_problem  # noqa: PLC0415
 
         problem = configuration_problem(settings)
         if problem is not None:
@@ -148,18 +134,14 @@ def load_settings(given: dict[str, Any]) -> Settings:
     return settings
 
 
-def fresh_metrics_dir() -> Path:
-    """An empty folder for prometheus-client's multiprocess files (in memory when possible)."""
-    parent = str(SHM) if SHM.is_dir() and os.access(SHM, os.W_OK) else None
-    return Path(tempfile.mkdtemp(prefix="squarenet-trainer-metrics-", dir=parent))
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run until SIGTERM / SIGINT; 0 on a clean stop, 1 if the job runner died, 2 on bad config."""
     given, log_level = parse_args(argv)
     settings = load_settings(given)
-    metrics_dir = fresh_metrics_dir()
-    # before anything imports prometheus_client: it picks its storage at import time
+    # prometheus-client's multiprocess files (in memory when possible), named before anything
+    # imports prometheus_client: it picks its storage at import time
+    shm = str(SHM) if SHM.is_dir() and os.access(SHM, os.W_OK) else None
+    metrics_dir = Path(tempfile.mkdtemp(prefix="squarenet-trainer-metrics-", dir=shm))
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     application = TrainerApplication(settings, gunicorn_options(settings, log_level), metrics_dir)
     try:

@@ -1,11 +1,11 @@
-"""``python -m trainer_service.control_loop``: the process that ``squarenet-trainer`` starts
-beside gunicorn to run jobs and sweeps.
+"""``python -m trainer_service.control_loop``: the process ``squarenet-trainer`` starts beside
+gunicorn to run jobs and sweeps.
 
-It joins the two loops that settle work: the configured executor's (``runner/``: local child
-processes, or the Kubernetes Jobs' finalizer) and the sweep controller (``sweeps/``), which
-releases trials whenever a job ends and on the executor's periodic tick. It lives above both
-packages so that neither imports the other's loop. It reads the same ``SQUARENET_*`` settings
-as the trainer (the launcher passes them in the environment) and runs until SIGTERM. It waits for a store it cannot write yet, as the API does.
+It joins the configured executor's loop (``runner/``: local child processes, or the Kubernetes
+Jobs' finalizer) and the sweep controller (``sweeps/``), which releases trials whenever a job
+ends and on the executor's tick; it lives above both so that neither imports the other's loop.
+It reads the trainer's ``SQUARENET_*`` settings from the environment the launcher passes, waits
+for a store it cannot write yet (as the API does), and runs until SIGTERM.
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ def wait_for_store(settings: Settings) -> None:
     ends the process at once: nothing has started yet)."""
     if store_problem(settings) is None:
         return
-    time.sleep(STORE_POLL_SECONDS)
     while store_problem(settings) is not None:
         time.sleep(STORE_POLL_SECONDS)
     log.info("model store %s is writable: starting the job runner", settings.model_store)

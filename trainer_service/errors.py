@@ -27,21 +27,20 @@ class JobNotFound(TrainerError):
 class QueueFull(TrainerError):
     """Too many jobs are waiting already; the client should retry later."""
 
+    problem = "the job queue is full ({} jobs waiting); retry later"
+
     def __init__(self, limit: int) -> None:
-        super().__init__(f"the job queue is full ({limit} jobs waiting); retry later")
+        super().__init__(self.problem.format(limit))
         self.limit = limit
 
 
 class TooManyJobs(QueueFull):
     """Every Kubernetes Job slot (``--max-concurrent-jobs``) is held by a queued or running job."""
 
-    def __init__(self, limit: int) -> None:
-        TrainerError.__init__(
-            self,
-            f"{limit} training jobs are queued or running on the cluster already "
-            "(max_concurrent_jobs); retry later",
-        )
-        self.limit = limit
+    problem = (
+        "{} training jobs are queued or running on the cluster already (max_concurrent_jobs); "
+        "retry later"
+    )
 
 
 class JobAlreadyFinished(TrainerError):

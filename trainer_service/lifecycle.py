@@ -1,15 +1,9 @@
-"""The one lifecycle of a run (a job, a sweep) and of a sweep's trial, and why a run ended.
+"""The one lifecycle of a run (a job, a sweep) and of a sweep's trial, and why a job ended.
 
-A run is QUEUED, then RUNNING, then one of the final states. Jobs and sweeps share these
-states and the moves between them; each kind adds the one move only it makes (``JOB_MOVES``,
-``SWEEP_MOVES``), so that a state change anywhere is checked against the same table. A trial
-follows its job's state and has three of its own (``TrialState``): PENDING before it has a
-job, EARLY_STOPPED and SKIPPED for the outcomes a sweep decides itself.
-
-Why a job ended is recorded as an ``EndReason`` when it ends, so that whoever acts on the end
-(a sweep that runs an interrupted trial again) reads a value, never the words of its error.
-Records written before the reason existed have none: ``inferred_end`` names it once, as they
-are read.
+Jobs and sweeps share ``RunState`` and its moves, each kind adding the one move only it makes
+(``JOB_MOVES``, ``SWEEP_MOVES``), so that a state change anywhere is checked against one table.
+A job's ``EndReason`` is recorded as it ends, so that whoever acts on the end (a sweep running
+an interrupted trial again) reads a value, never the words of its error.
 """
 
 from __future__ import annotations
@@ -124,12 +118,9 @@ _OLD_WORDING = (
 
 def inferred_end(state: RunState, error: str | None) -> EndReason | None:
     """The end reason of a record written before jobs stored one (None while unfinished)."""
-    if state is RunState.SUCCEEDED:
-        return EndReason.PUBLISHED
-    if state is RunState.CANCELLED:
-        return EndReason.CANCELLED
+    ends = {RunState.SUCCEEDED: EndReason.PUBLISHED, RunState.CANCELLED: EndReason.CANCELLED}
     if state is not RunState.FAILED:
-        return None
+        return ends.get(state)
     return next(
         (end for words, end in _OLD_WORDING if (error or "").startswith(words)), EndReason.ERROR
     )

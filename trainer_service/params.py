@@ -35,6 +35,7 @@ class TrainingParams(BaseModel):
         strict=True,
         frozen=True,
         allow_inf_nan=False,
+        use_attribute_docstrings=True,  # a field's docstring is its description in the API
         openapi_extra={  # type: ignore[typeddict-unknown-key]  # read by flask-openapi3
             "required": False,  # an empty body means every default
             "examples": {
@@ -47,68 +48,37 @@ class TrainingParams(BaseModel):
         },
     )
 
-    n_samples: int = Field(
-        100_000,
-        ge=10,
-        le=MAX_N_SAMPLES,
-        description="Rows drawn from U(-mid_range/2, mid_range/2).",
-    )
-    epochs: int = Field(400, ge=1, le=MAX_EPOCHS, description="Passes over the training rows.")
-    batch_size: int = Field(
-        1_000,
-        ge=1,
-        le=MAX_N_SAMPLES,
-        description="Rows per gradient step; at most the training rows.",
-    )
-    mid_range: float = Field(
-        10.0,
-        gt=0,
-        le=MAX_MID_RANGE,
-        description="Width of the training domain [-mid_range/2, +mid_range/2].",
-    )
-    num_neurons: int = Field(
-        10, ge=1, le=MAX_NUM_NEURONS, description="Units in the one hidden ReLU layer."
-    )
-    validation_split: float = Field(
-        0.2,
-        ge=0.0,
-        le=0.9,
-        description="Fraction of rows held out to report val_loss (0 disables it).",
-    )
-    learning_rate: float = Field(0.001, gt=0, le=1.0, description="Adam's step size.")
-    seed: int | None = Field(
-        None,
-        ge=0,
-        le=2**32 - 1,
-        description="Makes data, initialisation and training deterministic.",
-    )
+    n_samples: int = Field(100_000, ge=10, le=MAX_N_SAMPLES)
+    """Rows drawn from U(-mid_range/2, mid_range/2)."""
+    epochs: int = Field(400, ge=1, le=MAX_EPOCHS)
+    """Passes over the training rows."""
+    batch_size: int = Field(1_000, ge=1, le=MAX_N_SAMPLES)
+    """Rows per gradient step; at most the training rows."""
+    mid_range: float = Field(10.0, gt=0, le=MAX_MID_RANGE)
+    """Width of the training domain [-mid_range/2, +mid_range/2]."""
+    num_neurons: int = Field(10, ge=1, le=MAX_NUM_NEURONS)
+    """Units in the one hidden ReLU layer."""
+    validation_split: float = Field(0.2, ge=0.0, le=0.9)
+    """Fraction of rows held out to report val_loss (0 disables it)."""
+    learning_rate: float = Field(0.001, gt=0, le=1.0)
+    """Adam's step size."""
+    seed: int | None = Field(None, ge=0, le=2**32 - 1)
+    """Makes data, initialisation and training deterministic."""
     init: InitScheme = Field(
         "spread",
-        description=(
-            "'spread' places the ReLU kinks evenly over the domain (fast, accurate); "
-            "'glorot' is Keras' default initialisation, as in the article."
-        ),
+        description="'spread' places the ReLU kinks evenly over the domain (fast, accurate); "
+        "'glorot' is Keras' default initialisation, as in the article.",
     )
-    early_stopping_patience: int | None = Field(
-        None,
-        ge=1,
-        le=MAX_EPOCHS,
-        description="Stop after this many epochs without val_loss improving.",
-    )
-    model_name: str = Field(
-        DEFAULT_MODEL_NAME,
-        pattern=MODEL_NAME_PATTERN.pattern,
-        description="The model (store folder) the new version is published under.",
-    )
-
+    early_stopping_patience: int | None = Field(None, ge=1, le=MAX_EPOCHS)
+    """Stop after this many epochs without val_loss improving."""
+    model_name: str = Field(DEFAULT_MODEL_NAME, pattern=MODEL_NAME_PATTERN.pattern)
+    """The model (store folder) the new version is published under."""
     max_train_seconds: int = Field(
         DEFAULT_TRAIN_SECONDS,
         ge=1,
         le=MAX_TRAIN_SECONDS,
-        description=(
-            "Time limit from the job's start: past it the job ends FAILED and publishes "
-            "nothing. The trainer refuses values above its own cap (--max-train-seconds)."
-        ),
+        description="Time limit from the job's start: past it the job ends FAILED and publishes "
+        "nothing. The trainer refuses values above its own cap (--max-train-seconds).",
     )
 
     @property
@@ -136,41 +106,29 @@ class TrainingParams(BaseModel):
     def _rows_fit_the_split(self) -> Self:
         """Cross-field rules, each reported against the field a user should change."""
         if self.validation_split > 0 and self.n_validation < 1:
-            raise _field_error(
-                self, "n_samples", "n_samples is too small for validation_split: no validation row"
-            )
+            message = "n_samples is too small for validation_split: no validation row"
+            raise field_error(self, "n_samples", message)
         if self.batch_size > self.n_train:
-            raise _field_error(
-                self,
-                "batch_size",
+            message = (
                 f"batch_size must be at most the training rows ({self.n_train} = n_samples less "
-                "the validation split)",
+                "the validation split)"
             )
+            raise field_error(self, "batch_size", message)
         if self.batch_size * self.num_neurons > MAX_BATCH_UNITS:
-            raise _field_error(
-                self,
-                "batch_size",
+            message = (
                 f"batch_size × num_neurons must be at most {MAX_BATCH_UNITS} "
-                "(the hidden layer's activations per step)",
+                "(the hidden layer's activations per step)"
             )
+            raise field_error(self, "batch_size", message)
         if self.early_stopping_patience is not None and self.validation_split == 0:
-            raise _field_error(
-                self,
-                "early_stopping_patience",
-                "early_stopping_patience needs validation_split > 0",
-            )
+            message = "early_stopping_patience needs validation_split > 0"
+            raise field_error(self, "early_stopping_patience", message)
         return self
 
 
-def _field_error(params: TrainingParams, field: str, message: str) -> ValidationError:
-    """A ValidationError located at ``field`` (a plain ValueError would point at the body)."""
-    return ValidationError.from_exception_data(
-        type(params).__name__,
-        [
-            InitErrorDetails(
-                type=PydanticCustomError("value_error", message),
-                loc=(field,),
-                input=getattr(params, field),
-            )
-        ],
+def field_error(model: BaseModel, field: str, message: str) -> ValidationError:
+    """A ValidationError located at ``field`` (a plain ValueError would point at the model)."""
+    details = InitErrorDetails(
+        type=PydanticCustomError("value_error", message), loc=(field,), input=getattr(model, field)
     )
+    return ValidationError.from_exception_data(type(model).__name__, [details])

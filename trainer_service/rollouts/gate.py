@@ -1,24 +1,19 @@
 """Promotion gates: judge a version against the exact target before a label moves to it.
 
-y = x² is known everywhere, so a version can be measured exactly: its in-domain MSE on a
-dense grid, that MSE's ratio to the floor of its width and domain (the best a
-one-hidden-layer ReLU network of ``n`` units can do on a domain of width ``w`` is
-``(w / (n + 1))⁴ / 180``), and how closely ``model.tflite`` (what predictors run) follows
-the SavedModel (what TensorFlow Serving runs).
-
-What depends only on the version (the *measurement*) is computed once: by the training job
-when it publishes (TensorFlow is loaded there already, so the SavedModel costs nothing more)
-and sealed into the version as ``gate.json``; for a version published without one (older
-versions, copies made by hand) the trainer measures it on first use, the SavedModel side in
-a child process so that no gunicorn worker ever imports TensorFlow, and keeps the answer in
-``<model>/.gates/<version>.json``. What depends on the label (not worse than the version
-holding it now) is judged at every move with LiteRT alone, in milliseconds.
+y = x² is known everywhere, so a version is measured exactly: its in-domain MSE on a dense
+grid, that MSE over the floor of its width and domain (``(w / (n + 1))⁴ / 180``, the best a
+one-hidden-layer ReLU network of ``n`` units can do on width ``w``), and how closely
+``model.tflite`` (what predictors run) follows the SavedModel (what TensorFlow Serving runs).
+This *measurement* depends on the version only: the job that publishes it seals it in as
+``gate.json`` (TensorFlow is loaded there already); else the trainer makes it on first use
+(the SavedModel side in a child process, so that no gunicorn worker imports TensorFlow) and
+keeps it in ``<model>/.gates/<version>.json``. Not being worse than the version holding the
+label is judged at every move, with LiteRT alone, in milliseconds.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import math
 import os
 import subprocess
@@ -40,8 +35,6 @@ GRID_POINTS = 10_001
 MEASUREMENT_FORMAT = 1
 #: A child process imports TensorFlow (seconds) and loads one SavedModel.
 _CHILD_TIMEOUT = 300.0
-
-log = logging.getLogger("squarenet.trainer.gate")
 
 SavedPredict = Callable[[npt.ArrayLike], npt.NDArray[np.float64]]
 
@@ -88,10 +81,7 @@ def _mse(y: npt.NDArray[np.float64], x: npt.NDArray[np.float32]) -> float:
 
 
 def measure(
-    folder: Path,
-    domain: tuple[float, float],
-    num_neurons: int | None,
-    saved_predict: SavedPredict,
+    folder: Path, domain: tuple[float, float], num_neurons: int | None, saved_predict: SavedPredict
 ) -> dict[str, Any]:
     """The version-only part of the gate, for ``folder`` (published or still staging)."""
     started = time.perf_counter()
@@ -117,11 +107,9 @@ def measure(
 
 def write_measurement(
     folder: Path, domain: tuple[float, float], num_neurons: int, saved_predict: SavedPredict
-) -> dict[str, Any]:
+) -> None:
     """Measure a staging folder and write its ``gate.json`` (the job calls this to publish)."""
-    report = measure(folder, domain, num_neurons, saved_predict)
-    write_json_atomic(folder / GATE_FILE, report)
-    return report
+    write_json_atomic(folder / GATE_FILE, measure(folder, domain, num_neurons, saved_predict))
 
 
 def num_neurons_of(metadata: Mapping[str, Any]) -> int | None:
@@ -180,12 +168,9 @@ def measurement(store: ModelStore, version: ModelVersion) -> dict[str, Any]:
 
 def _measure_in_child(version: ModelVersion) -> dict[str, Any]:
     """Measure in a child process: TensorFlow stays out of the server's workers."""
-    command = [sys.executable, "-m", "trainer_service.training.measure", str(version.path)]
-    command += [
-        json.dumps(
-            {"domain": list(version.domain), "num_neurons": num_neurons_of(version.metadata)}
-        )
-    ]
+    options = {"domain": list(version.domain), "num_neurons": num_neurons_of(version.metadata)}
+    module = "trainer_service.training.measure"
+    command = [sys.executable, "-m", module, str(version.path), json.dumps(options)]
     try:
         done = subprocess.run(  # noqa: S603 (our own module, arguments we built)
             command, capture_output=True, text=True, timeout=_CHILD_TIMEOUT, check=False
@@ -210,14 +195,14 @@ def judge(
 ) -> dict[str, Any]:
     """The gate report for moving a label from ``incumbent`` (None: unset) to ``candidate``."""
     started = time.perf_counter()
-    checks: list[dict[str, Any]] = []
     try:
         measured = measurement(store, candidate)
     except ValueError as exc:
-        checks.append({"name": "runs", "passed": False, "detail": str(exc)})
-        return _report(candidate, incumbent, None, checks, started)
+        runs = {"name": "runs", "passed": False, "detail": str(exc)}
+        return _report(candidate, incumbent, None, [runs], started)
     ratio = measured.get("floor_ratio")
-    checks.append(
+    allowed = thresholds.agreement_tolerance * max(1.0, float(measured["scale"]))
+    checks = [
         {
             "name": "floor_ratio",
             "passed": ratio is not None and ratio <= thresholds.max_floor_ratio,
@@ -226,19 +211,16 @@ def judge(
             "detail": "in-domain MSE over the floor (mid_range / (num_neurons + 1))⁴ / 180"
             if ratio is not None
             else "the version does not say its num_neurons, so it has no floor",
-        }
-    )
-    allowed = thresholds.agreement_tolerance * max(1.0, float(measured["scale"]))
-    checks.append(
+        },
         {
             "name": "tflite_agrees",
             "passed": measured["max_abs_difference"] <= allowed,
             "value": measured["max_abs_difference"],
             "limit": allowed,
             "detail": "max |model.tflite - SavedModel| on the grid",
-        }
-    )
-    checks.append(_not_worse(candidate, incumbent, thresholds.max_regression))
+        },
+        _not_worse(candidate, incumbent, thresholds.max_regression),
+    ]
     return _report(candidate, incumbent, measured, checks, started)
 
 

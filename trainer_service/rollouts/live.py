@@ -1,12 +1,11 @@
 """The live exact error a predictor measures, joined with each version's floor.
 
-Every predictor replica measures every answer against y = x² (exact, so each answer's true
-error is known when it is made) and reports, in ``GetModel``, each loaded version's
-in-domain MSE over its last answers and each weighted route's figures. The trainer asks
-the predictor at ``--predictor`` (on a cluster its Service: one replica answers, and its
-figures are that replica's) and adds what only the store knows: each version's floor,
-(width / (num_neurons + 1))⁴ / 180, so the live error reads as a distance from the best
-a network of that width can do.
+Every predictor replica measures each answer against y = x² and reports, in ``GetModel``,
+each loaded version's in-domain MSE over its last answers and each weighted route's figures.
+The trainer asks the predictor at ``--predictor`` (on a cluster its Service: the figures are
+then one replica's) and adds what only the store knows, each version's floor
+(width / (num_neurons + 1))⁴ / 180, so the live error reads as a distance from the best a
+network of that width can do.
 """
 
 from __future__ import annotations
@@ -96,10 +95,8 @@ def _routes(metrics: dict[str, float]) -> list[dict[str, Any]]:
     """``route.<label>.<field>`` figures as one entry per route, in the predictor's order."""
     routes: dict[str, dict[str, Any]] = {}
     for key, value in metrics.items():
-        if not key.startswith("route."):
-            continue
-        label, _, name = key[len("route.") :].rpartition(".")
-        if label and name in _ROUTE_FIELDS:
+        label, _, name = key.removeprefix("route.").rpartition(".")
+        if key.startswith("route.") and label and name in _ROUTE_FIELDS:
             routes.setdefault(label, {"label": label, "live_mse_in_domain": None})[name] = value
     return [
         {

@@ -36,9 +36,10 @@ def _failure(check: dict[str, Any]) -> str:
     return f"{check['name']}: {check.get('detail', 'failed')}"
 
 
-def now() -> str:
-    """Now as RFC 3339 UTC with microseconds (history entries sort by it)."""
-    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+def _record(store: ModelStore, model: str, kind: str, by: dict[str, str], **entry: Any) -> None:
+    """Append a change to the model's history, stamped with the time (entries sort by it)."""
+    at = datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    append_history(store, model, {"at": at, "kind": kind, **entry, "by": by})
 
 
 def _incumbent(store: ModelStore, model_name: str, label: str) -> ModelVersion | None:
@@ -46,10 +47,8 @@ def _incumbent(store: ModelStore, model_name: str, label: str) -> ModelVersion |
         current = store.read_labels(model_name).get(label)
     except (OSError, StoreError):
         return None
-    if current is None:
-        return None
     try:
-        return store.verify_version(model_name, current)
+        return None if current is None else store.verify_version(model_name, current)
     except StoreError:
         return None
 
@@ -78,20 +77,9 @@ def move_label(
         raise GateRefused(report)
     labels = store.set_label(model_name, label, version)
     forced = force and not report["passed"]
-    append_history(
-        store,
-        model_name,
-        {
-            "at": now(),
-            "kind": "label",
-            "label": label,
-            "version": version,
-            "previous": incumbent.version if incumbent else None,
-            "gate": report,
-            "forced": forced,
-            "by": by,
-        },
-    )
+    previous = incumbent.version if incumbent else None
+    entry = {"label": label, "version": version, "previous": previous, "gate": report}
+    _record(store, model_name, "label", by, **entry, forced=forced)
     log.info(
         "label %s of model=%s now names version=%d (gate %s%s)",
         label,
@@ -108,11 +96,7 @@ def remove_label(store: ModelStore, model_name: str, label: str, *, by: dict[str
     previous = store.read_labels(model_name).get(label)
     if not store.remove_label(model_name, label):
         return False
-    append_history(
-        store,
-        model_name,
-        {"at": now(), "kind": "label-removed", "label": label, "previous": previous, "by": by},
-    )
+    _record(store, model_name, "label-removed", by, label=label, previous=previous)
     return True
 
 
@@ -121,9 +105,8 @@ def change_traffic(
 ) -> None:
     """Write (or remove, with None) the traffic document and record the change."""
     write_traffic(store, model_name, traffic)
-    document = traffic.to_document() if traffic is not None else None
-    append_history(
-        store, model_name, {"at": now(), "kind": "traffic", "traffic": document, "by": by}
+    _record(
+        store, model_name, "traffic", by, traffic=None if traffic is None else traffic.to_document()
     )
 
 

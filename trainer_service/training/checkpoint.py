@@ -1,14 +1,11 @@
 """A job's training state after a finished epoch, so an interrupted job resumes from there.
 
-``fit`` saves it at most every ``SAVE_SECONDS`` (a whole epoch of the article's job takes
-milliseconds, so saving after each one would cost more than it saves) into the job's folder
-on the store, atomically: a temporary file renamed over the previous one, so a process killed
-while saving leaves the last whole checkpoint. It holds what the next epoch depends on: the
-weights, Adam's variables (moments and step count), the batch-order generator's state, early
-stopping's state, the epochs so far, and the seed, from which the data and the initial weights
-are made again. A resumed job trains only the epochs after the checkpoint, with the same
-arithmetic and the same batch orders as an uninterrupted run. The job book removes the file
-when the job ends (``JobBook.finish``).
+``fit`` saves it at most every ``SAVE_SECONDS`` (an epoch of the article's job takes
+milliseconds) into the job's folder on the store, atomically: a temporary file renamed over
+the last one. It holds what the next epoch depends on (the data and first weights are made
+again from its seed), so a resumed job trains only the epochs after it, with the same
+arithmetic and batch orders as an uninterrupted run. The job book removes the file when the
+job ends (``JobBook.finish``).
 """
 
 from __future__ import annotations
@@ -83,7 +80,7 @@ class Checkpoint:
         self.saved_at = time.monotonic()
 
     def load(self) -> TrainingState | None:
-        """The saved state, or None when there is none (or it cannot be read: start over)."""
+        """The saved state, or None when there is none or it cannot be read (start over)."""
         try:
             with np.load(self.path, allow_pickle=False) as saved:
                 meta = json.loads(str(saved[_META]))
@@ -91,10 +88,8 @@ class Checkpoint:
                 optimizer = [saved[f"o{i}"] for i in range(meta["optimizer"])]
                 best = meta["best_weights"]
                 best_weights = None if best is None else [saved[f"b{i}"] for i in range(best)]
-        except FileNotFoundError:
-            return None
         except (OSError, ValueError, KeyError, TypeError):
-            return None  # a checkpoint we cannot read costs the epochs it held, nothing else
+            return None  # none, or one we cannot read: it costs the epochs it held, nothing else
         return TrainingState(
             seed=int(meta["seed"]),
             history=[EpochReport(**report) for report in meta["history"]],

@@ -36,8 +36,7 @@ class TrainingData:
 
 def target(x: npt.ArrayLike) -> npt.NDArray[np.float64]:
     """What the network learns: y = x², in float64 so metrics are exact references."""
-    values = np.asarray(x, dtype=np.float64)
-    return values * values
+    return np.square(np.asarray(x, dtype=np.float64))
 
 
 def make_data(params: TrainingParams, rng: np.random.Generator) -> TrainingData:
@@ -51,8 +50,7 @@ def make_data(params: TrainingParams, rng: np.random.Generator) -> TrainingData:
 
 def in_domain_grid(domain: tuple[float, float]) -> npt.NDArray[np.float64]:
     """A dense, evenly spaced grid over the closed training interval [lo, hi]."""
-    lo, hi = domain
-    return np.linspace(lo, hi, GRID_POINTS)
+    return np.linspace(*domain, GRID_POINTS)
 
 
 def out_of_domain_grid(domain: tuple[float, float]) -> npt.NDArray[np.float64]:

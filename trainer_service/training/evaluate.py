@@ -14,10 +14,11 @@ from trainer_service.training.data import TrainingData, in_domain_grid, out_of_d
 from trainer_service.training.export import Predict
 
 
-def mean_squared_error(predict: Predict, x: npt.ArrayLike) -> float:
-    """MSE of ``predict`` against x² over the points ``x`` (float64 reference)."""
+def mean_squared_error(predict: Predict, x: npt.ArrayLike, y: npt.ArrayLike | None = None) -> float:
+    """MSE of ``predict`` over the points ``x`` against ``y`` (None: x² in float64, exact)."""
     points = np.asarray(x, dtype=np.float64).reshape(-1)
-    return float(np.mean(np.square(predict(points) - target(points))))
+    truth = target(points) if y is None else np.asarray(y, dtype=np.float64).reshape(-1)
+    return float(np.mean(np.square(predict(points) - truth)))
 
 
 def model_metrics(
@@ -28,14 +29,9 @@ def model_metrics(
     ``loss`` and ``val_loss`` are the MSE of the published weights on the training and
     held-out rows, not the running mean of the last epoch's batches.
     """
-    metrics = {"loss": _rows_mse(predict, data.x_train, data.y_train)}
+    metrics = {"loss": mean_squared_error(predict, data.x_train, data.y_train)}
     if data.has_validation:
-        metrics["val_loss"] = _rows_mse(predict, data.x_val, data.y_val)
+        metrics["val_loss"] = mean_squared_error(predict, data.x_val, data.y_val)
     metrics["mse_in_domain"] = mean_squared_error(predict, in_domain_grid(domain))
     metrics["mse_out_of_domain"] = mean_squared_error(predict, out_of_domain_grid(domain))
     return metrics
-
-
-def _rows_mse(predict: Predict, x: npt.ArrayLike, y: npt.ArrayLike) -> float:
-    truth = np.asarray(y, dtype=np.float64).reshape(-1)
-    return float(np.mean(np.square(predict(x) - truth)))

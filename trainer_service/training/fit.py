@@ -26,6 +26,7 @@ from trainer_service.training.data import TrainingData
 from trainer_service.training.reports import EpochReport, TrainingCancelled, TrainingDiverged
 
 EpochProgram = Callable[[Any], tuple[Any, Any]]
+_STOPPER = {"wait": int, "best": float, "best_epoch": int}  # early stopping's checkpointed state
 
 
 @dataclass(frozen=True)
@@ -86,30 +87,41 @@ def fit(
     optimizer.build(model.trainable_variables)
     run_epoch = _compile_epoch(model, optimizer, data, params.batch_size)
     stopper = _early_stopping(model, params.early_stopping_patience)
-    history: list[EpochReport] = []
-    if resume is not None:
-        history = _restore(resume, model, optimizer, rng, stopper)
-    n_train = len(data.x_train)
+    history = [] if resume is None else _restore(resume, model, optimizer, rng, stopper)
 
     def save() -> None:
-        if checkpoint is not None and history:
-            state = _state(
-                seed, history, model=model, optimizer=optimizer, rng=rng, stopper=stopper
+        """Checkpoint what the epochs after the last one depend on."""
+        if checkpoint is None or not history:
+            return
+        best = None if stopper is None else stopper.best_weights
+        state = (
+            None if stopper is None else {k: t(getattr(stopper, k)) for k, t in _STOPPER.items()}
+        )
+        checkpoint.save(
+            TrainingState(
+                seed=seed,
+                history=list(history),
+                weights=[np.asarray(w) for w in model.get_weights()],
+                optimizer=[np.asarray(v.numpy()) for v in optimizer.variables],
+                order=dict(rng.bit_generator.state),
+                stopper=state,
+                best_weights=None if best is None else [np.asarray(w) for w in best],
             )
-            checkpoint.save(state)
+        )
 
     for epoch in range(len(history) + 1, params.epochs + 1):
         if should_stop():
             save()  # a pod stopped by SIGTERM loses nothing
             raise TrainingCancelled(f"cancelled before epoch {epoch} of {params.epochs}")
-        loss, val_loss = run_epoch(rng.permutation(n_train).astype(np.int32))
+        loss, val_loss = run_epoch(rng.permutation(len(data.x_train)).astype(np.int32))
         report = EpochReport(
-            epoch=epoch,
-            epochs=params.epochs,
-            loss=float(loss),
-            val_loss=float(val_loss) if data.has_validation else None,
+            epoch, params.epochs, float(loss), float(val_loss) if data.has_validation else None
         )
-        _check_finite(report)
+        losses = [report.loss] if report.val_loss is None else [report.loss, report.val_loss]
+        if not all(math.isfinite(value) for value in losses):
+            raise TrainingDiverged(
+                f"the loss became {report.loss} at epoch {epoch}: lower learning_rate or mid_range"
+            )
         history.append(report)
         on_epoch(report)
         if stopper is not None:
@@ -131,36 +143,6 @@ def fit(
     )
 
 
-def _state(
-    seed: int,
-    history: list[EpochReport],
-    *,
-    model: Any,
-    optimizer: Any,
-    rng: np.random.Generator,
-    stopper: Any,
-) -> TrainingState:
-    """What a checkpoint holds after the last epoch of ``history``."""
-    stopped = None
-    best_weights = None
-    if stopper is not None:
-        stopped = {
-            "wait": int(stopper.wait),
-            "best": float(stopper.best),
-            "best_epoch": int(stopper.best_epoch),
-        }
-        best_weights = stopper.best_weights
-    return TrainingState(
-        seed=seed,
-        history=list(history),
-        weights=[np.asarray(w) for w in model.get_weights()],
-        optimizer=[np.asarray(v.numpy()) for v in optimizer.variables],
-        order=dict(rng.bit_generator.state),
-        stopper=stopped,
-        best_weights=None if best_weights is None else [np.asarray(w) for w in best_weights],
-    )
-
-
 def _restore(
     state: TrainingState, model: Any, optimizer: Any, rng: np.random.Generator, stopper: Any
 ) -> list[EpochReport]:
@@ -170,21 +152,16 @@ def _restore(
         variable.assign(value)
     rng.bit_generator.state = state.order
     if stopper is not None and state.stopper is not None:
-        stopper.wait = state.stopper["wait"]
-        stopper.best = state.stopper["best"]
-        stopper.best_epoch = state.stopper["best_epoch"]
+        for name in _STOPPER:
+            setattr(stopper, name, state.stopper[name])
         stopper.best_weights = state.best_weights
     return list(state.history)
 
 
 def _compile_epoch(model: Any, optimizer: Any, data: TrainingData, batch_size: int) -> EpochProgram:
     """One epoch as a single XLA program taking the epoch's row order."""
-    x_train = tf.constant(data.x_train)
-    y_train = tf.constant(data.y_train)
-    x_val = tf.constant(data.x_val)
-    y_val = tf.constant(data.y_val)
-    n_train = len(data.x_train)
-    full_batches, rest = divmod(n_train, batch_size)
+    x_train, y_train = tf.constant(data.x_train), tf.constant(data.y_train)
+    x_val, y_val = tf.constant(data.x_val), tf.constant(data.y_val)
     variables = model.trainable_variables
 
     def mse(prediction: Any, truth: Any) -> Any:
@@ -196,39 +173,33 @@ def _compile_epoch(model: Any, optimizer: Any, data: TrainingData, batch_size: i
         optimizer.apply(tape.gradient(loss, variables), variables)
         return loss
 
-    def epoch_program(order: Any) -> tuple[Any, Any]:
-        x = tf.gather(x_train, order)
-        y = tf.gather(y_train, order)
-        # Batches are contiguous slices of the shuffled rows, [batches, batch_size, 1]:
-        # indexing a pre-shaped tensor inside the loop keeps XLA's loop body cheap.
-        x_batches = tf.reshape(x[: full_batches * batch_size], [full_batches, batch_size, 1])
-        y_batches = tf.reshape(y[: full_batches * batch_size], [full_batches, batch_size, 1])
-        total = tf.constant(0.0)
-        for step in tf.range(full_batches):
-            total += train_step(x_batches[step], y_batches[step]) * batch_size
-        if rest:
-            total += (
-                train_step(x[full_batches * batch_size :], y[full_batches * batch_size :]) * rest
-            )
-        return total / n_train, validation_loss()
+    def evaluate(x: Any, y: Any) -> Any:
+        return mse(model(x), y)
 
-    def validation_loss() -> Any:
-        # In batches like Keras' evaluation: the hidden activations of every held-out row
-        # at once would cost rows × num_neurons floats.
-        n_val = len(data.x_val)
-        if not n_val:
+    def mean_over_batches(x: Any, y: Any, rows: int, step: Callable[[Any, Any], Any]) -> Any:
+        """``step``'s loss over every batch (the last partial one too), weighted by rows."""
+        if not rows:
             return tf.constant(0.0)
-        val_batches, val_rest = divmod(n_val, batch_size)
+        batches, rest = divmod(rows, batch_size)
+        cut = batches * batch_size
         total = tf.constant(0.0)
-        if val_batches:
-            x_batches = tf.reshape(x_val[: val_batches * batch_size], [val_batches, batch_size, 1])
-            y_batches = tf.reshape(y_val[: val_batches * batch_size], [val_batches, batch_size, 1])
-            for step in tf.range(val_batches):
-                total += mse(model(x_batches[step]), y_batches[step]) * batch_size
-        if val_rest:
-            start = val_batches * batch_size
-            total += mse(model(x_val[start:]), y_val[start:]) * val_rest
-        return total / n_val
+        if batches:
+            # batches as [batches, batch_size, 1]: indexing a pre-shaped tensor inside the
+            # loop keeps XLA's loop body cheap
+            x_batches = tf.reshape(x[:cut], [batches, batch_size, 1])
+            y_batches = tf.reshape(y[:cut], [batches, batch_size, 1])
+            for index in tf.range(batches):
+                total += step(x_batches[index], y_batches[index]) * batch_size
+        if rest:
+            total += step(x[cut:], y[cut:]) * rest
+        return total / rows
+
+    def epoch_program(order: Any) -> tuple[Any, Any]:
+        x, y = tf.gather(x_train, order), tf.gather(y_train, order)
+        loss = mean_over_batches(x, y, len(data.x_train), train_step)
+        # validation in batches like Keras' evaluation: the hidden activations of every
+        # held-out row at once would cost rows × num_neurons floats
+        return loss, mean_over_batches(x_val, y_val, len(data.x_val), evaluate)
 
     compiled: EpochProgram = tf.function(epoch_program, jit_compile=True)
     return compiled
@@ -245,12 +216,3 @@ def _early_stopping(model: Any, patience: int | None) -> Any:
     model.stop_training = False
     stopper.on_train_begin()
     return stopper
-
-
-def _check_finite(report: EpochReport) -> None:
-    values = [report.loss] if report.val_loss is None else [report.loss, report.val_loss]
-    if not all(math.isfinite(value) for value in values):
-        raise TrainingDiverged(
-            f"the loss became {report.loss} at epoch {report.epoch}: "
-            "lower learning_rate or mid_range"
-        )

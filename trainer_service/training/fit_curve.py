@@ -26,10 +26,7 @@ DATA_POINTS_SHOWN = 500
 
 
 def fit_curve(
-    predict: Predict,
-    data: TrainingData,
-    domain: tuple[float, float],
-    rng: np.random.Generator,
+    predict: Predict, data: TrainingData, domain: tuple[float, float], rng: np.random.Generator
 ) -> dict[str, Any]:
     """x², the prediction over [lo - reach/2, hi + reach/2] and a sample of training rows."""
     lo, hi = domain

@@ -47,18 +47,18 @@ def initial_weights(
     return _spread(num_neurons, domain, rng)
 
 
-def _glorot_limit(fan_in: int, fan_out: int) -> float:
-    return float(np.sqrt(6.0 / (fan_in + fan_out)))
+def _glorot_limit(num_neurons: int) -> float:
+    """Glorot-uniform's bound for either kernel, [1, n] or [n, 1]: sqrt(6 / (n + 1))."""
+    return float(np.sqrt(6.0 / (num_neurons + 1)))
 
 
 def _glorot(num_neurons: int, rng: np.random.Generator) -> Weights:
     """Keras' default: Glorot-uniform kernels, zero biases (the article's network)."""
-    hidden_limit = _glorot_limit(1, num_neurons)
-    output_limit = _glorot_limit(num_neurons, 1)
+    limit = _glorot_limit(num_neurons)
     return _as_float32(
-        rng.uniform(-hidden_limit, hidden_limit, (1, num_neurons)),
+        rng.uniform(-limit, limit, (1, num_neurons)),
         np.zeros(num_neurons),
-        rng.uniform(-output_limit, output_limit, (num_neurons, 1)),
+        rng.uniform(-limit, limit, (num_neurons, 1)),
         np.zeros(1),
     )
 
@@ -76,13 +76,11 @@ def _spread(num_neurons: int, domain: tuple[float, float], rng: np.random.Genera
     spacing = (hi - lo) / (num_neurons + 1)
     kinks = lo + spacing * np.arange(1, num_neurons + 1)
     kinks += rng.uniform(-KINK_JITTER, KINK_JITTER, num_neurons) * spacing
-    centre = (lo + hi) / 2
-    facing = np.where(kinks < centre, -1.0, 1.0)
-    output_limit = _glorot_limit(num_neurons, 1)
+    facing = np.where(kinks < (lo + hi) / 2, -1.0, 1.0)
     return _as_float32(
         facing[np.newaxis, :],
         -facing * kinks,
-        rng.uniform(0.0, output_limit, (num_neurons, 1)),
+        rng.uniform(0.0, _glorot_limit(num_neurons), (num_neurons, 1)),
         np.zeros(1),
     )
 

@@ -12,7 +12,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import keras
 import numpy as np
@@ -25,7 +24,7 @@ from trainer_service.training.checkpoint import Checkpoint, TrainingState
 from trainer_service.training.data import make_data
 from trainer_service.training.evaluate import model_metrics
 from trainer_service.training.export import export_model, load_saved_model
-from trainer_service.training.fit import FitResult, fit, use_one_intra_op_thread
+from trainer_service.training.fit import fit, use_one_intra_op_thread
 from trainer_service.training.fit_curve import FIT_DATA, fit_curve, write_fit_curve
 from trainer_service.training.model import build_model
 from trainer_service.training.plots import FIT_PLOT, LOSS_PLOT, plot_fit, plot_loss
@@ -54,8 +53,7 @@ class RandomStreams:
     @classmethod
     def from_seed(cls, seed: int) -> RandomStreams:
         """The four streams a job with this seed uses."""
-        data, init, order, plots = np.random.SeedSequence(seed).spawn(4)
-        return cls(*(np.random.default_rng(stream) for stream in (data, init, order, plots)))
+        return cls(*map(np.random.default_rng, np.random.SeedSequence(seed).spawn(4)))
 
 
 def run_training(
@@ -64,8 +62,8 @@ def run_training(
     *,
     job_id: str,
     artifacts_dir: Path,
-    on_epoch: Callable[[EpochReport], None],
-    should_stop: Callable[[], bool],
+    on_epoch: Callable[[EpochReport], None] = lambda report: None,
+    should_stop: Callable[[], bool] = lambda: False,
     staging: Path | None = None,
     before_publish: Callable[[], None] = lambda: None,
     checkpoint: Checkpoint | None = None,
@@ -81,36 +79,30 @@ def run_training(
     else:
         seed = params.seed if params.seed is not None else secrets.randbits(32)
     streams = RandomStreams.from_seed(seed)
-    log.info(
-        "job %s: training %s (seed %d, %s%s)",
-        job_id,
-        "started" if resume is None else f"resumed after epoch {resume.epoch} (checkpoint)",
-        seed,
-        _describe(params),
-        ", one intra-op thread" if single_threaded else "",
-    )
+    started = "started" if resume is None else f"resumed after epoch {resume.epoch} (checkpoint)"
+    described = " ".join(f"{name}={value}" for name, value in params.model_dump().items())
+    threads = ", one intra-op thread" if single_threaded else ""
+    log.info("job %s: training %s (seed %d, %s%s)", job_id, started, seed, described, threads)
     clock = _Phases()
     data = make_data(params, streams.data)
     model = build_model(params, streams.init)
     clock.lap("prepare")
     result = fit(model, data, params, streams.order, on_epoch=on_epoch, should_stop=should_stop,
                  checkpoint=checkpoint, resume=resume, seed=seed)  # fmt: skip
+    epochs, last = len(result.history), result.history[-1].loss
     log.info(
-        "job %s: %d epochs trained in %.2f s, last loss %.6g",
-        job_id,
-        len(result.history),
-        result.seconds,
-        result.history[-1].loss,
+        "job %s: %d epochs trained in %.2f s, last loss %.6g", job_id, epochs, result.seconds, last
     )
     clock.lap("train")
-    if staging is None:
-        staging = store.staging_dir(params.model_name, tag=job_id)
+    staging = staging or store.staging_dir(params.model_name, tag=job_id)
     try:
         export_model(model, staging)
         export_seconds = clock.lap("export")
         predict = load_saved_model(staging)
         metrics = model_metrics(predict, data, params.domain)
-        _check_finite(metrics)
+        broken = sorted(name for name, value in metrics.items() if not math.isfinite(value))
+        if broken:  # not worth publishing (and JSON cannot hold inf either)
+            raise TrainingDiverged(f"the trained model's {', '.join(broken)} is not finite")
         write_measurement(staging, params.domain, params.num_neurons, predict)
         clock.lap("measure")
         artifacts_dir.mkdir(parents=True, exist_ok=True)
@@ -119,15 +111,33 @@ def run_training(
         curve = fit_curve(predict, data, params.domain, streams.plots)
         write_fit_curve(curve, artifacts_dir / FIT_DATA)
         clock.lap("plots")
-        metadata = _metadata(
-            params,
-            job_id=job_id,
-            seed=seed,
-            result=result,
-            metrics=metrics,
-            export_seconds=export_seconds,
-        )
-        metadata["timings"]["phases"] = clock.laps
+        metadata = {  # the store adds format, version and file hashes
+            "created_at": datetime.now(UTC)
+            .isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z"),
+            "job_id": job_id,
+            "params": params.model_dump(mode="json"),
+            "domain": list(params.domain),
+            "metrics": metrics,
+            "timings": {
+                "train_seconds": result.seconds,
+                "train_cpu_seconds": result.cpu_seconds,
+                "export_seconds": export_seconds,
+                "phases": clock.laps,
+            },
+            "training": {
+                "seed": seed,
+                "epochs_run": len(result.history),
+                "stopped_early": result.stopped_early,
+                "best_epoch": result.best_epoch,
+                "gradient_steps": result.gradient_steps,
+            },
+            "framework": {
+                "tensorflow": tf.__version__,
+                "keras": keras.__version__,
+                "python": platform.python_version(),
+            },
+        }
         if should_stop():  # a cancel that arrived while exporting still wins
             raise TrainingCancelled(f"job {job_id} cancelled before publishing")
         before_publish()
@@ -159,51 +169,3 @@ class _Phases:
         self.laps[name] = round(now - self.mark, 4)
         self.mark = now
         return self.laps[name]
-
-
-def _metadata(
-    params: TrainingParams,
-    *,
-    job_id: str,
-    seed: int,
-    result: FitResult,
-    metrics: dict[str, float],
-    export_seconds: float,
-) -> dict[str, Any]:
-    """metadata.json of the new version (the store adds format, version and file hashes)."""
-    lo, hi = params.domain
-    return {
-        "created_at": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-        "job_id": job_id,
-        "params": params.model_dump(mode="json"),
-        "domain": [lo, hi],
-        "metrics": metrics,
-        "timings": {
-            "train_seconds": result.seconds,
-            "train_cpu_seconds": result.cpu_seconds,
-            "export_seconds": export_seconds,
-        },
-        "training": {
-            "seed": seed,
-            "epochs_run": len(result.history),
-            "stopped_early": result.stopped_early,
-            "best_epoch": result.best_epoch,
-            "gradient_steps": result.gradient_steps,
-        },
-        "framework": {
-            "tensorflow": tf.__version__,
-            "keras": keras.__version__,
-            "python": platform.python_version(),
-        },
-    }
-
-
-def _check_finite(metrics: dict[str, float]) -> None:
-    """A model whose error overflows is not worth publishing (JSON cannot hold inf either)."""
-    broken = sorted(name for name, value in metrics.items() if not math.isfinite(value))
-    if broken:
-        raise TrainingDiverged(f"the trained model's {', '.join(broken)} is not finite")
-
-
-def _describe(params: TrainingParams) -> str:
-    return " ".join(f"{name}={value}" for name, value in params.model_dump().items())
