@@ -1,7 +1,8 @@
-"""Domain errors of the trainer; the REST layer maps each one to a problem response.
+"""Domain errors of the trainer, each naming in its class line the HTTP answer it stands for.
 
-They carry what a client needs to understand the refusal (the queue's limit, the job as it
-ended) so the transport never has to look anything up again.
+The API's one problem handler reads ``status`` and ``kind`` (and ``retry``: the refusal
+passes, so the answer carries ``Retry-After``) off any of them; no HTTP is spoken here. They
+carry what a client needs to understand the refusal (the queue's limit, the job as it ended).
 """
 
 from __future__ import annotations
@@ -15,8 +16,19 @@ if TYPE_CHECKING:
 class TrainerError(Exception):
     """Something a client asked for that the trainer refuses, for a reason it can name."""
 
+    status = 400
+    kind = "trainer-error"
+    retry = False
 
-class JobNotFound(TrainerError):
+    def __init_subclass__(
+        cls, *, status: int | None = None, kind: str | None = None, retry: bool = False
+    ) -> None:
+        super().__init_subclass__()
+        if status is not None and kind is not None:
+            cls.status, cls.kind, cls.retry = status, kind, retry
+
+
+class JobNotFound(TrainerError, status=404, kind="not-found"):
     """No job has this id (ids that are not even well formed end here too)."""
 
     def __init__(self, job_id: str) -> None:
@@ -24,7 +36,7 @@ class JobNotFound(TrainerError):
         self.job_id = job_id
 
 
-class QueueFull(TrainerError):
+class QueueFull(TrainerError, status=429, kind="queue-full", retry=True):
     """Too many jobs are waiting already; the client should retry later."""
 
     problem = "the job queue is full ({} jobs waiting); retry later"
@@ -43,7 +55,7 @@ class TooManyJobs(QueueFull):
     )
 
 
-class JobAlreadyFinished(TrainerError):
+class JobAlreadyFinished(TrainerError, status=409, kind="job-already-finished"):
     """A cancel arrived for a job that has already ended (it keeps its final state)."""
 
     def __init__(self, job: Job) -> None:
@@ -51,7 +63,7 @@ class JobAlreadyFinished(TrainerError):
         self.job = job
 
 
-class PlotNotFound(TrainerError):
+class PlotNotFound(TrainerError, status=404, kind="not-found"):
     """The job has no such figure, or has not drawn it yet."""
 
     def __init__(self, job_id: str, name: str) -> None:
@@ -60,5 +72,5 @@ class PlotNotFound(TrainerError):
         self.name = name
 
 
-class ExecutorUnavailable(TrainerError):
+class ExecutorUnavailable(TrainerError, status=503, kind="executor-unavailable", retry=True):
     """The executor cannot run jobs now (the cluster refused or is unreachable)."""

@@ -21,15 +21,7 @@ from flask import Flask, Response, request
 from pydantic import BaseModel, Field, ValidationError
 from werkzeug.exceptions import HTTPException
 
-from trainer_service.errors import (
-    ExecutorUnavailable,
-    JobAlreadyFinished,
-    JobNotFound,
-    PlotNotFound,
-    QueueFull,
-    TrainerError,
-)
-from trainer_service.sweeps.errors import SweepError
+from trainer_service.errors import TrainerError
 
 PROBLEM_MIMETYPE = "application/problem+json"
 TYPE_PREFIX = "urn:squarenet:problem:"
@@ -135,7 +127,9 @@ def to_problem(exc: Exception) -> Problem:
     if isinstance(exc, ValidationError):
         return validation_problem(exc)
     if isinstance(exc, TrainerError):
-        return _trainer_problem(exc)
+        if exc.retry:
+            return _retry_later(exc.status, str(exc), kind=exc.kind)
+        return Problem(exc.status, str(exc), kind=exc.kind)
     if isinstance(exc, HTTPException):
         return _http_problem(exc)
     if isinstance(exc, RecursionError):
@@ -147,20 +141,6 @@ def to_problem(exc: Exception) -> Problem:
             kind="store-unavailable",
         )
     return Problem(500, "the server met an unexpected error; it has been logged", kind="internal")
-
-
-def _trainer_problem(exc: TrainerError) -> Problem:
-    if isinstance(exc, SweepError):
-        return Problem(exc.status, str(exc), kind=exc.kind)
-    if isinstance(exc, JobNotFound | PlotNotFound):
-        return Problem(404, str(exc), kind="not-found")
-    if isinstance(exc, JobAlreadyFinished):
-        return Problem(409, str(exc), kind="job-already-finished")
-    if isinstance(exc, ExecutorUnavailable):
-        return _retry_later(503, str(exc), kind="executor-unavailable")
-    if isinstance(exc, QueueFull):
-        return _retry_later(429, str(exc), kind="queue-full")
-    return Problem(400, str(exc), kind="trainer-error")
 
 
 def _retry_later(status: int, detail: str, *, kind: str) -> Problem:

@@ -1,20 +1,13 @@
-"""What a client can do wrong with sweeps, each with the HTTP answer it stands for: the API's
-problem handler reads ``status`` and ``kind`` off any of them (no HTTP is spoken here)."""
+"""What a client can do wrong with sweeps, each with the HTTP answer it stands for (as every
+``TrainerError`` names it: see ``trainer_service.errors``)."""
 
 from __future__ import annotations
 
 from trainer_service.errors import TrainerError
 
 
-class SweepError(TrainerError):
-    """A refusal about a sweep; its class line names its HTTP ``status`` and ``kind``."""
-
-    status = 400
-    kind = "sweep-error"
-
-    def __init_subclass__(cls, *, status: int, kind: str) -> None:
-        super().__init_subclass__()
-        cls.status, cls.kind = status, kind
+class SweepError(TrainerError, status=400, kind="sweep-error"):
+    """A refusal about a sweep."""
 
 
 class SweepNotFound(SweepError, status=404, kind="not-found"):
