@@ -1,15 +1,11 @@
 """The job book: every job's record on the store, and the one place its state changes.
 
-Readers (the REST API, any worker of any replica) read records and the progress files the
-jobs' processes write. A record is written at submit (QUEUED) and then only by ``start``,
-``requeue`` and ``finish``, which the executor's runner calls: the local runner process, or the one trainer
-replica elected to finalize Kubernetes Jobs. ``finish`` is where a job's end is decided and
-observed: it fences the job's publishing (``fence``), settles its final state, and tells
-the ``on_finished`` listeners (a sweep controller, for one).
-
-Finished jobs are history: the book keeps the newest ``keep_finished`` of them and forgets
-older ones (record, progress, figures) when a job is submitted. The models those jobs
-published stay: versions are the store's, not the job book's.
+Any worker of any replica reads records and the progress files the jobs' processes write.
+After submit (QUEUED) a record is written only by ``start``, ``requeue`` and ``finish``, which
+the executor's runner calls (the local runner, or the elected Kubernetes finalizer).
+``finish`` fences the job's publishing, settles its final state and tells the
+``on_finished`` listeners. The newest ``keep_finished`` finished jobs are kept; older ones
+(not the versions they published) are forgotten when a job is submitted.
 """
 
 from __future__ import annotations
@@ -18,7 +14,8 @@ import builtins
 import contextlib
 import logging
 import shutil
-from collections.abc import Callable, Iterator
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,8 +55,6 @@ def epoch_rows(report: Report, after: int) -> builtins.list[dict[str, float | No
     ]
 
 
-DEFAULT_MAX_QUEUED = 16
-DEFAULT_KEEP_FINISHED = 1000
 MAX_RESUMES = 3
 """Times a job may go back to the queue after losing its runner before it fails instead."""
 BOOK_LOCK = ".lock"
@@ -93,8 +88,8 @@ class JobBook:
         self,
         store: ModelStore,
         *,
-        max_queued: int = DEFAULT_MAX_QUEUED,
-        keep_finished: int = DEFAULT_KEEP_FINISHED,
+        max_queued: int = 16,
+        keep_finished: int = 1000,
         local_lock: bool = True,
         slots: int | None = None,
     ) -> None:
@@ -108,24 +103,20 @@ class JobBook:
         # kubernetes: queued and running jobs each hold one of ``slots`` (None: unbounded here)
         self.slots = JobSlots(self.files.root, slots) if slots is not None else None
         self.on_finished: list[Callable[[Job], None]] = []
-        # whether this process may still change job and sweep states: always, except in the
-        # kubernetes finalizer, which puts its Lease check here (``Finalizer.holds_lease``)
-        # so that the sweep pass it runs (a listener of ``finish``, or its periodic tick)
-        # stops releasing trials and writing sweeps once it may have lost the Lease
-        self.still_leading: Callable[[], bool] = _always
+        # whether this process may still change job and sweep states: the kubernetes
+        # finalizer puts its Lease check here, so that the sweep pass it runs stops releasing
+        # trials and writing sweeps once it may have lost the Lease
+        self.still_leading: Callable[[], bool] = lambda: True
 
-    @contextlib.contextmanager
-    def lock(self) -> Iterator[None]:
+    def lock(self) -> contextlib.AbstractContextManager[object]:
         """Serialise state changes between the processes and threads of one machine (``local``).
 
         The ``kubernetes`` executor has a single writer of states (the elected finalizer)
         and takes no lock on a shared volume.
         """
-        if not self.local_lock:
-            yield
-            return
-        with local_lock(self.files.root / BOOK_LOCK):
-            yield
+        return (
+            local_lock(self.files.root / BOOK_LOCK) if self.local_lock else contextlib.nullcontext()
+        )
 
     # --- submit --------------------------------------------------------------------------
 
@@ -153,7 +144,12 @@ class JobBook:
     def record(self, job: Job) -> None:
         """Write a new job's record, then forget the oldest finished jobs beyond the bound."""
         self.files.write(job)
-        self._forget_oldest_finished()
+        finished = [job for job in self.files.records() if job.state.finished]  # oldest first
+        for old in finished[: max(0, len(finished) - self.keep_finished)]:
+            self.files.record_path(old.id).unlink(missing_ok=True)  # gone for readers first
+            shutil.rmtree(self.files.job_dir(old.id), ignore_errors=True)
+            fence.forget(self.store, old.params.model_name, old.id)
+            _log.info("job %s forgotten: more than %d finished jobs", old.id, self.keep_finished)
         _log.info("job %s queued: %s", job.id, job.params.model_dump_json())
 
     def submit(
@@ -171,20 +167,11 @@ class JobBook:
             self.record(job)
         return job
 
-    def _forget_oldest_finished(self) -> None:
-        records = [job for job_id in self.files.record_ids() if (job := self.files.read(job_id))]
-        finished = [job for job in records if job.state.finished]  # oldest first
-        for job in finished[: max(0, len(finished) - self.keep_finished)]:
-            self.files.record_path(job.id).unlink(missing_ok=True)  # gone for readers first
-            shutil.rmtree(self.files.job_dir(job.id), ignore_errors=True)
-            fence.forget(self.store, job.params.model_name, job.id)
-            _log.info("job %s forgotten: more than %d finished jobs", job.id, self.keep_finished)
-
     # --- read ----------------------------------------------------------------------------
 
     def get(self, job_id: str) -> Job:
         """The job as it is now (a RUNNING job's progress from its process's report)."""
-        record = self._record(job_id)
+        record = self.stored(job_id)
         if record.state is RunState.RUNNING:
             epoch = self.files.read_report(job_id).last_epoch
             if epoch > record.progress.epoch:
@@ -194,18 +181,16 @@ class JobBook:
 
     def list(self) -> builtins.list[Job]:
         """Every job, newest first."""
-        jobs = [job for job_id in self.files.record_ids() if (job := self.files.read(job_id))]
-        jobs = [self.get(job.id) if job.state is RunState.RUNNING else job for job in jobs]
-        jobs.sort(key=lambda job: (job.created_at, job.id), reverse=True)
-        return jobs
+        jobs = [
+            self.get(job.id) if job.state is RunState.RUNNING else job
+            for job in self.files.records()
+        ]
+        return sorted(jobs, key=lambda job: (job.created_at, job.id), reverse=True)
 
     def unfinished(self) -> builtins.list[Job]:
         """QUEUED and RUNNING jobs, oldest first."""
-        jobs = [job for job_id in self.files.record_ids() if (job := self.files.read(job_id))]
-        return sorted(
-            (job for job in jobs if not job.state.finished),
-            key=lambda job: (job.created_at, job.id),
-        )
+        jobs = (job for job in self.files.records() if not job.state.finished)
+        return sorted(jobs, key=lambda job: (job.created_at, job.id))
 
     def count(self, state: RunState) -> int:
         """How many jobs are in ``state``."""
@@ -213,22 +198,19 @@ class JobBook:
 
     def counts(self) -> dict[RunState, int]:
         """How many jobs are in each state (every state present, zeros included)."""
-        tally = dict.fromkeys(RunState, 0)
-        for job_id in self.files.record_ids():
-            record = self.files.read(job_id)
-            if record is not None:
-                tally[record.state] += 1
-        return tally
+        return dict.fromkeys(RunState, 0) | Counter(job.state for job in self.files.records())
 
     def epochs_since(self, job_id: str, after: int) -> builtins.list[dict[str, float | None]]:
         """Finished epochs numbered above ``after``: {"epoch", "loss", "val_loss"} each."""
-        self._record(job_id)
+        self.stored(job_id)
         return epoch_rows(self.files.read_report(job_id), after)
 
     def stored(self, job_id: str) -> Job:
-        """The job's record as stored, without its process's progress (JobNotFound when gone):
-        its state and outcome, for readers that need no epoch count."""
-        return self._record(job_id)
+        """The job's record as stored, without its process's progress (JobNotFound when gone)."""
+        record = self.files.read(job_id)
+        if record is None:
+            raise JobNotFound(job_id)
+        return record
 
     def progress_tail(self, job_id: str) -> ProgressTail:
         """The job's progress file, to read as it grows (``epoch_rows`` of each read)."""
@@ -236,23 +218,17 @@ class JobBook:
 
     def artifact_path(self, job_id: str, name: str) -> Path:
         """Where a figure of the job is (``loss.png``, ``fit.png``), once it is drawn."""
-        self._record(job_id)
+        self.stored(job_id)
         path = self.files.job_dir(job_id) / name
         if name not in ARTIFACT_NAMES or not path.is_file():
             raise PlotNotFound(job_id, name)
         return path
 
-    def _record(self, job_id: str) -> Job:
-        record = self.files.read(job_id)
-        if record is None:
-            raise JobNotFound(job_id)
-        return record
-
     # --- cancel (asked by the API, carried out by the runner) -----------------------------
 
     def request_cancel(self, job_id: str) -> Job:
         """Leave a cancel request for the runner; raise JobAlreadyFinished when it ended."""
-        record = self._record(job_id)
+        record = self.stored(job_id)
         if record.state.finished:
             raise JobAlreadyFinished(record)
         path = self.files.cancel_path(job_id)
@@ -277,28 +253,29 @@ class JobBook:
 
     def start(self, job_id: str) -> Job | None:
         """QUEUED -> RUNNING; None when the job is no longer QUEUED."""
-        with self.lock():
-            record = self.files.read(job_id)
-            if record is None or not may_move(JOB_MOVES, record.state, RunState.RUNNING):
-                return None
-            record = record.model_copy(update={"state": RunState.RUNNING, "started_at": utc_now()})
-            self.files.write(record)
-        _log.info("job %s started", job_id)
+        record = self._move(job_id, RunState.RUNNING, lambda _: {"started_at": utc_now()})
+        if record is not None:
+            _log.info("job %s started", job_id)
         return record
 
     def requeue(self, job_id: str, reason: str) -> Job | None:
         """RUNNING -> QUEUED for a job whose process is gone by no doing of its own (its
         runner stopped or was lost): started again, it resumes from its checkpoint. None
         when the job is no longer RUNNING."""
+        record = self._move(job_id, RunState.QUEUED, lambda old: {"resumes": old.resumes + 1})
+        if record is not None:
+            _log.info("job %s queued again (%s): it resumes from its checkpoint", job_id, reason)
+        return record
+
+    def _move(
+        self, job_id: str, state: RunState, update: Callable[[Job], dict[str, Any]]
+    ) -> Job | None:
         with self.lock():
             record = self.files.read(job_id)
-            if record is None or not may_move(JOB_MOVES, record.state, RunState.QUEUED):
+            if record is None or not may_move(JOB_MOVES, record.state, state):
                 return None
-            record = record.model_copy(
-                update={"state": RunState.QUEUED, "resumes": record.resumes + 1}
-            )
+            record = record.model_copy(update={"state": state, **update(record)})
             self.files.write(record)
-        _log.info("job %s queued again (%s): it resumes from its checkpoint", job_id, reason)
         return record
 
     def finish(self, job_id: str, ending: Ending, *, only_if: RunState | None = None) -> Job | None:
@@ -310,55 +287,44 @@ class JobBook:
         """
         with self.lock():
             record = self.files.read(job_id)
-            if record is None or record.state.finished:
-                return None
-            if only_if is not None and record.state is not only_if:
+            if record is None or record.state.finished or only_if not in (None, record.state):
                 return None
             model_name = record.params.model_name
             report = self.files.read_report(job_id)
             result = report.result or {}
             if result.get("result") != "succeeded":
                 fence.revoke(self.store, model_name, job_id)
-            update: dict[str, Any] = {"finished_at": utc_now()}
-            if report.epochs:
-                update["progress"] = Progress(epoch=report.last_epoch, epochs=record.params.epochs)
+            said = result.get("result") if ending.kind == "exited" else None
             published = fence.published_version(
                 self.store, model_name, job_id, result.get("version")
             )
+            error: str | None = None
+            update: dict[str, Any] = {"finished_at": utc_now()}
+            if report.epochs:
+                update["progress"] = Progress(epoch=report.last_epoch, epochs=record.params.epochs)
             if published is not None:
-                update.update(
-                    state=RunState.SUCCEEDED, end_reason=EndReason.PUBLISHED,
-                    model_version=published[0],
-                )  # fmt: skip
+                state, end = RunState.SUCCEEDED, EndReason.PUBLISHED
+                update["model_version"] = published[0]
                 update["metrics"] = _metrics(result.get("metrics")) or published[1]
-            elif ending.kind == "cancelled" or (
-                result.get("result") == "cancelled" and ending.kind == "exited"
-            ):
-                update.update(state=RunState.CANCELLED, end_reason=EndReason.CANCELLED)
+            elif ending.kind == "cancelled" or said == "cancelled":
+                state, end = RunState.CANCELLED, EndReason.CANCELLED
             elif ending.kind == "time_limit":
-                update.update(
-                    state=RunState.FAILED, error=time_limit_error(record.params),
-                    end_reason=EndReason.TIME_LIMIT,
-                )  # fmt: skip
-            elif result.get("result") == "failed" and ending.kind == "exited":
-                error = str(result.get("error"))
-                update.update(state=RunState.FAILED, error=error, end_reason=_reported_end(result))
+                state, end = RunState.FAILED, EndReason.TIME_LIMIT
+                error = time_limit_error(record.params)
+            elif said == "failed":
+                state, end, error = RunState.FAILED, _reported_end(result), str(result.get("error"))
             else:
-                update.update(
-                    state=RunState.FAILED, error=ending.reason or "training ended early",
-                    end_reason=ending.end,
-                )  # fmt: skip
-            if record.started_at is None:
-                update["started_at"] = update["finished_at"]
+                state, end = RunState.FAILED, ending.end
+                error = ending.reason or "training ended early"
+            update.update(state=state, end_reason=end, error=error)
+            update["started_at"] = record.started_at or update["finished_at"]
             record = record.model_copy(update=update)
             self.files.write(record)
             with contextlib.suppress(OSError):  # a final job never resumes
                 self.files.checkpoint_path(job_id).unlink(missing_ok=True)
             if self.slots is not None:
                 self.slots.release(job_id)
-        outcome = record.error or (
-            f"version {record.model_version}" if record.model_version else ""
-        )
+        outcome = record.error or (record.model_version and f"version {record.model_version}")
         _log.info("job %s %s%s", job_id, record.state, f": {outcome}" if outcome else "")
         for listener in self.on_finished:  # the one place a job's end is observed
             try:
@@ -366,10 +332,6 @@ class JobBook:
             except Exception:
                 _log.exception("job %s: a listener of finished jobs failed", job_id)
         return record
-
-
-def _always() -> bool:
-    return True
 
 
 def time_limit_error(params: TrainingParams) -> str:

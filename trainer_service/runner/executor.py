@@ -1,10 +1,8 @@
-"""The executor seam: how the API hands jobs to whatever runs them, and the runner process.
+"""The executor seam: how the API hands jobs to whatever runs them.
 
-``--executor local`` (one machine) runs jobs in child processes of the trainer's runner;
-``--executor kubernetes`` makes each job a ``batch/v1`` Job on the cluster. The API talks to
-either through ``Executor``; the trainer's control loop (``python -m
-trainer_service.control_loop``, started by ``squarenet-trainer`` next to gunicorn) runs the
-executor's loop.
+``--executor local`` runs jobs in child processes of the trainer's runner; ``kubernetes``
+makes each job a ``batch/v1`` Job. The API talks to either through ``Executor``; the
+trainer's control loop (``python -m trainer_service.control_loop``) runs the executor's loop.
 """
 
 from __future__ import annotations

@@ -1,19 +1,16 @@
 """The publish fence: a job that was cancelled, timed out or lost never publishes afterwards.
 
-A job's process writes its version into one staging folder with a fixed name,
-``<model>/.tmp-<job id>-run`` (``claim``), and publishes by renaming that folder to the next
-version number (``ModelStore.publish_version``). Whoever ends the job without success
-revokes it (``revoke``): it leaves the mark ``.tmp-<job id>-revoked`` and then renames the
-staging folder away. Both sides act on the same names with single ``mkdir``s, renames and
-lookups, which the file system applies one after the other; no lock is taken and no clock is
-compared:
+A job's process writes its version into one staging folder, ``<model>/.tmp-<job id>-run``
+(``claim``), and publishes by renaming it to the next version number. Whoever ends the job
+without success revokes it (``revoke``): it leaves the mark ``.tmp-<job id>-revoked``, then
+renames the staging folder away. Both sides use single ``mkdir``s, renames and lookups, which
+the file system orders; no lock is taken and no clock compared:
 
 - revoked before the claim: the process sees the mark right after its ``mkdir`` and stops;
-- revoked while it writes: its folder is gone, so its writes and its final rename fail; a
-  folder of the same name made again meanwhile (TensorFlow's writer creates missing
-  folders) is another inode, which ``check`` refuses just before publishing;
-- published before the revocation: the version stands and the job counts as SUCCEEDED
-  (``published_version`` finds it).
+- revoked while it writes: its folder is gone, so its writes and final rename fail; a folder
+  of that name made again meanwhile (TensorFlow's writer makes missing folders) is another
+  inode, which ``check`` refuses;
+- published before the revocation: the version stands and the job counts as SUCCEEDED.
 """
 
 from __future__ import annotations
@@ -28,10 +25,8 @@ from pathlib import Path
 
 from squarenet.store import TMP_PREFIX, BrokenVersion, ModelStore
 
-_PUBLISHED_LOOKBACK = 20
-_JOB_STAGING = re.compile(
-    "^" + re.escape(TMP_PREFIX) + r"([0-9]{8}T[0-9]{6}Z-[0-9a-f]{8})-"
-)  # versions searched for a job's own, newest first
+_PUBLISHED_LOOKBACK = 20  # versions searched for a job's own, newest first
+_JOB_STAGING = re.compile("^" + re.escape(TMP_PREFIX) + r"([0-9]{8}T[0-9]{6}Z-[0-9a-f]{8})-")
 
 
 class Revoked(Exception):
@@ -48,22 +43,16 @@ class Claim:
 
     def check(self) -> None:
         """Raise Revoked unless the staging folder is still ours and unrevoked."""
-        try:
-            same = os.stat(self.path).st_ino == self.inode
-        except FileNotFoundError:
-            same = False
-        if not same or self.mark.exists():
-            raise Revoked("the job was stopped: it may no longer publish")
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(self.path).st_ino == self.inode and not self.mark.exists():
+                return
+        raise Revoked("the job was stopped: it may no longer publish")
 
 
-def staging_path(store: ModelStore, model_name: str, job_id: str) -> Path:
-    """The one staging folder a job may publish from."""
-    return store.model_dir(model_name) / f"{TMP_PREFIX}{job_id}-run"
-
-
-def revoked_mark(store: ModelStore, model_name: str, job_id: str) -> Path:
-    """Present once the job was revoked."""
-    return store.model_dir(model_name) / f"{TMP_PREFIX}{job_id}-revoked"
+def _paths(store: ModelStore, model_name: str, job_id: str) -> tuple[Path, Path]:
+    """The one staging folder a job may publish from, and the mark present once revoked."""
+    base = store.model_dir(model_name) / f"{TMP_PREFIX}{job_id}"
+    return Path(f"{base}-run"), Path(f"{base}-revoked")
 
 
 def claim(store: ModelStore, model_name: str, job_id: str) -> Claim:
@@ -73,8 +62,7 @@ def claim(store: ModelStore, model_name: str, job_id: str) -> Claim:
     left (a pod the cluster replaced, stopped before it could clean up; one job has one
     process at a time): it is moved away and the name claimed anew. The checks after the
     ``mkdir`` still see a revocation that lands meanwhile."""
-    path = staging_path(store, model_name, job_id)
-    mark = revoked_mark(store, model_name, job_id)
+    path, mark = _paths(store, model_name, job_id)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         path.mkdir()
@@ -103,21 +91,21 @@ def _discard(path: Path, job_id: str) -> None:
 
 def revoke(store: ModelStore, model_name: str, job_id: str) -> None:
     """The finalizer's side: after this returns, the job can never publish."""
-    mark = revoked_mark(store, model_name, job_id)
+    path, mark = _paths(store, model_name, job_id)
     try:
         mark.parent.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
         return  # no model folder can exist there, so no staging folder either
     mark.touch()
-    # a half-written version nobody can publish now
-    _discard(staging_path(store, model_name, job_id), job_id)
+    _discard(path, job_id)  # a half-written version nobody can publish now
 
 
 def forget(store: ModelStore, model_name: str, job_id: str) -> None:
     """Remove what the fence left of a job whose processes are gone for good (retention)."""
     with contextlib.suppress(OSError, ValueError):
-        revoked_mark(store, model_name, job_id).unlink()
-        shutil.rmtree(staging_path(store, model_name, job_id), ignore_errors=True)
+        path, mark = _paths(store, model_name, job_id)
+        mark.unlink()
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def sweep(store: ModelStore, running: set[str]) -> None:

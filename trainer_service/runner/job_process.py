@@ -1,24 +1,17 @@
 """The process that trains one job: a local runner's child, or a Kubernetes Job's container.
 
-``python -m trainer_service.runner.job_process --model-store DIR --job-id ID --params JSON``
-trains the job at once (what a Kubernetes Job runs). With ``--warm`` instead it imports
-TensorFlow first and then waits for its assignment, one JSON line ``{"job_id", "params"}``
-on standard input, written by the local runner when a job arrives (``WarmProcess.assign``);
-end of input before that means "not needed", and it exits 0. Either way one process trains
-one job and exits.
+``--job-id ID --params JSON`` trains the job at once (what a Kubernetes Job runs); ``--warm``
+imports TensorFlow first, then waits for one JSON line ``{"job_id", "params"}`` on standard
+input (``WarmProcess.assign``; end of input means "not needed": exit 0).
 
-It is the single writer of the job's progress file (``records.PROGRESS_FILE``): a line per
-epoch, batched, then one result line ``{"result": "succeeded" | "failed" | "cancelled", ...}``,
-and of its checkpoint (``training.checkpoint``): a job the runner requeued after losing its
-process resumes after the last saved epoch, and its progress goes on from there.
-It publishes only through the job's fenced staging folder (``fence.claim``), and stops
+It alone writes the job's progress file (a line per epoch, batched, then one result line
+``{"result": "succeeded" | "failed" | "cancelled", ...}``) and its checkpoint, from which a
+requeued job resumes. It publishes only through the job's fenced staging folder, and stops
 between epochs past ``max_train_seconds`` (timed from its assignment), on SIGTERM, or when
-its local parent is gone.
-
-SIGTERM is not a cancel: on Kubernetes it is also what an eviction, a drain, a pre-emption
-or a scale-down sends. The process reports ``failed`` with ``STOPPED_ERROR`` and exits 143
-(so its pod fails, and the Job's ``podFailurePolicy`` sees the disruption); a job a client
-cancelled ends CANCELLED all the same, because the runner reads the cancel request first.
+its local parent is gone. SIGTERM is not a cancel (on Kubernetes it is also an eviction, a
+drain or a pre-emption): it reports ``failed`` with ``STOPPED_ERROR`` and exits 143, so the
+Job's ``podFailurePolicy`` sees a disruption; a cancelled job still ends CANCELLED, because
+the runner reads the cancel request first.
 """
 
 from __future__ import annotations
@@ -63,9 +56,8 @@ class ProgressFile:
     """The job's progress file, appended by this process alone."""
 
     def __init__(self, path: Path, resumed: list[Any]) -> None:
-        """Start the file with the epochs of the checkpoint this job resumes from (none for a
-        new job). A process before us may have written epochs after its last checkpoint:
-        they are trained again, so they are dropped here rather than listed twice."""
+        """Start the file with the epochs of the checkpoint this job resumes from: epochs an
+        earlier process wrote after its last checkpoint are trained again, so dropped here."""
         path.parent.mkdir(parents=True, exist_ok=True)
         if resumed or path.exists():
             temporary = path.with_name(f".{path.name}.tmp")
@@ -87,12 +79,8 @@ class ProgressFile:
         self.flush()
 
     def flush(self) -> None:
-        """Write the pending lines in one go, so readers see whole lines.
-
-        Then fsync: on NFS (Filestore) a write may sit in this node's page cache until the
-        file is closed, and a trainer on another node would see epochs up to ~30 s late.
-        One fsync per batch (at most every ``_FLUSH_SECONDS``) costs little against an epoch.
-        """
+        """Write the pending lines in one go, so readers see whole lines, then fsync: on NFS a
+        write may sit in this node's page cache until close, ~30 s late for other nodes."""
         if self.pending:
             self.stream.write("".join(self.pending))
             self.stream.flush()
@@ -115,12 +103,9 @@ def _epoch_line(report: Any) -> str:
 
 
 def public_error(exc: BaseException, store_root: Path) -> str:
-    """The job's error as clients read it: the cause, without the server's file layout.
-
-    The log keeps the full message. A job record is served to anyone who can read the API,
-    so an OS error is told by its cause (``No space left on device (ENOSPC)``) and a path
-    inside the store by its place in the store, never by the volume's mount point.
-    """
+    """The job's error as anyone who can read the API sees it (the log keeps the full one):
+    an OS error by its cause (``No space left on device (ENOSPC)``), a path inside the store
+    by its place in the store, never by the volume's mount point."""
     if isinstance(exc, OSError) and exc.strerror:
         code = errno.errorcode.get(exc.errno or 0)
         cause = f"{exc.strerror} ({code})" if code else exc.strerror
@@ -185,11 +170,8 @@ def train_job(store: ModelStore, job_id: str, params: TrainingParams, parent_pid
 
 
 def warm_up() -> None:
-    """Run a tiny job end to end into a throwaway store before any real job arrives.
-
-    It imports TensorFlow, Keras, the TFLite converter and matplotlib and walks every code
-    path once, so the real job pays for none of that.
-    """
+    """Run a tiny job into a throwaway store, so the real job pays for no import (TensorFlow,
+    Keras, the TFLite converter, matplotlib) and no first walk of any code path."""
     from trainer_service.training import train_and_publish  # noqa: PLC0415
 
     params = TrainingParams.model_validate(
@@ -202,24 +184,6 @@ def warm_up() -> None:
     _log.info("job process %d warm in %.1f s", os.getpid(), time.perf_counter() - started)
 
 
-def read_assignment(stream: IO[str]) -> tuple[str, TrainingParams] | None:
-    """The warm process's side of the assignment pipe: (job id, params), or None at its end."""
-    line = stream.readline()
-    if not line.strip():
-        return None
-    message = json.loads(line)
-    return str(message["job_id"]), TrainingParams.model_validate(message["params"])
-
-
-def die_with_parent(parent_pid: int) -> None:
-    """Ask the kernel to SIGKILL us when the runner dies; exit if it died already."""
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != parent_pid:
-        raise SystemExit(3)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the job's process."""
     parser = argparse.ArgumentParser(prog="python -m trainer_service.runner.job_process")
@@ -230,8 +194,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parent-pid", type=int, default=0, help="die with this process")
     parser.add_argument("--ready-fd", type=int, default=None, help="closed once warm (--warm)")
     args = parser.parse_args(argv)
-    if args.parent_pid:
-        die_with_parent(args.parent_pid)
+    if args.parent_pid:  # the kernel SIGKILLs us when the runner dies; exit if it died already
+        if sys.platform.startswith("linux"):
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != args.parent_pid:
+            raise SystemExit(3)
     logging.basicConfig(
         stream=sys.stdout,
         level=logging.INFO,
@@ -250,10 +217,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.ready_fd is not None:  # the runner counts warm processes for /readyz
             os.write(args.ready_fd, b"warm")
             os.close(args.ready_fd)
-        assignment = read_assignment(sys.stdin)
-        if assignment is None:
+        line = sys.stdin.readline()
+        if not line.strip():
             return 0
-        job_id, params = assignment
+        message = json.loads(line)
+        job_id, params = str(message["job_id"]), TrainingParams.model_validate(message["params"])
     elif args.job_id and args.params:
         job_id, params = args.job_id, TrainingParams.model_validate_json(args.params)
     else:
@@ -261,13 +229,9 @@ def main(argv: list[str] | None = None) -> int:
     return train_job(store, job_id, params, args.parent_pid)
 
 
-def exit_now(status: int) -> None:
-    """Leave without TensorFlow's slow interpreter teardown: the result is reported already."""
-    logging.shutdown()
+if __name__ == "__main__":
+    status = main()
+    logging.shutdown()  # then leave without TensorFlow's slow teardown: the result is written
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(status)
-
-
-if __name__ == "__main__":
-    exit_now(main())

@@ -1,42 +1,31 @@
 """The ``kubernetes`` executor: each training job is one ``batch/v1`` Job on the cluster.
 
-The API side (``KubernetesExecutor``, any worker of any replica) creates the Job, then
-writes the job's record, so a record never exists without its Job; cancel records the
-request and deletes the Job (foreground propagation). The API server is the single point of
-truth for what runs: the Job controller claims, schedules, retries no failure
-(``backoffLimit: 0``; a disrupted pod is replaced, see below), enforces the time limit (``activeDeadlineSeconds``) and cleans up
-(``ttlSecondsAfterFinished``).
+The API side (``KubernetesExecutor``, any worker of any replica) creates the Job, then writes
+the job's record, so a record never exists without its Job; cancel records the request and
+deletes the Job. The Job controller schedules, retries no failure (``backoffLimit: 0``),
+enforces the time limit (``activeDeadlineSeconds``) and cleans up.
 
-The runner side (``Finalizer``) runs in every replica's runner process, but only the replica
-elected with a ``coordination.k8s.io/v1`` Lease (the client's leader election) acts: it
-reads the unfinished records, lists the Jobs by their ``squarenet.io/job-id`` label, and
-settles each job from its Job's status and the result its pod wrote on the store. It keeps
-no state of its own, so a restarted or newly elected finalizer picks up where the last
-one stopped. Nothing here takes a lock on the shared volume or compares two hosts' clocks.
+The runner side (``Finalizer``) acts only on the replica elected with a Lease: it settles
+each unfinished job from its Job's status and the result its pod wrote on the store, keeping
+no state of its own, taking no lock on the shared volume and comparing no clocks. What
+clusters do to jobs:
 
-What clusters do to jobs, and what each ends as:
-
-- every API call has a timeout (``API_TIMEOUT``, below the Lease's renew deadline); an API
-  server that refuses, drops or never answers the call is ``ExecutorUnavailable`` (503
-  ``executor-unavailable``) for submit and cancel, and a logged line for the finalizer, which
-  settles each job on its own (one failing job never blocks the others);
-- a pod evicted, drained, pre-empted (the ``DisruptionTarget`` condition) or otherwise
-  stopped by SIGTERM is replaced by the Job controller (``podFailurePolicy`` ignores it) and
-  the new pod resumes from the checkpoint its process saved when it stopped: the job stays
-  RUNNING and ends as its last pod does, never CANCELLED (only a client's cancel request
-  cancels); a Job that failed on a disruption anyway ends FAILED ``interrupted: ...``;
-- a job whose pod has not started within ``max_pending_seconds`` (unschedulable, image
-  pull errors, a missing claim) is FAILED naming the pod's reason and its Job deleted;
-- a replica acts only while its last successful Lease renewal is recent
-  (``Finalizer.holds_lease``), checked right before each state change and Job deletion
-  (after the pod list that decides it) and, through ``JobBook.still_leading``, before each
-  sweep trial release and sweep record write: one that hung or paused past that settles
-  nothing and releases no trial; a trial's job id is ``<sweep>-<trial>-<attempt>``, so the
-  next leader's release of the same trial is a no-op, not a twin job.
+- an API call unanswered within ``API_TIMEOUT`` is ``ExecutorUnavailable`` (503) for submit
+  and cancel, a logged line for the finalizer, which settles each job on its own;
+- a pod evicted, drained, pre-empted or otherwise stopped by SIGTERM is replaced
+  (``podFailurePolicy`` ignores it) and resumes from its checkpoint: the job stays RUNNING,
+  never CANCELLED; a Job that failed on a disruption anyway ends FAILED ``interrupted: ...``;
+- a job whose pod has not started within ``max_pending_seconds`` is FAILED naming the pod's
+  reason, and its Job deleted;
+- a replica acts only while its last Lease renewal is recent (``holds_lease``), checked right
+  before each state change, Job deletion and (``JobBook.still_leading``) sweep write; a
+  trial's job id comes from ``<sweep>-<trial>-<attempt>``, so the next leader's release of
+  the same trial is a no-op, not a twin job.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -81,17 +70,10 @@ UNREACHABLE = (urllib3.exceptions.HTTPError,)  # MaxRetryError, timeouts, droppe
 DISRUPTION = "DisruptionTarget"
 JOB_CONTAINER = "train"
 # a pod waiting for one of these never starts by itself: the job fails at its pending bound
-STUCK_WAITING = frozenset(
-    {
-        "ErrImagePull",
-        "ImagePullBackOff",
-        "InvalidImageName",
-        "ErrImageNeverPull",
-        "CreateContainerConfigError",
-        "CreateContainerError",
-        "RunContainerError",
-    }
-)
+STUCK_WAITING = frozenset({
+    "ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull",
+    "CreateContainerConfigError", "CreateContainerError", "RunContainerError",
+})  # fmt: skip
 # every call the executor makes, as the Role in k8s/base grants it: (group, resource, verb)
 PERMISSIONS = (
     *(("batch", "jobs", verb) for verb in ("create", "list", "delete")),
@@ -395,27 +377,21 @@ class FencedLeaseLock(LeaseLock):
         except UNREACHABLE as exc:
             return False, ApiException(status=0, reason=f"no answer ({type(exc).__name__})")
 
-    def create(self, name: str, namespace: str, election_record: Any) -> bool:
+    def create(self, *args: Any, **kwargs: Any) -> bool:
         """Create the Lease; remember when on success."""
-        return self._renewing(
-            lambda: LeaseLock.create(self, name, namespace, election_record)  # type: ignore[no-untyped-call]
-        )
+        return self._renewing(super().create, *args, **kwargs)
 
-    def update(self, name: str, namespace: str, updated_record: Any) -> bool:
+    def update(self, *args: Any, **kwargs: Any) -> bool:
         """Renew the Lease; remember when on success."""
-        return self._renewing(
-            lambda: LeaseLock.update(self, name, namespace, updated_record)  # type: ignore[no-untyped-call]
-        )
+        return self._renewing(super().update, *args, **kwargs)
 
-    def _renewing(self, call: Callable[[], bool]) -> bool:
+    def _renewing(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> bool:
         sent = time.monotonic()
-        try:
-            renewed = bool(call())
-        except UNREACHABLE:
-            renewed = False
-        if renewed:
-            self.renewed_at = sent
-        return renewed
+        with contextlib.suppress(*UNREACHABLE):
+            if call(*args, **kwargs):
+                self.renewed_at = sent
+                return True
+        return False
 
 
 class Finalizer:
@@ -480,31 +456,26 @@ class Finalizer:
 
     def problem(self, key: str, message: str | None) -> None:
         """Log a problem once when it starts (or changes) and once when it clears."""
-        before = self.problems.get(key)
         if message is None:
-            if before is not None:
-                del self.problems[key]
+            if self.problems.pop(key, None) is not None:
                 _log.info("finalizer: %s: resolved", key)
-            return
-        if before != message:
+        elif self.problems.get(key) != message:
             self.problems[key] = message
             _log.error("finalizer: %s: %s", key, message)
 
-    def report_missing_permissions(self) -> list[str]:
-        """Log, as one clear error, what the ServiceAccount may not do; return it.
+    def report_missing_permissions(self) -> None:
+        """Log, as one clear error, what the ServiceAccount may not do.
 
         The Lease is read and renewed by name only (the Role's ``resourceNames``): those
         verbs are asked about this installation's Lease, the others about any object.
         """
         missing = []
         for group, resource, verb in PERMISSIONS:
-            name, _, subresource = resource.partition("/")
-            by_name = name == "leases" and verb != "create"
+            by_name = resource == "leases" and verb != "create"
             attributes = client.V1ResourceAttributes(
                 namespace=self.namespace,
                 group=group,
-                resource=name,
-                subresource=subresource or None,
+                resource=resource,
                 verb=verb,
                 name=self.lease if by_name else None,
             )
@@ -515,7 +486,7 @@ class Finalizer:
                 answer: Any = self.authz.create_self_subject_access_review(review)
             except ApiException as exc:
                 _log.error("finalizer: cannot check permissions: %s %s", exc.status, exc.reason)
-                return []
+                return
             if not answer.status.allowed:
                 missing.append(f"{verb} {resource}")
         if missing:
@@ -525,7 +496,6 @@ class Finalizer:
                 ", ".join(missing),
                 self.namespace,
             )
-        return missing
 
     def _elect(self) -> None:
         election = electionconfig.Config(  # type: ignore[no-untyped-call]
@@ -618,11 +588,7 @@ class Finalizer:
             elif now - self.orphans.setdefault(key, now) > ORPHAN_GRACE_SECONDS or (
                 (record := self.book.files.read(holder)) is not None and record.state.finished
             ):
-                _log.info(
-                    "job slot %s of job %s freed: the job is not queued or running",
-                    slot.name,
-                    holder,
-                )
+                _log.info("job slot %s of job %s freed: not queued or running", slot.name, holder)
                 slot.unlink(missing_ok=True)
                 self.orphans.pop(key, None)
 
@@ -686,29 +652,24 @@ class Finalizer:
         now = time.monotonic()
         if now - self.pending.setdefault(job.id, now) < self.max_pending_seconds:
             return
-        listed: Any = self.core.list_namespaced_pod(
-            self.namespace, label_selector=f"{JOB_ID_LABEL}={job.id}"
-        )
-        why = pending_reason(listed.items)
+        why = pending_reason(self._pods(job.id))
         if why is None:
             return  # its pod is starting right now: the next pass sees it Ready
         if not self._delete(job.id):
             return  # the Lease may have lapsed during the pod list: the leader decides
         self.pending.pop(job.id, None)
-        self._finish(
-            job.id,
-            Ending(
-                "failed",
-                f"never started: its pod did not start within {self.max_pending_seconds} s: {why}",
-            ),
-        )
+        why = f"never started: its pod did not start within {self.max_pending_seconds} s: {why}"
+        self._finish(job.id, Ending("failed", why))
 
-    def disruption(self, job_id: str) -> str | None:
-        """The pod's ``DisruptionTarget`` condition as ``reason: message``, if the pod is there."""
+    def _pods(self, job_id: str) -> list[Any]:
         listed: Any = self.core.list_namespaced_pod(
             self.namespace, label_selector=f"{JOB_ID_LABEL}={job_id}"
         )
-        for pod in listed.items:
+        return list(listed.items)
+
+    def disruption(self, job_id: str) -> str | None:
+        """The pod's ``DisruptionTarget`` condition as ``reason: message``, if the pod is there."""
+        for pod in self._pods(job_id):
             for condition in pod.status.conditions or ():
                 if condition.type == DISRUPTION and condition.status == "True":
                     return f"{condition.reason}: {condition.message}".strip(": ")
@@ -716,11 +677,7 @@ class Finalizer:
 
     def pod_failure(self, job_id: str) -> str | None:
         """How the job's pod ended (its container's termination), if the pod is still there."""
-        listed: Any = self.core.list_namespaced_pod(
-            self.namespace, label_selector=f"{JOB_ID_LABEL}={job_id}"
-        )
-        pods: list[Any] = listed.items
-        for pod in pods:
+        for pod in self._pods(job_id):
             for container in pod.status.container_statuses or ():
                 ended = container.state.terminated if container.state else None
                 if ended is not None:
@@ -757,7 +714,6 @@ def pending_reason(pods: list[Any]) -> str | None:
                 return f"{waiting.reason}: {waiting.message or container.name}"
         for condition in status.conditions or ():
             if condition.type == "PodScheduled" and condition.status == "False":
-                return f"{condition.reason or 'Unschedulable'}: {condition.message or ''}".strip(
-                    ": "
-                )
+                why = f"{condition.reason or 'Unschedulable'}: {condition.message or ''}"
+                return why.strip(": ")
     return None  # scheduled and creating its containers (a large image pulls for a while)

@@ -1,21 +1,16 @@
 """The ``local`` executor: jobs run in child processes of one runner on this machine.
 
 The API side (``LocalExecutor``, in every gunicorn worker) records a job and pokes the
-runner through a named pipe in the jobs folder, so a job starts without waiting for a poll.
-The runner (``LocalRunner``, one process next to gunicorn) keeps a pool of warm job
-processes, as many as jobs may run at once (TensorFlow imported and every code path walked
-before a job arrives), hands each QUEUED job to a warm one through its assignment pipe, and
-starts a fresh one in its place: each process trains one job, and no job waits for
-TensorFlow to import, not the first after a start nor any of a burst. Once the whole pool
-is warm the active runner writes its pid into ``.runner-ready`` (``pool_warm``): ``/readyz``
-answers 200 only from then on, and while that runner lives.
+runner through a named pipe in the jobs folder. The runner (``LocalRunner``, one process
+next to gunicorn) keeps a pool of warm job processes, as many as jobs may run at once
+(TensorFlow imported and every code path walked), hands each QUEUED job to a warm one and
+starts a fresh one in its place, so no job waits for TensorFlow. Once the whole pool is warm
+it writes its pid into ``.runner-ready`` (``pool_warm``, for ``/readyz``).
 
 One loop waits on the poke pipe, the children's pidfds, the signal pipe and the nearest
-time limit, and reacts at once. Coordination is local only: a lock on a file of the jobs
-folder (``local_lock``, an ``flock``) makes one runner per store the active one (a second
-one on the same machine tries it again as a standby), state changes go through the job
-book's local lock, and a child dies with the runner (``PR_SET_PDEATHSIG``). The store must
-therefore be on this machine's disk.
+time limit. Coordination is local only: an ``flock`` makes one runner per store the active
+one (another waits as a standby), state changes take the job book's local lock, and a child
+dies with the runner (``PR_SET_PDEATHSIG``): the store must be on this machine's disk.
 """
 
 from __future__ import annotations
@@ -32,7 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import IO
+from typing import IO, cast
 
 from filelock import FileLock, Timeout
 
@@ -74,9 +69,8 @@ def poke(book: JobBook) -> None:
     except OSError:  # no runner listening (ENXIO), or no pipe yet (ENOENT)
         return
     try:
-        os.write(fd, b"\n")
-    except BlockingIOError:
-        pass  # the pipe is full of pokes already: the runner is awake anyway
+        with contextlib.suppress(BlockingIOError):  # a pipe full of pokes: it is awake anyway
+            os.write(fd, b"\n")
     finally:
         os.close(fd)
 
@@ -111,46 +105,31 @@ class WarmProcess:
     """The runner's side of one job process: started warm, assigned one job, then reaped."""
 
     process: subprocess.Popen[bytes]
-    assignment: IO[str]  # the write end of the child's standard input
+    stdin: IO[bytes]  # the assignment pipe
     pidfd: int
     ready_fd: int = -1  # readable once the process is warm (or gone)
     ready: bool = False
-    job: Job | None = None
     deadline: float = field(default=float("inf"))
     ending: Ending | None = None  # set once the runner has stopped it
 
     @classmethod
     def start(cls, book: JobBook) -> WarmProcess:
         """A new job process that imports TensorFlow now and waits for its job."""
+        ready_read, ready_write = os.pipe()
         command = [
             sys.executable,
-            *("-m", "trainer_service.runner.job_process", "--warm"),
+            *("-m", "trainer_service.runner.job_process", "--warm", "--ready-fd", str(ready_write)),
             *("--model-store", str(book.store.root), "--parent-pid", str(os.getpid())),
         ]
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
-        ready_read, ready_write = os.pipe()
-        command += ["--ready-fd", str(ready_write)]
         try:
             process = subprocess.Popen(  # noqa: S603 - our own module, no shell
-                command,
-                stdin=subprocess.PIPE,
-                env=env,
-                start_new_session=True,
-                pass_fds=(ready_write,),
+                command, stdin=subprocess.PIPE, start_new_session=True, pass_fds=(ready_write,)
             )
         finally:
             os.close(ready_write)
         os.set_blocking(ready_read, False)
-        stdin = process.stdin
-        if stdin is None:  # never: stdin=PIPE
-            raise OSError("the job process has no standard input")
-        assignment = open(stdin.fileno(), "w", encoding="utf-8", closefd=False)  # noqa: SIM115
-        return cls(
-            process=process,
-            assignment=assignment,
-            pidfd=os.pidfd_open(process.pid),
-            ready_fd=ready_read,
-        )
+        stdin = cast("IO[bytes]", process.stdin)  # never None: stdin=PIPE
+        return cls(process, stdin, os.pidfd_open(process.pid), ready_read)
 
     def check_ready(self) -> bool:
         """Whether the process has said it is warm (read without blocking)."""
@@ -166,12 +145,11 @@ class WarmProcess:
 
     def assign(self, job: Job) -> None:
         """Hand the process its job; its time limit starts now."""
-        self.job = job
         self.deadline = time.monotonic() + job.params.max_train_seconds
         line = json.dumps({"job_id": job.id, "params": job.params.model_dump(mode="json")})
         try:
-            self.assignment.write(line + "\n")
-            self.assignment.flush()
+            self.stdin.write(line.encode() + b"\n")
+            self.stdin.flush()
         except BrokenPipeError:
             pass  # it died while warming up: its exit is noticed and the job fails with it
 
@@ -186,7 +164,7 @@ class WarmProcess:
         code = self.process.wait()
         if self.pidfd >= 0:
             with contextlib.suppress(OSError):
-                self.process.stdin.close()  # type: ignore[union-attr]
+                self.stdin.close()
             os.close(self.pidfd)
             self.pidfd = -1
         if self.ready_fd >= 0:
@@ -257,13 +235,12 @@ class LocalRunner:
         while not self.stopping:
             try:
                 runner_lock.acquire(blocking=False)
+                return True
             except Timeout:
                 if not announced:
                     _log.info("local runner %d: standby, another runner has the store", os.getpid())
                     announced = True
                 self._wait([signal_read], _STANDBY_SECONDS)
-                continue
-            return True
         return False
 
     def _recover(self) -> None:
@@ -271,16 +248,14 @@ class LocalRunner:
         their checkpoints; one lost ``MAX_RESUMES`` times already fails (it may be what
         brings the trainer down)."""
         for job in self.book.unfinished():
-            if job.state is not RunState.RUNNING:
-                continue
-            if job.resumes < MAX_RESUMES:
+            if job.state is RunState.RUNNING and job.resumes < MAX_RESUMES:
                 self.book.requeue(job.id, "its job runner was lost")
-                continue
-            reason = (
-                "trainer process lost: the job runner stopped while the job was training "
-                f"(it had resumed {job.resumes} times)"
-            )
-            self.book.finish(job.id, Ending("failed", reason, EndReason.LOST))
+            elif job.state is RunState.RUNNING:
+                reason = (
+                    "trainer process lost: the job runner stopped while the job was training "
+                    f"(it had resumed {job.resumes} times)"
+                )
+                self.book.finish(job.id, Ending("failed", reason, EndReason.LOST))
         # no job process of ours exists yet: a requeued job's stale staging folder goes too
         fence.sweep(self.book.store, running=set())
 
@@ -291,11 +266,11 @@ class LocalRunner:
             timeout = max(
                 0.0, min([time.monotonic() + _IDLE_SECONDS, *deadlines]) - time.monotonic()
             )
-        children = [child.pidfd for child in self.running.values() if child.pidfd >= 0]
-        children += [spare.pidfd for spare in self.spares if spare.pidfd >= 0]
-        children += [spare.ready_fd for spare in self.spares if spare.ready_fd >= 0]
+        children = [child.pidfd for child in [*self.running.values(), *self.spares]]
+        children += [spare.ready_fd for spare in self.spares]
         with contextlib.suppress(InterruptedError):
-            readable, _, _ = select.select([*fds, *children], [], [], timeout)
+            watched = [*fds, *(fd for fd in children if fd >= 0)]
+            readable, _, _ = select.select(watched, [], [], timeout)
             for fd in set(readable) & set(fds):
                 with contextlib.suppress(BlockingIOError):
                     os.read(fd, 4096)
@@ -340,9 +315,7 @@ class LocalRunner:
             if spare.check_ready():
                 self.spares.remove(spare)
                 return spare
-        if self.spares:
-            return self.spares.pop(0)
-        return WarmProcess.start(self.book)
+        return self.spares.pop(0) if self.spares else WarmProcess.start(self.book)
 
     def _unfinished(self) -> tuple[list[Job], set[str]]:
         """The book's QUEUED and RUNNING jobs, and which of them a cancel was asked for."""
@@ -400,8 +373,7 @@ class LocalRunner:
                     self._end(job_id, None)  # it ended by itself meanwhile: settle it
                     continue
                 del self.running[job_id]
-                if self.book.requeue(job_id, "the trainer is shutting down") is None:
-                    continue  # cancelled or settled meanwhile
+                self.book.requeue(job_id, "the trainer is shutting down")  # unless settled
             except OSError as exc:  # the next runner requeues it as lost
                 _log.error("job %s: could not record the interruption: %s", job_id, exc)
         for spare in self.spares:

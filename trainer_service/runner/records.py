@@ -38,9 +38,6 @@ from trainer_service.params import TrainingParams
 
 JOB_ID_PATTERN = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}$")
 ARTIFACT_NAMES = frozenset({"loss.png", "fit.png", "fit.json"})
-PROGRESS_FILE = "progress.jsonl"
-CHECKPOINT_FILE = "checkpoint.npz"
-CANCEL_FILE = "cancel"
 
 
 class Progress(BaseModel):
@@ -77,8 +74,7 @@ class Job(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _with_end_reason(cls, data: Any) -> Any:
-        """A final record written before jobs stored their end reason gets it inferred here,
-        the one place old records are read."""
+        """A record written before jobs stored their end reason gets it inferred here."""
         if isinstance(data, dict) and data.get("end_reason") is None and "state" in data:
             with contextlib.suppress(ValueError, TypeError):
                 end = inferred_end(RunState(data["state"]), data.get("error"))
@@ -152,28 +148,22 @@ class JobFiles:
     """Paths and plain reads and writes of a job's files."""
 
     def __init__(self, store: ModelStore) -> None:
-        self.store = store
         self.root = store.jobs_dir
 
     def record_path(self, job_id: str) -> Path:
-        """The job's JSON record."""
         return self.root / f"{job_id}.json"
 
     def job_dir(self, job_id: str) -> Path:
-        """The job's own folder: progress, figures, cancel request."""
         return self.root / job_id
 
     def progress_path(self, job_id: str) -> Path:
-        """Epochs and the result, one JSON object a line, written by the job's process."""
-        return self.job_dir(job_id) / PROGRESS_FILE
+        return self.job_dir(job_id) / "progress.jsonl"
 
     def checkpoint_path(self, job_id: str) -> Path:
-        """Where the job's process saves its training state (``training.checkpoint``)."""
-        return self.job_dir(job_id) / CHECKPOINT_FILE
+        return self.job_dir(job_id) / "checkpoint.npz"
 
     def cancel_path(self, job_id: str) -> Path:
-        """Present once a client asked to cancel the job."""
-        return self.job_dir(job_id) / CANCEL_FILE
+        return self.job_dir(job_id) / "cancel"
 
     def read(self, job_id: str) -> Job | None:
         """The record, or None when there is none (or it cannot be parsed)."""
@@ -189,32 +179,13 @@ class JobFiles:
         self.root.mkdir(parents=True, exist_ok=True)
         write_json_atomic(self.record_path(record.id), record.model_dump(mode="json"))
 
-    def record_ids(self) -> list[str]:
-        """Ids of every stored record, oldest first."""
-        return stored_ids(self.root, is_job_id)
+    def records(self) -> list[Job]:
+        """Every readable record, oldest first."""
+        return [job for job_id in stored_ids(self.root, is_job_id) if (job := self.read(job_id))]
 
     def read_report(self, job_id: str) -> Report:
         """Every complete line of the progress file (a line being written is left out)."""
-        report = Report()
-        try:
-            text = self.progress_path(job_id).read_text(encoding="utf-8")
-        except (FileNotFoundError, NotADirectoryError):
-            return report
-        _add_lines(report, text)
-        return report
-
-
-def _add_lines(report: Report, text: str) -> None:
-    """Add the complete lines of ``text`` to ``report`` (a line being written is left out)."""
-    for line in text.splitlines(keepends=True):
-        if not line.endswith("\n"):
-            break
-        with contextlib.suppress(ValueError):
-            row = json.loads(line)
-            if isinstance(row, dict) and isinstance(row.get("result"), str):
-                report.result = row
-            elif isinstance(row, dict) and isinstance(row.get("epoch"), int):
-                report.epochs.append(row)
+        return ProgressTail(self.progress_path(job_id)).read()
 
 
 class ProgressTail:
@@ -244,6 +215,12 @@ class ProgressTail:
             return report
         complete = chunk[: chunk.rfind(b"\n") + 1]  # a line being written waits for its end
         self._offset += len(complete)
-        _add_lines(report, complete.decode("utf-8", errors="replace"))
         self._seen = seen
+        for line in complete.decode("utf-8", errors="replace").splitlines():
+            with contextlib.suppress(ValueError):
+                row = json.loads(line)
+                if isinstance(row, dict) and isinstance(row.get("result"), str):
+                    report.result = row
+                elif isinstance(row, dict) and isinstance(row.get("epoch"), int):
+                    report.epochs.append(row)
         return report
