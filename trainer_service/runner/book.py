@@ -32,6 +32,7 @@ from trainer_service.runner.records import (
     Progress,
     ProgressTail,
     Report,
+    finite_metrics,
     finite_or_none,
     is_job_id,
     new_job_id,
@@ -193,7 +194,6 @@ class JobBook:
         return sorted(jobs, key=lambda job: (job.created_at, job.id))
 
     def count(self, state: RunState) -> int:
-        """How many jobs are in ``state``."""
         return self.counts()[state]
 
     def counts(self) -> dict[RunState, int]:
@@ -238,7 +238,6 @@ class JobBook:
         return record
 
     def cancel_requested(self, job_id: str) -> bool:
-        """True when a client asked to cancel this job."""
         return self.files.cancel_path(job_id).exists()
 
     def cancelled_or_running(self, job_id: str) -> Job:
@@ -305,7 +304,7 @@ class JobBook:
             if published is not None:
                 state, end = RunState.SUCCEEDED, EndReason.PUBLISHED
                 update["model_version"] = published[0]
-                update["metrics"] = _metrics(result.get("metrics")) or published[1]
+                update["metrics"] = finite_metrics(result.get("metrics")) or published[1]
             elif ending.kind == "cancelled" or said == "cancelled":
                 state, end = RunState.CANCELLED, EndReason.CANCELLED
             elif ending.kind == "time_limit":
@@ -335,7 +334,6 @@ class JobBook:
 
 
 def time_limit_error(params: TrainingParams) -> str:
-    """The error of a job stopped by its time limit."""
     return (
         f"time limit exceeded: the job ran longer than max_train_seconds="
         f"{params.max_train_seconds} s and was stopped; nothing was published"
@@ -349,9 +347,3 @@ def _reported_end(result: dict[str, Any]) -> EndReason:
         return EndReason(str(result.get("end")))
     except ValueError:
         return inferred_end(RunState.FAILED, str(result.get("error"))) or EndReason.ERROR
-
-
-def _metrics(raw: object) -> dict[str, float]:
-    if not isinstance(raw, dict):
-        return {}
-    return {str(k): v for k, value in raw.items() if (v := finite_or_none(value)) is not None}

@@ -36,7 +36,6 @@ class Executor(Protocol):
 
 
 def make_book(settings: Settings, store: ModelStore) -> JobBook:
-    """The job book of this trainer's executor."""
     return JobBook(
         store,
         max_queued=settings.max_queued_jobs,

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from squarenet.store import TMP_PREFIX, BrokenVersion, ModelStore
+from trainer_service.runner.records import finite_metrics
 
 _PUBLISHED_LOOKBACK = 20  # versions searched for a job's own, newest first
 _JOB_STAGING = re.compile("^" + re.escape(TMP_PREFIX) + r"([0-9]{8}T[0-9]{6}Z-[0-9a-f]{8})-")
@@ -156,10 +157,4 @@ def _version_of(
         return None
     if metadata.get("job_id") != job_id:
         return None
-    raw = metadata.get("metrics")
-    metrics = raw if isinstance(raw, dict) else {}
-    return version, {
-        str(name): float(value)
-        for name, value in metrics.items()
-        if isinstance(value, int | float) and not isinstance(value, bool)
-    }
+    return version, finite_metrics(metadata.get("metrics"))

@@ -34,7 +34,7 @@ from trainer_service.lifecycle import EndReason
 from trainer_service.params import TrainingParams
 from trainer_service.runner import fence
 from trainer_service.runner.book import time_limit_error
-from trainer_service.runner.records import JobFiles, finite_or_none
+from trainer_service.runner.records import JobFiles, finite_metrics, finite_or_none
 from trainer_service.settings import check_writable
 
 _log = logging.getLogger("trainer_service.job_process")
@@ -164,7 +164,7 @@ def train_job(store: ModelStore, job_id: str, params: TrainingParams, parent_pid
         _log.error("job %s: training failed: %s: %s", job_id, type(exc).__name__, exc)
         progress.result("failed", error=public_error(exc, store.root), end=EndReason.ERROR)
         return 1
-    metrics = {name: v for name, v in outcome.metrics.items() if finite_or_none(v) is not None}
+    metrics = finite_metrics(outcome.metrics)
     progress.result("succeeded", version=outcome.version.version, metrics=metrics)
     return 0
 
@@ -185,7 +185,6 @@ def warm_up() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the job's process."""
     parser = argparse.ArgumentParser(prog="python -m trainer_service.runner.job_process")
     parser.add_argument("--model-store", type=Path, required=True)
     parser.add_argument("--job-id", help="the job to train now (with --params)")

@@ -91,7 +91,6 @@ class TimedApiClient(client.ApiClient):
     """
 
     def call_api(self, *args: Any, **kwargs: Any) -> Any:
-        """The generated client's call, with the default timeout filled in."""
         kwargs["_request_timeout"] = kwargs.get("_request_timeout") or API_TIMEOUT
         return super().call_api(*args, **kwargs)
 
@@ -378,11 +377,9 @@ class FencedLeaseLock(LeaseLock):
             return False, ApiException(status=0, reason=f"no answer ({type(exc).__name__})")
 
     def create(self, *args: Any, **kwargs: Any) -> bool:
-        """Create the Lease; remember when on success."""
         return self._renewing(super().create, *args, **kwargs)
 
     def update(self, *args: Any, **kwargs: Any) -> bool:
-        """Renew the Lease; remember when on success."""
         return self._renewing(super().update, *args, **kwargs)
 
     def _renewing(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> bool:

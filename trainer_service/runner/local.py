@@ -84,7 +84,6 @@ class LocalExecutor:
     def submit(
         self, params: TrainingParams, *, job_id: str | None = None, sweep_id: str | None = None
     ) -> Job:
-        """Record the job QUEUED and wake the runner."""
         job = self.book.submit(params, job_id=job_id, sweep_id=sweep_id)
         poke(self.book)
         return job
@@ -154,7 +153,6 @@ class WarmProcess:
             pass  # it died while warming up: its exit is noticed and the job fails with it
 
     def exited(self) -> bool:
-        """True once the process has ended."""
         return self.process.poll() is not None
 
     def stop(self) -> int:

@@ -131,6 +131,13 @@ def finite_or_none(value: object) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
+def finite_metrics(raw: object) -> dict[str, float]:
+    """The finite numbers of a metrics mapping (of anything else: none)."""
+    if not isinstance(raw, dict):
+        return {}
+    return {str(k): v for k, value in raw.items() if (v := finite_or_none(value)) is not None}
+
+
 def stored_ids(folder: Path, is_id: Callable[[str], bool]) -> list[str]:
     """The ids of the ``<id>.json`` records in ``folder``, sorted (ids sort by creation
     time); a name that is not an id is not a record, whatever else it is."""
@@ -175,7 +182,6 @@ class JobFiles:
             return None
 
     def write(self, record: Job) -> None:
-        """Replace the record atomically."""
         self.root.mkdir(parents=True, exist_ok=True)
         write_json_atomic(self.record_path(record.id), record.model_dump(mode="json"))
 

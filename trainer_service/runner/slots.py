@@ -44,13 +44,11 @@ class JobSlots:
             mine.unlink(missing_ok=True)
 
     def release(self, job_id: str) -> None:
-        """Free the slot ``job_id`` holds, if any."""
         for slot, holder in self.holders().items():
             if holder == job_id:
                 slot.unlink(missing_ok=True)
 
     def holders(self) -> dict[Path, str]:
-        """Each taken slot and the job holding it."""
         taken: dict[Path, str] = {}
         with contextlib.suppress(FileNotFoundError, NotADirectoryError):
             for slot in self.root.iterdir():
