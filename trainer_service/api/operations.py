@@ -18,6 +18,7 @@ from trainer_service.api.services import services
 from trainer_service.runner.local import pool_warm
 
 bp = APIBlueprint("operations", __name__)
+DOCUMENT_KEY = "squarenet.openapi"
 
 
 class Health(BaseModel):
@@ -107,7 +108,12 @@ def prometheus_metrics() -> Response:
 )
 def openapi() -> Response:
     """This document."""
-    return jsonify(served_document(current_app.api_doc))  # type: ignore[attr-defined]
+    # built once per app: the routes, and so the document, are fixed once create_app returns
+    served = current_app.extensions.get(DOCUMENT_KEY)
+    if served is None:
+        served = served_document(current_app.api_doc)  # type: ignore[attr-defined]
+        current_app.extensions[DOCUMENT_KEY] = served
+    return jsonify(served)
 
 
 def served_document(generated: dict[str, Any]) -> dict[str, Any]:
